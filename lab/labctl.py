@@ -1,0 +1,700 @@
+#!/usr/bin/env python3
+"""labctl: a lab of real libvirt hosts on one machine, for fleetmaint.libvirt.
+
+Each lab "host" is a real libvirtd running in its own mount and UTS namespace,
+with per-host directories bind-mounted over libvirt's state, config and PKI
+paths, its own hostname and host UUID, and listening on its own loopback
+address (127.0.0.2, .3, ...). Guests run under TCG and boot a Debian kernel
+with a busybox initramfs built here from Debian packages.
+
+Everything the lab creates lives under one state directory (``--state-dir``,
+``$FLEETMAINT_LAB_DIR``, default ``/var/tmp/fleetmaint-lab``) so ``down`` can
+remove it all. Only the standard library and the ``virsh`` client are used, so
+the tool works before any virtualenv exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+DEFAULT_STATE = os.environ.get("FLEETMAINT_LAB_DIR", "/var/tmp/fleetmaint-lab")
+HERE = Path(__file__).resolve().parent
+NETWORK = "lab-net"
+SHARED_POOL = "shared"
+LOCAL_POOL = "local"
+LOCAL_POOL_PATH = "/var/lib/libvirt/images"
+BIND_PATHS = {
+    "run": "/run/libvirt",
+    "lib": "/var/lib/libvirt",
+    "log": "/var/log/libvirt",
+    "cache": "/var/cache/libvirt",
+    "etc": "/etc/libvirt",
+    "pki": "/etc/pki",
+}
+GUEST_MODULES = [
+    "drivers/virtio/virtio.ko", "drivers/virtio/virtio_ring.ko",
+    "drivers/virtio/virtio_pci_modern_dev.ko", "drivers/virtio/virtio_pci_legacy_dev.ko",
+    "drivers/virtio/virtio_pci.ko", "drivers/block/virtio_blk.ko",
+    "net/core/failover.ko", "drivers/net/net_failover.ko", "drivers/net/virtio_net.ko",
+]
+VM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+METADATA_NS = "https://github.com/fleetmaint/libvirt/xmlns/1"
+
+
+class LabError(Exception):
+    """A lab operation failed; the message says what and where."""
+
+
+def log(msg: str) -> None:
+    print(f"labctl: {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd: list[str], check: bool = True, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"timed out after {timeout}s: {' '.join(cmd)}") from exc
+    if check and res.returncode != 0:
+        raise LabError(f"command failed ({res.returncode}): {' '.join(cmd)}\n{res.stderr.strip()}")
+    return res
+
+
+class Lab:
+    def __init__(self, state_dir: str):
+        self.root = Path(state_dir).resolve()
+        self.state_file = self.root / "lab.json"
+
+    # ------------------------------------------------------------------ state
+    def load(self) -> dict:
+        if not self.state_file.exists():
+            raise LabError(f"no lab at {self.root}: run 'labctl up' first")
+        return json.loads(self.state_file.read_text())
+
+    def save(self, state: dict) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        os.replace(tmp, self.state_file)
+
+    def host(self, state: dict, name: str) -> dict:
+        for h in state["hosts"]:
+            if h["name"] == name or h["addr"] == name:
+                return h
+        raise LabError(f"unknown lab host '{name}' (known: {', '.join(h['name'] for h in state['hosts'])})")
+
+    def hdir(self, h: dict) -> Path:
+        return self.root / "hosts" / h["name"]
+
+    @staticmethod
+    def uri(h: dict, tls: bool = False, pkipath: str | None = None) -> str:
+        if tls:
+            return f"qemu+tls://{h['addr']}/system" + (f"?pkipath={pkipath}" if pkipath else "")
+        return f"qemu+tcp://{h['addr']}/system"
+
+    def virsh(self, h: dict, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        return run(["virsh", "-q", "-c", self.uri(h), *args], check=check, timeout=timeout)
+
+    # -------------------------------------------------------------- prereqs
+    @staticmethod
+    def ensure_system_user() -> None:
+        # libvirt resolves the libvirt-qemu user and group before reading qemu.conf.
+        if run(["getent", "group", "libvirt-qemu"], check=False).returncode != 0:
+            run(["groupadd", "--system", "libvirt-qemu"])
+        if run(["getent", "passwd", "libvirt-qemu"], check=False).returncode != 0:
+            run(["useradd", "--system", "--no-create-home", "-g", "libvirt-qemu",
+                 "-s", "/usr/sbin/nologin", "libvirt-qemu"])
+        for tool in ("libvirtd", "virsh", "qemu-system-x86_64", "unshare", "certtool", "busybox"):
+            if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
+                raise LabError(f"'{tool}' is not installed: run 'make deps' (see bindep.txt)")
+
+    # ---------------------------------------------------------- guest image
+    def build_guest(self) -> None:
+        gdir = self.root / "guest"
+        kernel, initrd = gdir / "vmlinuz", gdir / "initrd.img"
+        stamp = gdir / "inputs.sha"
+        inputs = (HERE / "guest" / "init").read_bytes() + (HERE / "guest" / "dirtier.c").read_bytes()
+        digest = __import__("hashlib").sha256(inputs).hexdigest()
+        if kernel.exists() and initrd.exists() and stamp.exists() and stamp.read_text() == digest:
+            return
+        gdir.mkdir(parents=True, exist_ok=True)
+        work = gdir / "build"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        if not kernel.exists() or not (gdir / "modules").exists():
+            log("fetching a Debian cloud kernel (apt-get download)")
+            dep = run(["apt-cache", "depends", "linux-image-cloud-amd64"]).stdout
+            m = re.search(r"Depends:\s*(linux-image-\S+)", dep)
+            if not m:
+                raise LabError("cannot resolve linux-image-cloud-amd64: run 'apt-get update'")
+            run(["apt-get", "download", m.group(1)], cwd=work, timeout=600)
+            deb = next(work.glob("linux-image-*.deb"))
+            run(["dpkg-deb", "-x", str(deb), str(work / "x")])
+            shutil.copy(next((work / "x" / "boot").glob("vmlinuz-*")), kernel)
+            moddir = next((work / "x" / "lib" / "modules").iterdir()) / "kernel"
+            (gdir / "modules").mkdir(exist_ok=True)
+            for rel in GUEST_MODULES:
+                shutil.copy(moddir / rel, gdir / "modules" / Path(rel).name)
+        log("building the guest initramfs (busybox + dirtier)")
+        rootfs = work / "rootfs"
+        for d in ("bin", "dev", "proc", "sys", "tmp", "lib/fm"):
+            (rootfs / d).mkdir(parents=True, exist_ok=True)
+        shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
+        run(["gcc", "-O2", "-static", "-o", str(rootfs / "bin" / "dirtier"), str(HERE / "guest" / "dirtier.c")])
+        shutil.copy(HERE / "guest" / "init", rootfs / "init")
+        os.chmod(rootfs / "init", 0o755)
+        for ko in (gdir / "modules").iterdir():
+            shutil.copy(ko, rootfs / "lib" / "fm" / ko.name)
+        files = run(["sh", "-c", "find . | sort"], cwd=rootfs).stdout
+        cpio = subprocess.run(["busybox", "cpio", "-o", "-H", "newc"], input=files.encode(),
+                              cwd=rootfs, capture_output=True, check=True).stdout
+        initrd.write_bytes(__import__("gzip").compress(cpio))
+        stamp.write_text(digest)
+        shutil.rmtree(work, ignore_errors=True)
+
+    # ------------------------------------------------------------------ PKI
+    def build_pki(self, state: dict) -> None:
+        pki = self.root / "pki"
+        client = self.root / "client-pki"
+        if (pki / "cacert.pem").exists() and all((self.hdir(h) / "pki" / "qemu" / "server-cert.pem").exists()
+                                                  for h in state["hosts"]):
+            return
+        log("generating lab TLS certificates (certtool)")
+        pki.mkdir(parents=True, exist_ok=True)
+        client.mkdir(parents=True, exist_ok=True)
+        if not (pki / "cakey.pem").exists():
+            run(["certtool", "--generate-privkey", "--outfile", str(pki / "cakey.pem")])
+            (pki / "ca.info").write_text("cn = fleetmaint lab CA\nca\ncert_signing_key\nexpiration_days = 3650\n")
+            run(["certtool", "--generate-self-signed", "--load-privkey", str(pki / "cakey.pem"),
+                 "--template", str(pki / "ca.info"), "--outfile", str(pki / "cacert.pem")])
+        for h in state["hosts"] + [{"name": "controller", "addr": "127.0.0.1"}]:
+            key, cert = pki / f"{h['name']}-key.pem", pki / f"{h['name']}-cert.pem"
+            if not cert.exists():
+                info = pki / f"{h['name']}.info"
+                info.write_text(f"organization = fleetmaint lab\ncn = {h['addr']}\nip_address = {h['addr']}\n"
+                                "dns_name = localhost\ntls_www_server\ntls_www_client\nencryption_key\n"
+                                "signing_key\nexpiration_days = 3650\n")
+                run(["certtool", "--generate-privkey", "--outfile", str(key)])
+                run(["certtool", "--generate-certificate", "--load-privkey", str(key),
+                     "--load-ca-certificate", str(pki / "cacert.pem"),
+                     "--load-ca-privkey", str(pki / "cakey.pem"),
+                     "--template", str(info), "--outfile", str(cert)])
+            if h["name"] == "controller":
+                shutil.copy(pki / "cacert.pem", client / "cacert.pem")
+                shutil.copy(cert, client / "clientcert.pem")
+                shutil.copy(key, client / "clientkey.pem")
+                continue
+            hp = self.hdir(h) / "pki"
+            for d in ("CA", "libvirt/private", "qemu"):
+                (hp / d).mkdir(parents=True, exist_ok=True)
+            layout = {
+                "CA/cacert.pem": pki / "cacert.pem",
+                "libvirt/servercert.pem": cert, "libvirt/private/serverkey.pem": key,
+                "libvirt/clientcert.pem": cert, "libvirt/private/clientkey.pem": key,
+                "qemu/ca-cert.pem": pki / "cacert.pem",
+                "qemu/server-cert.pem": cert, "qemu/server-key.pem": key,
+                "qemu/client-cert.pem": cert, "qemu/client-key.pem": key,
+            }
+            for dst, src in layout.items():
+                shutil.copy(src, hp / dst)
+
+    # ---------------------------------------------------------------- hosts
+    def write_host_config(self, h: dict) -> None:
+        d = self.hdir(h)
+        for sub in BIND_PATHS:
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        (d / "lib" / "images").mkdir(parents=True, exist_ok=True)
+        (d / "log" / "qemu").mkdir(parents=True, exist_ok=True)
+        (d / "etc" / "libvirtd.conf").write_text(
+            f'listen_tcp = 1\nlisten_tls = 1\nlisten_addr = "{h["addr"]}"\n'
+            'auth_tcp = "none"\nauth_tls = "none"\nunix_sock_rw_perms = "0770"\n'
+            f'host_uuid = "{h["uuid"]}"\n'
+            'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"\n'
+            'keepalive_interval = 5\nkeepalive_count = 3\n'
+        )
+        (d / "etc" / "qemu.conf").write_text(
+            'user = "root"\ngroup = "root"\ndynamic_ownership = 0\nremember_owner = 0\n'
+            'security_driver = "none"\nstdio_handler = "file"\nnamespaces = [ ]\n'
+            f'migration_address = "{h["addr"]}"\nmigration_host = "{h["addr"]}"\n'
+            'default_tls_x509_cert_dir = "/etc/pki/qemu"\ndefault_tls_x509_verify = 1\n'
+            'migrate_tls_x509_cert_dir = "/etc/pki/qemu"\nmigrate_tls_x509_verify = 1\n'
+        )
+
+    def host_pid(self, h: dict) -> int | None:
+        pidfile = self.hdir(h) / "run" / "libvirtd.pid"
+        try:
+            pid = int(pidfile.read_text().strip())
+            os.kill(pid, 0)
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() != "libvirtd":
+                    return None
+            return pid
+        except (OSError, ValueError):
+            return None
+
+    def host_up(self, h: dict) -> bool:
+        if not self.host_pid(h):
+            return False
+        return self.virsh(h, "uri", check=False, timeout=10).returncode == 0
+
+    def start_host(self, state: dict, h: dict) -> None:
+        if self.host_up(h):
+            return
+        self.write_host_config(h)
+        d = self.hdir(h)
+        (d / "run" / "libvirtd.pid").unlink(missing_ok=True)
+        for p in BIND_PATHS.values():
+            os.makedirs(p, exist_ok=True)
+        mounts = " && ".join(f"mount --bind {d / k} {v}" for k, v in BIND_PATHS.items())
+        script = (f"{mounts} && hostname {h['name']} && "
+                  "exec libvirtd --listen -f /etc/libvirt/libvirtd.conf -p /run/libvirt/libvirtd.pid")
+        logf = open(d / "libvirtd.stdout", "ab")
+        proc = subprocess.Popen(["unshare", "--mount", "--uts", "--propagation", "private", "sh", "-c", script],
+                                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise LabError(f"libvirtd for {h['name']} exited ({proc.returncode}); see {d}/libvirtd.stdout")
+            if self.host_up(h):
+                break
+            time.sleep(0.3)
+        else:
+            raise LabError(f"libvirtd for {h['name']} did not answer on {self.uri(h)} within 30s")
+        ns = os.readlink(f"/proc/{self.host_pid(h)}/ns/mnt")
+        h.setdefault("mntns", [])
+        if ns not in h["mntns"]:
+            h["mntns"].append(ns)
+        self.save(state)
+        self.setup_host_objects(state, h)
+
+    def setup_host_objects(self, state: dict, h: dict) -> None:
+        d = self.hdir(h)
+        nets = self.virsh(h, "net-list", "--all", "--name").stdout.split()
+        if NETWORK not in nets:
+            xml = d / "net.xml"
+            xml.write_text(f"<network><name>{NETWORK}</name><forward mode='bridge'/>"
+                           f"<bridge name='{state['bridge']}'/></network>")
+            self.virsh(h, "net-define", str(xml))
+            self.virsh(h, "net-autostart", NETWORK)
+        if NETWORK not in self.virsh(h, "net-list", "--name").stdout.split():
+            self.virsh(h, "net-start", NETWORK)
+        pools = self.virsh(h, "pool-list", "--all", "--name").stdout.split()
+        for pool, path in ((SHARED_POOL, str(self.root / "shared")), (LOCAL_POOL, LOCAL_POOL_PATH)):
+            if pool not in pools:
+                self.virsh(h, "pool-define-as", pool, "dir", "--target", path)
+                self.virsh(h, "pool-autostart", pool)
+            if pool not in self.virsh(h, "pool-list", "--name").stdout.split():
+                self.virsh(h, "pool-start", pool)
+
+    def host_processes(self, h: dict) -> list[int]:
+        """Every process living in one of this host's mount namespaces (libvirtd, QEMU)."""
+        nss = set(h.get("mntns", []))
+        pids = []
+        for p in glob.glob("/proc/[0-9]*"):
+            try:
+                if os.readlink(f"{p}/ns/mnt") in nss:
+                    pids.append(int(p[6:]))
+            except OSError:
+                continue
+        return pids
+
+    def kill_host(self, h: dict, sig: int = signal.SIGKILL) -> list[int]:
+        pids = self.host_processes(h)
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 10
+        while time.time() < deadline and any(os.path.exists(f"/proc/{p}") for p in pids):
+            time.sleep(0.1)
+        # QEMU is gone: libvirt's status files would make a new libvirtd think it still runs.
+        return pids
+
+    # ------------------------------------------------------------------ up
+    def up(self, nhosts: int, first_addr: str, bridge: str) -> dict:
+        self.ensure_system_user()
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "shared").mkdir(exist_ok=True)
+        if self.state_file.exists():
+            state = self.load()
+            if len(state["hosts"]) != nhosts:
+                raise LabError(f"lab at {self.root} has {len(state['hosts'])} hosts; "
+                               f"run 'labctl down' before 'up --hosts {nhosts}'")
+        else:
+            base = first_addr.rsplit(".", 1)
+            if not first_addr.startswith("127."):
+                raise LabError("lab hosts must use loopback addresses (127.x.y.z)")
+            state = {"bridge": bridge, "hosts": [], "vms": {}, "cuts": [], "slows": []}
+            for i in range(nhosts):
+                addr = f"{base[0]}.{int(base[1]) + i}"
+                state["hosts"].append({"name": f"lab{i + 1}", "addr": addr, "uuid": str(uuid.uuid4()),
+                                       "mntns": []})
+            self.save(state)
+        self.build_guest()
+        self.build_pki(state)
+        if run(["ip", "link", "show", state["bridge"]], check=False).returncode != 0:
+            run(["ip", "link", "add", state["bridge"], "type", "bridge"])
+        run(["ip", "link", "set", state["bridge"], "up"])
+        for h in state["hosts"]:
+            self.start_host(state, h)
+        self.apply_faults(state)
+        return state
+
+    # ------------------------------------------------------------------ VMs
+    def vm_create(self, name: str, host: str, memory: int, vcpus: int, dirty_mb: int,
+                  dirty_rate: float, disk: str, size: int, start: bool = True, home: bool = True) -> dict:
+        state = self.load()
+        if not VM_NAME_RE.match(name):
+            raise LabError(f"invalid VM name '{name}'")
+        h = self.host(state, host)
+        if not self.host_up(h):
+            raise LabError(f"lab host {h['name']} is down")
+        where = self.locate(state, name)
+        if where["defined_on"] or where["running_on"]:
+            raise LabError(f"VM '{name}' already exists on {', '.join(where['defined_on'] + where['running_on'])}")
+        if dirty_mb > memory - 48:
+            raise LabError(f"--dirty-mb {dirty_mb} leaves too little of {memory} MiB for the guest kernel")
+        token = secrets.token_hex(8)
+        disk_xml = ""
+        disk_path = None
+        if disk != "none":
+            pool = SHARED_POOL if disk == "shared" else LOCAL_POOL
+            vol = f"{name}.img"
+            self.virsh(h, "vol-create-as", pool, vol, f"{size}M", "--format", "raw")
+            disk_path = self.virsh(h, "vol-path", vol, "--pool", pool).stdout.strip()
+            disk_xml = (f"<disk type='file' device='disk'><driver name='qemu' type='raw' cache='none'/>"
+                        f"<source file='{disk_path}'/><target dev='vda' bus='virtio'/></disk>")
+        cmdline = f"console=ttyS0 panic=-1 quiet fm.name={name} fm.token={token}"
+        if dirty_mb:
+            cmdline += f" fm.dirty_mb={dirty_mb} fm.dirty_rate={dirty_rate:g}"
+        meta = ""
+        if home:
+            meta = (f"<metadata><fleetmaint:instance xmlns:fleetmaint='{METADATA_NS}'>"
+                    f"<fleetmaint:home>{h['name']}</fleetmaint:home></fleetmaint:instance></metadata>")
+        g = self.root / "guest"
+        xml = f"""<domain type='qemu'>
+  <name>{name}</name>
+  {meta}
+  <memory unit='MiB'>{memory}</memory>
+  <vcpu>{vcpus}</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{g / 'vmlinuz'}</kernel><initrd>{g / 'initrd.img'}</initrd>
+    <cmdline>{cmdline}</cmdline></os>
+  <cpu mode='custom' match='exact' check='none'><model fallback='forbid'>qemu64</model></cpu>
+  <on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    {disk_xml}
+    <interface type='network'><source network='{NETWORK}'/><model type='virtio'/></interface>
+    <serial type='file'><source path='/var/log/libvirt/qemu/{name}-console.log'/><target port='0'/></serial>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+"""
+        xf = self.root / "vms" / f"{name}.xml"
+        xf.parent.mkdir(exist_ok=True)
+        xf.write_text(xml)
+        self.virsh(h, "define", str(xf))
+        if start:
+            self.virsh(h, "start", name)
+        state = self.load()
+        state["vms"][name] = {"token": token, "created_on": h["name"], "memory": memory,
+                              "disk": disk, "disk_path": disk_path, "dirty_mb": dirty_mb, "dirty_rate": dirty_rate}
+        self.save(state)
+        return {"name": name, "host": h["name"], "disk_path": disk_path, "token": token}
+
+    def vm_delete(self, name: str) -> list[str]:
+        state = self.load()
+        touched = []
+        for h in state["hosts"]:
+            if not self.host_up(h):
+                continue
+            names = self.virsh(h, "list", "--all", "--name").stdout.split()
+            if name in names:
+                self.virsh(h, "destroy", name, check=False)
+                self.virsh(h, "undefine", name, "--nvram", check=False)
+                touched.append(h["name"])
+            for pool in (SHARED_POOL, LOCAL_POOL):
+                if self.virsh(h, "vol-info", f"{name}.img", "--pool", pool, check=False).returncode == 0:
+                    self.virsh(h, "vol-delete", f"{name}.img", "--pool", pool, check=False)
+        state["vms"].pop(name, None)
+        self.save(state)
+        return touched
+
+    def locate(self, state: dict, name: str) -> dict:
+        out = {"running_on": [], "defined_on": [], "states": {}}
+        for h in state["hosts"]:
+            if not self.host_up(h):
+                continue
+            res = self.virsh(h, "domstate", name, check=False, timeout=15)
+            if res.returncode != 0:
+                continue
+            out["states"][h["name"]] = res.stdout.strip()
+            if res.stdout.strip() in ("running", "paused", "in shutdown"):
+                out["running_on"].append(h["name"])
+            if name in self.virsh(h, "list", "--all", "--persistent", "--name").stdout.split():
+                out["defined_on"].append(h["name"])
+        return out
+
+    def marker(self, name: str) -> dict:
+        """Read the disk marker of a VM from the image on the host that holds it."""
+        state = self.load()
+        vm = state["vms"].get(name)
+        if not vm or not vm.get("disk_path"):
+            raise LabError(f"VM '{name}' is not a lab VM with a disk")
+        where = self.locate(state, name)
+        holders = where["running_on"] or where["defined_on"]
+        found = {}
+        for hn in holders:
+            h = self.host(state, hn)
+            path = vm["disk_path"]
+            if path.startswith(LOCAL_POOL_PATH):
+                path = str(self.hdir(h) / "lib" / os.path.relpath(path, "/var/lib/libvirt"))
+            try:
+                with open(path, "rb") as f:
+                    head = f.read(512).split(b"\n")[0].decode(errors="replace")
+            except OSError as exc:
+                head = f"<unreadable: {exc}>"
+            found[hn] = head
+        expected = f"FLEETMAINT-MARKER name={name} token={vm['token']}"
+        return {"name": name, "expected": expected, "found": found,
+                "intact": bool(found) and all(v == expected for v in found.values())}
+
+    # ------------------------------------------------------------- status
+    def status(self) -> dict:
+        state = self.load()
+        hosts, vms = [], {}
+        for h in state["hosts"]:
+            up = self.host_up(h)
+            hosts.append({"name": h["name"], "addr": h["addr"], "uri": self.uri(h), "up": up,
+                          "tls_uri": self.uri(h, tls=True, pkipath=str(self.root / "client-pki"))})
+            if not up:
+                continue
+            listing = self.virsh(h, "list", "--all", check=False, timeout=15).stdout
+            persistent = set(self.virsh(h, "list", "--all", "--persistent", "--name",
+                                        check=False, timeout=15).stdout.split())
+            for line in listing.splitlines():
+                parts = line.split(None, 2)
+                if len(parts) < 3:
+                    continue
+                name, st = parts[1], parts[2].strip()
+                v = vms.setdefault(name, {"running_on": [], "defined_on": [], "states": {}})
+                v["states"][h["name"]] = st
+                if st in ("running", "paused", "in shutdown"):
+                    v["running_on"].append(h["name"])
+                if name in persistent:
+                    v["defined_on"].append(h["name"])
+        return {"state_dir": str(self.root), "hosts": hosts, "vms": vms,
+                "faults": {"cuts": state["cuts"], "slows": state["slows"]}}
+
+    def inventory(self) -> str:
+        state = self.load()
+        lines = [
+            "# Generated by 'labctl inventory': the fleetmaint lab as an Ansible inventory.",
+            "all:",
+            "  children:",
+            "    hypervisors:",
+            "      vars:",
+            "        ansible_connection: local",
+            "        ansible_python_interpreter: \"{{ ansible_playbook_python }}\"",
+            f"        fleetmaint_libvirt_shared_pools: [{SHARED_POOL}]",
+            f"        fleetmaint_lab_pkipath: {self.root / 'client-pki'}",
+            "      hosts:",
+        ]
+        for h in state["hosts"]:
+            lines += [f"        {h['name']}:",
+                      f"          fleetmaint_libvirt_uri: {self.uri(h)}",
+                      f"          fleetmaint_libvirt_tls_uri: {self.uri(h, True, str(self.root / 'client-pki'))}",
+                      f"          fleetmaint_libvirt_migration_uri: {self.uri(h)}",
+                      f"          fleetmaint_lab_addr: {h['addr']}"]
+        return "\n".join(lines) + "\n"
+
+    # -------------------------------------------------------------- faults
+    def apply_faults(self, state: dict) -> None:
+        """Rebuild iptables and tc from the recorded faults (idempotent)."""
+        have_chain = run(["iptables", "-w", "-S", "FLEETLAB"], check=False).returncode == 0
+        if state["cuts"] or have_chain:
+            if not have_chain:
+                run(["iptables", "-w", "-N", "FLEETLAB"])
+            if run(["iptables", "-w", "-C", "INPUT", "-i", "lo", "-j", "FLEETLAB"], check=False).returncode:
+                run(["iptables", "-w", "-I", "INPUT", "-i", "lo", "-j", "FLEETLAB"])
+            run(["iptables", "-w", "-F", "FLEETLAB"])
+            for a, b in state["cuts"]:
+                for s, d in ((a, b), (b, a)):
+                    run(["iptables", "-w", "-A", "FLEETLAB", "-s", s, "-d", d, "-j", "DROP"])
+        run(["tc", "qdisc", "del", "dev", "lo", "root"], check=False)
+        if state["slows"]:
+            run(["tc", "qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "1"])
+            run(["tc", "class", "add", "dev", "lo", "parent", "1:", "classid", "1:1", "htb", "rate", "40gbit"])
+            for i, (a, b, mbps) in enumerate(state["slows"], start=10):
+                run(["tc", "class", "add", "dev", "lo", "parent", "1:", "classid", f"1:{i}", "htb",
+                     "rate", f"{int(mbps * 8)}mbit", "ceil", f"{int(mbps * 8)}mbit"])
+                for s, d in ((a, b), (b, a)):
+                    run(["tc", "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1",
+                         "u32", "match", "ip", "src", f"{s}/32", "match", "ip", "dst", f"{d}/32",
+                         "flowid", f"1:{i}"])
+
+    def clear_faults(self) -> None:
+        if run(["iptables", "-w", "-S", "FLEETLAB"], check=False).returncode == 0:
+            run(["iptables", "-w", "-D", "INPUT", "-i", "lo", "-j", "FLEETLAB"], check=False)
+            run(["iptables", "-w", "-F", "FLEETLAB"], check=False)
+            run(["iptables", "-w", "-X", "FLEETLAB"], check=False)
+        run(["tc", "qdisc", "del", "dev", "lo", "root"], check=False)
+
+    def fault(self, action: str, args: list[str]) -> dict:
+        state = self.load()
+        if action in ("kill-host", "kill-libvirtd", "revive-host"):
+            h = self.host(state, args[0])
+            if action == "kill-host":
+                pids = self.kill_host(h)
+                return {"host": h["name"], "killed": pids}
+            if action == "kill-libvirtd":
+                pid = self.host_pid(h)
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+                    while os.path.exists(f"/proc/{pid}"):
+                        time.sleep(0.05)
+                return {"host": h["name"], "killed": [pid] if pid else []}
+            self.start_host(state, h)
+            return {"host": h["name"], "up": self.host_up(h)}
+        a, b = (self.host(state, x)["addr"] for x in args[:2])
+        pair = sorted([a, b])
+        if action == "cut":
+            if pair not in state["cuts"]:
+                state["cuts"].append(pair)
+        elif action == "heal":
+            state["cuts"] = [c for c in state["cuts"] if c != pair]
+            state["slows"] = [s for s in state["slows"] if sorted(s[:2]) != pair]
+        elif action == "slow":
+            mbps = float(args[2])
+            state["slows"] = [s for s in state["slows"] if sorted(s[:2]) != pair] + [[a, b, mbps]]
+        else:
+            raise LabError(f"unknown fault '{action}'")
+        self.save(state)
+        self.apply_faults(state)
+        return {"cuts": state["cuts"], "slows": state["slows"]}
+
+    # ---------------------------------------------------------------- down
+    def down(self) -> None:
+        if not self.state_file.exists():
+            log(f"no lab at {self.root}")
+            return
+        state = self.load()
+        for h in state["hosts"]:
+            pid = self.host_pid(h)
+            if pid:
+                h.setdefault("mntns", [])
+                try:
+                    ns = os.readlink(f"/proc/{pid}/ns/mnt")
+                    if ns not in h["mntns"]:
+                        h["mntns"].append(ns)
+                except OSError:
+                    pass
+            self.kill_host(h, signal.SIGTERM)
+            self.kill_host(h)
+        self.clear_faults()
+        run(["ip", "link", "del", state["bridge"]], check=False)
+        leftovers = [p for h in state["hosts"] for p in self.host_processes(h)]
+        if leftovers:
+            raise LabError(f"processes still alive after down: {leftovers}")
+        shutil.rmtree(self.root / "hosts", ignore_errors=True)
+        shutil.rmtree(self.root / "shared", ignore_errors=True)
+        shutil.rmtree(self.root / "vms", ignore_errors=True)
+        shutil.rmtree(self.root / "pki", ignore_errors=True)
+        shutil.rmtree(self.root / "client-pki", ignore_errors=True)
+        self.state_file.unlink(missing_ok=True)
+        # The guest kernel and initramfs stay cached under guest/ ('down --purge' removes them).
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="labctl", description=__doc__.split("\n\n")[0])
+    p.add_argument("--state-dir", default=DEFAULT_STATE, help="where the lab lives (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="start the lab (idempotent)")
+    up.add_argument("--hosts", type=int, default=3)
+    up.add_argument("--first-addr", default="127.0.0.2")
+    up.add_argument("--bridge", default="br-lab")
+    dn = sub.add_parser("down", help="stop everything and remove the lab's state")
+    dn.add_argument("--purge", action="store_true", help="also remove the cached guest kernel")
+    st = sub.add_parser("status", help="hosts and VMs")
+    st.add_argument("--json", action="store_true", dest="json_sub")
+    sub.add_parser("inventory", help="print an Ansible YAML inventory of the lab")
+    vm = sub.add_parser("vm", help="create or delete lab VMs")
+    vsub = vm.add_subparsers(dest="vmcmd", required=True)
+    c = vsub.add_parser("create")
+    c.add_argument("name")
+    c.add_argument("--host", required=True)
+    c.add_argument("--memory", type=int, default=128, help="MiB")
+    c.add_argument("--vcpus", type=int, default=1)
+    c.add_argument("--dirty-mb", type=int, default=0)
+    c.add_argument("--dirty-rate", type=float, default=0.0, help="MB/s")
+    c.add_argument("--disk", choices=["shared", "local", "none"], default="shared")
+    c.add_argument("--size", type=int, default=16, help="disk MiB")
+    c.add_argument("--no-start", action="store_true")
+    c.add_argument("--no-home", action="store_true", help="do not record the home host in metadata")
+    d = vsub.add_parser("delete")
+    d.add_argument("name")
+    m = vsub.add_parser("marker", help="read a VM's disk marker where it lives")
+    m.add_argument("name")
+    f = sub.add_parser("fault", help="inject faults")
+    f.add_argument("action", choices=["kill-host", "revive-host", "kill-libvirtd", "cut", "heal", "slow"])
+    f.add_argument("args", nargs="+")
+    a = p.parse_args(argv)
+    lab = Lab(a.state_dir)
+    as_json = a.json or getattr(a, "json_sub", False)
+    try:
+        if a.cmd == "up":
+            state = lab.up(a.hosts, a.first_addr, a.bridge)
+            out = {"hosts": [{"name": h["name"], "uri": lab.uri(h)} for h in state["hosts"]]}
+            text = "\n".join(f"{h['name']}  {lab.uri(h)}  up" for h in state["hosts"])
+        elif a.cmd == "down":
+            lab.down()
+            if a.purge:
+                shutil.rmtree(lab.root, ignore_errors=True)
+            out, text = {"down": True}, "lab is down"
+        elif a.cmd == "status":
+            out = lab.status()
+            rows = [f"{h['name']:6} {h['addr']:12} {'up' if h['up'] else 'DOWN'}" for h in out["hosts"]]
+            for n, v in sorted(out["vms"].items()):
+                rows.append(f"  vm {n:16} running_on={','.join(v['running_on']) or '-'} "
+                            f"defined_on={','.join(v['defined_on']) or '-'} states={v['states']}")
+            text = "\n".join(rows)
+        elif a.cmd == "inventory":
+            text = lab.inventory()
+            out = {"inventory": text}
+        elif a.cmd == "vm":
+            if a.vmcmd == "create":
+                out = lab.vm_create(a.name, a.host, a.memory, a.vcpus, a.dirty_mb, a.dirty_rate,
+                                    a.disk, a.size, start=not a.no_start, home=not a.no_home)
+                text = f"created {a.name} on {out['host']}"
+            elif a.vmcmd == "delete":
+                out = {"deleted_from": lab.vm_delete(a.name)}
+                text = f"deleted {a.name} from {', '.join(out['deleted_from']) or 'nowhere'}"
+            else:
+                out = lab.marker(a.name)
+                text = json.dumps(out)
+        else:
+            out = lab.fault(a.action, a.args)
+            text = json.dumps(out)
+    except LabError as exc:
+        print(f"labctl: error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(out, indent=2) if as_json else text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
