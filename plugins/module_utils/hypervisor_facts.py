@@ -1,0 +1,222 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) fleetmaint.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Gather facts about one hypervisor through an open libvirt connection.
+
+Takes a connection object (anything with libvirt's virConnect methods), so it runs
+against real hosts and against libvirt's ``test:///default`` driver in unit tests.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Dict, Iterable, List, Optional
+from urllib.parse import urlparse
+
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
+    FleetmaintError, libvirt, libvirt_message, wrap_error,
+)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import (
+    DOMAIN_STATES, SHARED_POOL_TYPES, classify_storage, parse_capabilities, parse_domain, parse_pool, version_string,
+)
+
+# Methods libvirt may accept for VIR_MIGRATE_PARAM_COMPRESSION; which ones a host accepts is probed.
+COMPRESSION_CANDIDATES = ("xbzrle", "mt", "zlib", "zstd")
+# A local URI whose socket cannot exist: the probe migration fails at connect, never reaching a host.
+PROBE_DEST_URI = "qemu+unix:///system?socket=/nonexistent/fleetmaint-capability-probe"
+LIBVIRT_TLS_PORT = 16514
+QEMU_TLS_FILES = ("ca-cert.pem", "server-cert.pem", "server-key.pem")
+
+
+def host_facts(conn: Any, uri: str) -> Dict[str, Any]:
+    """Identity, versions, CPU and memory of the host behind ``conn``."""
+    try:
+        caps = parse_capabilities(conn.getCapabilities())
+        info = conn.getInfo()
+        free = conn.getFreeMemory()
+        hv_type = conn.getType()
+        hv_version = conn.getVersion()
+        facts = {
+            "hostname": conn.getHostname(),
+            "uri": uri,
+            "uuid": caps["uuid"],
+            "libvirt_version": version_string(conn.getLibVersion()),
+            "hypervisor": hv_type,
+            "hypervisor_version": version_string(hv_version) if hv_version else None,
+            "cpu": dict(caps["cpu"], count=info[2], mhz=info[3], numa_nodes=info[4]),
+            "memory_total_mib": info[1],
+            "memory_free_mib": int(free // 1048576),
+            "live_migration": caps["live_migration"],
+            "migration_transports": caps["migration_transports"],
+            "guests": caps["guests"],
+        }
+    except Exception as exc:  # pylint: disable=broad-except
+        if isinstance(exc, FleetmaintError):
+            raise
+        raise wrap_error(exc, "reading host capabilities", uri) from exc
+    return facts
+
+
+def pool_facts(conn: Any, uri: str, shared_pools: Iterable[str] = ()) -> List[Dict[str, Any]]:
+    shared = set(shared_pools)
+    out = []
+    try:
+        for pool in conn.listAllStoragePools(0):
+            p = parse_pool(pool.XMLDesc(0))
+            active = bool(pool.isActive())
+            if active:
+                _state, capacity, allocation, available = pool.info()
+            else:
+                capacity = allocation = available = None
+            out.append(dict(p, active=active, autostart=bool(pool.autostart()),
+                            shared=p["name"] in shared or p["type"] in SHARED_POOL_TYPES,
+                            capacity_bytes=capacity, allocation_bytes=allocation, available_bytes=available))
+    except Exception as exc:  # pylint: disable=broad-except
+        raise wrap_error(exc, "listing storage pools", uri) from exc
+    return sorted(out, key=lambda p: p["name"])
+
+
+def network_facts(conn: Any, uri: str) -> List[Dict[str, Any]]:
+    try:
+        return sorted(({"name": n.name(), "active": bool(n.isActive()), "autostart": bool(n.autostart())}
+                       for n in conn.listAllNetworks(0)), key=lambda n: n["name"])
+    except Exception as exc:  # pylint: disable=broad-except
+        raise wrap_error(exc, "listing networks", uri) from exc
+
+
+def domain_facts(dom: Any, pools: List[Dict[str, Any]], shared_pools: Iterable[str] = ()) -> Dict[str, Any]:
+    """One domain, as migration work sees it (from its live or inactive definition)."""
+    d = parse_domain(dom.XMLDesc(0))
+    state, _reason = dom.state()
+    disks = []
+    for disk in d["disks"]:
+        disks.append(dict(disk, **classify_storage(disk, pools, shared_pools)))
+    return {
+        "name": d["name"],
+        "uuid": d["uuid"],
+        "state": DOMAIN_STATES.get(state, "unknown"),
+        "active": bool(dom.isActive()),
+        "persistent": bool(dom.isPersistent()),
+        "autostart": bool(dom.autostart()) if dom.isPersistent() else False,
+        "memory_mib": d["memory_mib"],
+        "vcpus": d["vcpus"],
+        "virt_type": d["virt_type"],
+        "machine": d["machine"],
+        "cpu": d["cpu"],
+        "disks": disks,
+        "interfaces": d["interfaces"],
+        "hostdevs": d["hostdevs"],
+        "home_host": d["home_host"],
+    }
+
+
+def all_domain_facts(conn: Any, uri: str, pools: List[Dict[str, Any]],
+                     shared_pools: Iterable[str] = (), names: Optional[Iterable[str]] = None) -> List[Dict[str, Any]]:
+    wanted = set(names) if names else None
+    out = []
+    try:
+        doms = conn.listAllDomains(0)
+    except Exception as exc:  # pylint: disable=broad-except
+        raise wrap_error(exc, "listing domains", uri) from exc
+    for dom in doms:
+        try:
+            if wanted is not None and dom.name() not in wanted:
+                continue
+            out.append(domain_facts(dom, pools, shared_pools))
+        except Exception as exc:  # pylint: disable=broad-except
+            if libvirt is not None and isinstance(exc, libvirt.libvirtError) and \
+                    exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                continue  # it left (migrated away, undefined) while we were looking
+            raise wrap_error(exc, f"reading domain {dom.name()}", uri) from exc
+    return sorted(out, key=lambda d: d["name"])
+
+
+def _probe_domain(conn: Any) -> Any:
+    """A running domain with no job in progress, to probe migration parameters with."""
+    for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING):
+        try:
+            if dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE:
+                return dom
+        except libvirt.libvirtError:
+            continue
+    return None
+
+
+def probe_compression(conn: Any) -> Dict[str, Any]:
+    """Ask libvirt which compression methods it accepts, without migrating anything.
+
+    libvirt validates the compression method before contacting the destination. A
+    peer-to-peer migration to a local socket that cannot exist fails at connect for
+    accepted methods and with 'Unsupported compression method' for the others; the
+    domain never leaves, and no job starts.
+    """
+    dom = _probe_domain(conn)
+    if dom is None:
+        return {"probed": False, "reason": "no running domain without a job to probe with",
+                "accepted": [], "rejected": {}}
+    accepted, rejected = [], {}
+    base = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_UNSAFE |
+            libvirt.VIR_MIGRATE_COMPRESSED)
+    for method in COMPRESSION_CANDIDATES:
+        try:
+            dom.migrateToURI3(PROBE_DEST_URI, {libvirt.VIR_MIGRATE_PARAM_COMPRESSION: method}, base)
+        except libvirt.libvirtError as exc:
+            msg = libvirt_message(exc)
+            if exc.get_error_code() == libvirt.VIR_ERR_INVALID_ARG:
+                rejected[method] = msg
+            elif exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+                return {"probed": False, "reason": msg, "accepted": [], "rejected": {}}
+            else:
+                accepted.append(method)
+        else:  # pragma: no cover - cannot succeed against a socket that does not exist
+            accepted.append(method)
+    return {"probed": True, "probe_domain": dom.name(), "accepted": accepted, "rejected": rejected}
+
+
+def tls_configured(uri: str, timeout: float = 2.0) -> Dict[str, Any]:
+    """Whether migration over TLS looks possible for this host.
+
+    For a local URI we look for QEMU's migration certificates; for a remote URI we
+    check that libvirtd answers on its TLS port. Either is a necessary condition;
+    the real proof is a TLS migration (live_migrate with tls=true).
+    """
+    parsed = urlparse(uri)
+    if not parsed.hostname:
+        missing = [f for f in QEMU_TLS_FILES if not os.path.exists(os.path.join("/etc/pki/qemu", f))]
+        return {"configured": not missing, "how": "files in /etc/pki/qemu",
+                "detail": f"missing: {', '.join(missing)}" if missing else "certificates present"}
+    port = parsed.port if parsed.port and parsed.scheme.endswith("+tls") else LIBVIRT_TLS_PORT
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        return {"configured": False, "how": f"tcp connect to {parsed.hostname}:{port}", "detail": str(exc)}
+    return {"configured": True, "how": f"tcp connect to {parsed.hostname}:{port}", "detail": "libvirtd TLS port answers"}
+
+
+def migration_capabilities(conn: Any, uri: str, libvirt_version: str, qemu_version: Optional[str],
+                           probe: bool = True) -> Dict[str, Any]:
+    """What migration features this host offers, and how each was found out."""
+
+    def at_least(ver: Optional[str], want: tuple) -> bool:
+        if not ver:
+            return False
+        return tuple(int(x) for x in ver.split(".")[:3]) >= want
+
+    compression = probe_compression(conn) if probe else {"probed": False, "reason": "probe disabled",
+                                                          "accepted": [], "rejected": {}}
+    return {
+        "compression_methods": compression["accepted"],
+        "compression_rejected": compression["rejected"],
+        "compression_probe": {k: v for k, v in compression.items() if k not in ("accepted", "rejected")},
+        # libvirt checks these flags only once the destination answers, so they cannot be
+        # probed without a real migration: they come from the versions that introduced them.
+        "parallel_connections": at_least(libvirt_version, (5, 2, 0)) and at_least(qemu_version, (4, 0, 0)),
+        "postcopy": at_least(libvirt_version, (1, 3, 3)) and at_least(qemu_version, (2, 5, 0)),
+        "auto_converge": at_least(qemu_version, (1, 6, 0)),
+        "tls": tls_configured(uri),
+        "sources": {"compression_methods": "probe" if compression["probed"] else "not probed",
+                    "parallel_connections": "version", "postcopy": "version", "auto_converge": "version",
+                    "tls": "connect"},
+    }
