@@ -34,7 +34,7 @@ def host_facts(conn: Any, uri: str) -> Dict[str, Any]:
     try:
         caps = parse_capabilities(conn.getCapabilities())
         info = conn.getInfo()
-        free = conn.getFreeMemory()
+        mem = node_memory_mib(conn, info)
         hv_type = conn.getType()
         hv_version = conn.getVersion()
         facts = {
@@ -45,8 +45,9 @@ def host_facts(conn: Any, uri: str) -> Dict[str, Any]:
             "hypervisor": hv_type,
             "hypervisor_version": version_string(hv_version) if hv_version else None,
             "cpu": dict(caps["cpu"], count=info[2], mhz=info[3], numa_nodes=info[4]),
-            "memory_total_mib": info[1],
-            "memory_free_mib": int(free // 1048576),
+            "memory_total_mib": mem["total"],
+            "memory_free_mib": mem["free"],
+            "memory_available_mib": mem["available"],
             "live_migration": caps["live_migration"],
             "migration_transports": caps["migration_transports"],
             "guests": caps["guests"],
@@ -56,6 +57,22 @@ def host_facts(conn: Any, uri: str) -> Dict[str, Any]:
             raise
         raise wrap_error(exc, "reading host capabilities", uri) from exc
     return facts
+
+
+def node_memory_mib(conn: Any, info: List[Any]) -> Dict[str, int]:
+    """Host memory over all NUMA cells, in MiB.
+
+    virNodeGetInfo counts only what it finds in the NUMA nodes' meminfo, which on some
+    machines misses hot-plugged memory; the all-cells memory statistics do not.
+    """
+    try:
+        stats = conn.getMemoryStats(-1, 0)  # VIR_NODE_MEMORY_STATS_ALL_CELLS
+        total, free = stats["total"] // 1024, stats["free"] // 1024
+        cache = (stats.get("buffers", 0) + stats.get("cached", 0)) // 1024
+        return {"total": int(total), "free": int(free), "available": int(free + cache)}
+    except Exception:  # pylint: disable=broad-except
+        free = int(conn.getFreeMemory() // 1048576)
+        return {"total": int(info[1]), "free": free, "available": free}
 
 
 def pool_facts(conn: Any, uri: str, shared_pools: Iterable[str] = ()) -> List[Dict[str, Any]]:
@@ -138,7 +155,9 @@ def _probe_domain(conn: Any) -> Any:
         try:
             if dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE:
                 return dom
-        except libvirt.libvirtError:
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+                return dom  # a driver without job reporting has no job to collide with
             continue
     return None
 

@@ -104,6 +104,7 @@ host:
       sample: {arch: x86_64, model: Skylake-Client-IBRS, vendor: Intel, features: [vmx, ssbd], topology: {sockets: 1, dies: 1, cores: 2, threads: 1}, count: 2}
     memory_total_mib: {description: Physical memory., type: int}
     memory_free_mib: {description: Free memory now., type: int}
+    memory_available_mib: {description: Free memory plus page cache and buffers (what guests could get)., type: int}
     live_migration: {description: Whether capabilities advertise live migration., type: bool}
     migration_transports: {description: URI transports for migration., type: list, elements: str, sample: [tcp, rdma]}
     guests: {description: Guest architectures, emulators and machine types the host offers., type: list, elements: dict}
