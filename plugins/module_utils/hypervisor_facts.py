@@ -184,7 +184,8 @@ def probe_compression(conn: Any) -> Dict[str, Any]:
             msg = libvirt_message(exc)
             if exc.get_error_code() == libvirt.VIR_ERR_INVALID_ARG:
                 rejected[method] = msg
-            elif exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+            elif exc.get_error_code() in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
+                # The driver cannot do this kind of migration at all: nothing was learnt.
                 return {"probed": False, "reason": msg, "accepted": [], "rejected": {}}
             else:
                 accepted.append(method)
