@@ -51,6 +51,11 @@ GUEST_MODULES = [
 ]
 VM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 METADATA_NS = "https://github.com/fleetmaint/libvirt/xmlns/1"
+# Every lab host's libvirtd, and the QEMU processes it starts, live in a cgroup of their own.
+# All hosts share one network namespace, and the kernel gives every unbound loopback
+# connection the source address 127.0.0.1, so addresses alone cannot tell which host sent
+# a packet; the sender's cgroup can (iptables' cgroup match on cgroup v2 paths).
+CGROUP_ROOT = "/sys/fs/cgroup/unified" if os.path.isdir("/sys/fs/cgroup/unified") else "/sys/fs/cgroup"
 
 
 class LabError(Exception):
@@ -86,6 +91,18 @@ class Lab:
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
         os.replace(tmp, self.state_file)
+
+    @property
+    def lab_id(self) -> str:
+        return __import__("hashlib").sha1(str(self.root).encode()).hexdigest()[:6]
+
+    def cgroup(self, h: dict) -> str:
+        """The cgroup v2 path (relative to the hierarchy) holding this host's processes."""
+        return f"fleetlab-{self.lab_id}-{h['name']}"
+
+    @property
+    def chain(self) -> str:
+        return f"FLEETLAB-{self.lab_id}"
 
     def host(self, state: dict, name: str) -> dict:
         for h in state["hosts"]:
@@ -225,6 +242,8 @@ class Lab:
         (d / "etc" / "qemu.conf").write_text(
             'user = "root"\ngroup = "root"\ndynamic_ownership = 0\nremember_owner = 0\n'
             'security_driver = "none"\nstdio_handler = "file"\nnamespaces = [ ]\n'
+            # QEMU stays in libvirtd's cgroup, so faults can tell the hosts' traffic apart.
+            'cgroup_controllers = [ ]\n'
             f'migration_address = "{h["addr"]}"\nmigration_host = "{h["addr"]}"\n'
             'default_tls_x509_cert_dir = "/etc/pki/qemu"\ndefault_tls_x509_verify = 1\n'
             'migrate_tls_x509_cert_dir = "/etc/pki/qemu"\nmigrate_tls_x509_verify = 1\n'
@@ -256,7 +275,9 @@ class Lab:
         for p in BIND_PATHS.values():
             os.makedirs(p, exist_ok=True)
         mounts = " && ".join(f"mount --bind {d / k} {v}" for k, v in BIND_PATHS.items())
-        script = (f"{mounts} && hostname {h['name']} && "
+        cg = Path(CGROUP_ROOT) / self.cgroup(h)
+        cg.mkdir(exist_ok=True)
+        script = (f"echo $$ > {cg / 'cgroup.procs'} && {mounts} && hostname {h['name']} && "
                   "exec libvirtd --listen -f /etc/libvirt/libvirtd.conf -p /run/libvirt/libvirtd.pid")
         logf = open(d / "libvirtd.stdout", "ab")
         proc = subprocess.Popen(["unshare", "--mount", "--uts", "--propagation", "private", "sh", "-c", script],
@@ -298,16 +319,20 @@ class Lab:
                 self.virsh(h, "pool-start", pool)
 
     def host_processes(self, h: dict) -> list[int]:
-        """Every process living in one of this host's mount namespaces (libvirtd, QEMU)."""
+        """Every process of this host (libvirtd, QEMU): its cgroup, and its mount namespaces."""
+        pids = set()
+        try:
+            pids.update(int(x) for x in (Path(CGROUP_ROOT) / self.cgroup(h) / "cgroup.procs").read_text().split())
+        except OSError:
+            pass
         nss = set(h.get("mntns", []))
-        pids = []
         for p in glob.glob("/proc/[0-9]*"):
             try:
                 if os.readlink(f"{p}/ns/mnt") in nss:
-                    pids.append(int(p[6:]))
+                    pids.add(int(p[6:]))
             except OSError:
                 continue
-        return pids
+        return sorted(pids)
 
     def kill_host(self, h: dict, sig: int = signal.SIGKILL) -> list[int]:
         pids = self.host_processes(h)
@@ -522,35 +547,46 @@ class Lab:
         return "\n".join(lines) + "\n"
 
     # -------------------------------------------------------------- faults
+    def _ipt(self, table: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return run(["iptables", "-w", "-t", table, *args], check=check)
+
     def apply_faults(self, state: dict) -> None:
-        """Rebuild iptables and tc from the recorded faults (idempotent)."""
-        have_chain = run(["iptables", "-w", "-S", "FLEETLAB"], check=False).returncode == 0
-        if state["cuts"] or have_chain:
-            if not have_chain:
-                run(["iptables", "-w", "-N", "FLEETLAB"])
-            if run(["iptables", "-w", "-C", "INPUT", "-i", "lo", "-j", "FLEETLAB"], check=False).returncode:
-                run(["iptables", "-w", "-I", "INPUT", "-i", "lo", "-j", "FLEETLAB"])
-            run(["iptables", "-w", "-F", "FLEETLAB"])
-            for a, b in state["cuts"]:
-                for s, d in ((a, b), (b, a)):
-                    run(["iptables", "-w", "-A", "FLEETLAB", "-s", s, "-d", d, "-j", "DROP"])
+        """Rebuild iptables and tc from the recorded faults (idempotent).
+
+        A cut drops what one host's processes send to the other's address, both ways.
+        A slow link marks those packets and an htb class on lo limits the marked flow.
+        """
+        hosts = {h["addr"]: h for h in state["hosts"]}
+        for table in ("filter", "mangle"):
+            if self._ipt(table, "-S", self.chain, check=False).returncode != 0:
+                self._ipt(table, "-N", self.chain)
+            if self._ipt(table, "-C", "OUTPUT", "-o", "lo", "-j", self.chain, check=False).returncode:
+                self._ipt(table, "-I", "OUTPUT", "-o", "lo", "-j", self.chain)
+            self._ipt(table, "-F", self.chain)
+        for a, b in state["cuts"]:
+            for s_, d in ((a, b), (b, a)):
+                self._ipt("filter", "-A", self.chain, "-m", "cgroup", "--path", self.cgroup(hosts[s_]),
+                          "-d", d, "-j", "DROP")
         run(["tc", "qdisc", "del", "dev", "lo", "root"], check=False)
         if state["slows"]:
             run(["tc", "qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "1"])
             run(["tc", "class", "add", "dev", "lo", "parent", "1:", "classid", "1:1", "htb", "rate", "40gbit"])
             for i, (a, b, mbps) in enumerate(state["slows"], start=10):
+                rate = f"{int(mbps * 8)}mbit"
                 run(["tc", "class", "add", "dev", "lo", "parent", "1:", "classid", f"1:{i}", "htb",
-                     "rate", f"{int(mbps * 8)}mbit", "ceil", f"{int(mbps * 8)}mbit"])
-                for s, d in ((a, b), (b, a)):
-                    run(["tc", "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1",
-                         "u32", "match", "ip", "src", f"{s}/32", "match", "ip", "dst", f"{d}/32",
-                         "flowid", f"1:{i}"])
+                     "rate", rate, "ceil", rate])
+                run(["tc", "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1",
+                     "handle", str(i), "fw", "flowid", f"1:{i}"])
+                for s_, d in ((a, b), (b, a)):
+                    self._ipt("mangle", "-A", self.chain, "-m", "cgroup", "--path", self.cgroup(hosts[s_]),
+                              "-d", d, "-j", "MARK", "--set-mark", str(i))
 
     def clear_faults(self) -> None:
-        if run(["iptables", "-w", "-S", "FLEETLAB"], check=False).returncode == 0:
-            run(["iptables", "-w", "-D", "INPUT", "-i", "lo", "-j", "FLEETLAB"], check=False)
-            run(["iptables", "-w", "-F", "FLEETLAB"], check=False)
-            run(["iptables", "-w", "-X", "FLEETLAB"], check=False)
+        for table in ("filter", "mangle"):
+            if self._ipt(table, "-S", self.chain, check=False).returncode == 0:
+                self._ipt(table, "-D", "OUTPUT", "-o", "lo", "-j", self.chain, check=False)
+                self._ipt(table, "-F", self.chain, check=False)
+                self._ipt(table, "-X", self.chain, check=False)
         run(["tc", "qdisc", "del", "dev", "lo", "root"], check=False)
 
     def fault(self, action: str, args: list[str]) -> dict:
@@ -586,6 +622,17 @@ class Lab:
         self.apply_faults(state)
         return {"cuts": state["cuts"], "slows": state["slows"]}
 
+    def reach(self, src: str, dst: str, port: int = 16509, timeout: float = 2.0) -> dict:
+        """Can host src's processes open a TCP connection to host dst? (what a cut blocks)"""
+        state = self.load()
+        a, b = self.host(state, src), self.host(state, dst)
+        cg = Path(CGROUP_ROOT) / self.cgroup(a) / "cgroup.procs"
+        code = (f"import socket\ntry:\n socket.create_connection(('{b['addr']}', {port}), timeout={timeout})\n"
+                "except OSError:\n raise SystemExit(1)")
+        res = run(["sh", "-c", f'echo $$ > {cg} && exec "$0" -c "$1"', sys.executable, code],
+                  check=False, timeout=timeout + 10)
+        return {"from": a["name"], "to": b["name"], "port": port, "reachable": res.returncode == 0}
+
     # ---------------------------------------------------------------- down
     def down(self) -> None:
         if not self.state_file.exists():
@@ -609,6 +656,11 @@ class Lab:
         leftovers = [p for h in state["hosts"] for p in self.host_processes(h)]
         if leftovers:
             raise LabError(f"processes still alive after down: {leftovers}")
+        for h in state["hosts"]:
+            try:
+                (Path(CGROUP_ROOT) / self.cgroup(h)).rmdir()
+            except OSError:
+                pass
         shutil.rmtree(self.root / "hosts", ignore_errors=True)
         shutil.rmtree(self.root / "shared", ignore_errors=True)
         shutil.rmtree(self.root / "vms", ignore_errors=True)
@@ -649,6 +701,9 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("name")
     m = vsub.add_parser("marker", help="read a VM's disk marker where it lives")
     m.add_argument("name")
+    r = sub.add_parser("reach", help="can host A's processes reach host B's libvirtd? (exit 0 if yes)")
+    r.add_argument("src")
+    r.add_argument("dst")
     f = sub.add_parser("fault", help="inject faults")
     f.add_argument("action", choices=["kill-host", "revive-host", "kill-libvirtd", "cut", "heal", "slow"])
     f.add_argument("args", nargs="+")
@@ -686,6 +741,11 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 out = lab.marker(a.name)
                 text = json.dumps(out)
+        elif a.cmd == "reach":
+            out = lab.reach(a.src, a.dst)
+            text = json.dumps(out)
+            print(json.dumps(out, indent=2) if as_json else text)
+            return 0 if out["reachable"] else 3
         else:
             out = lab.fault(a.action, a.args)
             text = json.dumps(out)

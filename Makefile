@@ -1,0 +1,93 @@
+# fleetmaint.libvirt — everything runs from here. Needs root on Debian 12.
+#   make demo   install what is needed, start the lab, run the main job, print the report
+#   make test   install what is needed, run unit, sanity, lint and integration tests
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON       ?= python3
+VENV         ?= $(CURDIR)/.venv
+BUILD        := $(CURDIR)/.build
+COLL_PATH    := $(BUILD)/collections
+SRC_COPY     := $(BUILD)/src/ansible_collections/fleetmaint/libvirt
+LAB_DIR      ?= /var/tmp/fleetmaint-lab
+LABCTL       := $(PYTHON) $(CURDIR)/lab/labctl.py --state-dir $(LAB_DIR)
+INVENTORY    := $(BUILD)/lab-inventory.yml
+APT_PACKAGES := qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
+                libvirt-dev pkg-config gcc libc6-dev python3-dev python3-venv busybox-static iptables iproute2 \
+                gnutls-bin rsync
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_COLLECTIONS_PATH := $(COLL_PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/tests/ansible.cfg
+export FLEETMAINT_LAB_DIR := $(LAB_DIR)
+export FLEETMAINT_INVENTORY := $(INVENTORY)
+export FLEETMAINT_VENV := $(VENV)
+
+.PHONY: help deps apt venv collection sync unit sanity lint integration test demo lab-up lab-down lab-status clean
+
+help:
+	@echo "make demo   - install, start the lab, run the main job, print the report"
+	@echo "make test   - install, then unit tests, ansible-test sanity, ansible-lint, integration on the lab"
+	@echo "make unit | sanity | lint | integration | lab-up | lab-down | lab-status | clean"
+
+deps: apt venv
+
+# apt only when a package is missing, so a second run is quick.
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "apt: installing $$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+# The virtualenv is rebuilt only when the requirements change.
+$(VENV)/.stamp: requirements.txt requirements-dev.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+venv: $(VENV)/.stamp
+
+# Build the collection tarball and install it: what users get, and what tests use.
+collection: venv
+	rm -f $(BUILD)/fleetmaint-libvirt-*.tar.gz
+	mkdir -p $(BUILD)
+	ansible-galaxy collection build --force --output-path $(BUILD) . >/dev/null
+	ansible-galaxy collection install --force -p $(COLL_PATH) $(BUILD)/fleetmaint-libvirt-*.tar.gz >/dev/null
+	@echo "installed $$(ls $(BUILD)/fleetmaint-libvirt-*.tar.gz | xargs -n1 basename) into $(COLL_PATH)"
+
+# A source tree at ansible_collections/fleetmaint/libvirt, as ansible-test wants it.
+sync:
+	rm -rf $(SRC_COPY) && mkdir -p $(SRC_COPY)
+	git ls-files -co --exclude-standard -z | rsync -a --from0 --ignore-missing-args --files-from=- ./ $(SRC_COPY)/
+	# ansible-test lists files with git: give the copy its own repository (ours ignores .build/).
+	cd $(SRC_COPY) && git init -q && git add -A
+
+unit: deps sync
+	cd $(SRC_COPY) && PYTHONPATH=$(BUILD)/src python -m pytest -p no:cacheprovider -q tests/unit
+
+sanity: deps sync
+	cd $(SRC_COPY) && ansible-test sanity --python 3.11 --requirements --color no $(SANITY_ARGS)
+
+lint: deps collection
+	ansible-lint --offline -q playbooks/ roles/
+
+lab-up: apt collection
+	$(LABCTL) up
+	$(LABCTL) inventory > $(INVENTORY)
+
+lab-down:
+	$(LABCTL) down
+
+lab-status:
+	$(LABCTL) status
+
+integration: deps collection
+	python -m pytest -p no:cacheprovider -v tests/lab
+
+test: deps unit sanity lint integration
+	@echo "make test: all suites passed"
+
+demo: deps collection lab-up
+	bash playbooks/demo.sh
+
+clean: lab-down
+	rm -rf $(BUILD)

@@ -1,0 +1,98 @@
+"""Integration tests against a real lab: real libvirtd daemons, real TCG guests, real migrations.
+
+The lab under test has its own state directory, loopback addresses and bridge, so it
+never collides with the demo lab. It is brought up once per session and brought down
+at the end (the last test checks that nothing is left behind).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LABCTL = [sys.executable, str(REPO / "lab" / "labctl.py")]
+STATE_DIR = os.environ.get("FLEETMAINT_TEST_LAB_DIR", "/var/tmp/fleetmaint-lab-test")
+FIRST_ADDR = os.environ.get("FLEETMAINT_TEST_LAB_ADDR", "127.0.0.12")
+BRIDGE = "br-labtest"
+
+
+class Lab:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.inventory = tmp / "inventory.yml"
+
+    def ctl(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        res = subprocess.run(LABCTL + ["--state-dir", STATE_DIR, *args], capture_output=True, text=True,
+                             timeout=timeout)
+        if check and res.returncode != 0:
+            raise AssertionError(f"labctl {' '.join(args)} failed: {res.stderr}")
+        return res
+
+    def status(self) -> dict:
+        return json.loads(self.ctl("status", "--json").stdout)
+
+    def host(self, name: str) -> dict:
+        return next(h for h in self.status()["hosts"] if h["name"] == name)
+
+    def uri(self, name: str) -> str:
+        return self.host(name)["uri"]
+
+    def where(self, vm: str) -> dict:
+        return self.status()["vms"].get(vm, {"running_on": [], "defined_on": [], "states": {}})
+
+    def marker(self, vm: str) -> dict:
+        return json.loads(self.ctl("vm", "marker", vm).stdout)
+
+    def virsh(self, host: str, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        res = subprocess.run(["virsh", "-q", "-c", self.uri(host), *args], capture_output=True, text=True,
+                             timeout=timeout)
+        if check and res.returncode != 0:
+            raise AssertionError(f"virsh {' '.join(args)} on {host} failed: {res.stderr}")
+        return res
+
+    def playbook(self, playbook: str, check: bool = True, **extra_vars) -> subprocess.CompletedProcess:
+        cmd = ["ansible-playbook", "-i", str(self.inventory), str(REPO / playbook),
+               "-e", json.dumps(extra_vars)]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                             env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "tests" / "ansible.cfg")))
+        if check and res.returncode != 0:
+            raise AssertionError(f"ansible-playbook {playbook} failed:\n{res.stdout[-6000:]}\n{res.stderr[-3000:]}")
+        return res
+
+    def facts(self) -> dict:
+        """hypervisor_info of every lab host, gathered through ansible-playbook."""
+        out = self.tmp / f"facts-{time.monotonic_ns()}"
+        out.mkdir()
+        self.playbook("playbooks/fleet_facts.yml", fleetmaint_facts_dir=str(out))
+        return {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+
+
+def wait_for(pred, timeout: float = 60, interval: float = 0.5, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        val = pred()
+        if val:
+            return val
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.fail("the lab needs root")
+    tmp = tmp_path_factory.mktemp("lab")
+    lab = Lab(tmp)
+    lab.ctl("down", check=False)
+    lab.ctl("up", "--hosts", "3", "--first-addr", FIRST_ADDR, "--bridge", BRIDGE, timeout=900)
+    lab.inventory.write_text(lab.ctl("inventory").stdout)
+    yield lab
+    # Normally the last test already brought it down; make sure even after failures.
+    lab.ctl("down", check=False)
