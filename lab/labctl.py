@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """labctl: a lab of real libvirt hosts on one machine, for fleetmaint.libvirt.
 
 Each lab "host" is a real libvirtd running in its own mount and UTS namespace,
@@ -68,7 +67,7 @@ def log(msg: str) -> None:
 
 def run(cmd: list[str], check: bool = True, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, **kw)
     except subprocess.TimeoutExpired as exc:
         raise LabError(f"timed out after {timeout}s: {' '.join(cmd)}") from exc
     if check and res.returncode != 0:
@@ -167,6 +166,7 @@ class Lab:
         for d in ("bin", "dev", "proc", "sys", "tmp", "lib/fm"):
             (rootfs / d).mkdir(parents=True, exist_ok=True)
         shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
+        os.symlink("busybox", rootfs / "bin" / "sh")
         run(["gcc", "-O2", "-static", "-o", str(rootfs / "bin" / "dirtier"), str(HERE / "guest" / "dirtier.c")])
         shutil.copy(HERE / "guest" / "init", rootfs / "init")
         os.chmod(rootfs / "init", 0o755)
@@ -183,8 +183,8 @@ class Lab:
     def build_pki(self, state: dict) -> None:
         pki = self.root / "pki"
         client = self.root / "client-pki"
-        if (pki / "cacert.pem").exists() and all((self.hdir(h) / "pki" / "qemu" / "server-cert.pem").exists()
-                                                  for h in state["hosts"]):
+        have_hosts = all((self.hdir(h) / "pki" / "qemu" / "server-cert.pem").exists() for h in state["hosts"])
+        if (pki / "cacert.pem").exists() and have_hosts:
             return
         log("generating lab TLS certificates (certtool)")
         pki.mkdir(parents=True, exist_ok=True)
@@ -554,7 +554,7 @@ class Lab:
         """Rebuild iptables and tc from the recorded faults (idempotent).
 
         A cut drops what one host's processes send to the other's address, both ways.
-        A slow link marks those packets and an htb class on lo limits the marked flow.
+        A slow link classifies those packets into an htb class on lo that limits their rate.
         """
         hosts = {h["addr"]: h for h in state["hosts"]}
         for table in ("filter", "mangle"):
@@ -575,11 +575,10 @@ class Lab:
                 rate = f"{int(mbps * 8)}mbit"
                 run(["tc", "class", "add", "dev", "lo", "parent", "1:", "classid", f"1:{i}", "htb",
                      "rate", rate, "ceil", rate])
-                run(["tc", "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1",
-                     "handle", str(i), "fw", "flowid", f"1:{i}"])
+                # iptables puts the packet straight into the class: this kernel has no fw classifier.
                 for s_, d in ((a, b), (b, a)):
                     self._ipt("mangle", "-A", self.chain, "-m", "cgroup", "--path", self.cgroup(hosts[s_]),
-                              "-d", d, "-j", "MARK", "--set-mark", str(i))
+                              "-d", d, "-j", "CLASSIFY", "--set-class", f"1:{i}")
 
     def clear_faults(self) -> None:
         for table in ("filter", "mangle"):
@@ -671,7 +670,7 @@ class Lab:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="labctl", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="labctl", description=__doc__.split("\n\n", maxsplit=1)[0])
     p.add_argument("--state-dir", default=DEFAULT_STATE, help="where the lab lives (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON")
     sub = p.add_subparsers(dest="cmd", required=True)

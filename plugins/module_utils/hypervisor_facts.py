@@ -224,8 +224,10 @@ def migration_capabilities(conn: Any, uri: str, libvirt_version: str, qemu_versi
             return False
         return tuple(int(x) for x in ver.split(".")[:3]) >= want
 
-    compression = probe_compression(conn) if probe else {"probed": False, "reason": "probe disabled",
-                                                          "accepted": [], "rejected": {}}
+    if probe:
+        compression = probe_compression(conn)
+    else:
+        compression = {"probed": False, "reason": "probe disabled", "accepted": [], "rejected": {}}
     return {
         "compression_methods": compression["accepted"],
         "compression_rejected": compression["rejected"],

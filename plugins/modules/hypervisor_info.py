@@ -22,7 +22,7 @@ description:
     and are reported from the libvirt and QEMU versions (see RV(migration.sources)).
   - Read-only apart from that probe; never changes the host.
 author:
-  - fleetmaint.libvirt contributors
+  - fleetmaint.libvirt contributors (@fleetmaint)
 extends_documentation_fragment:
   - fleetmaint.libvirt.connection
 attributes:
@@ -33,6 +33,7 @@ attributes:
     support: none
     description: Nothing changes, so there is no diff.
   platform:
+    support: full
     platforms: posix
     description: Runs wherever libvirt-python can reach the hypervisor's URI.
 options:
@@ -92,46 +93,46 @@ host:
   returned: success
   type: dict
   contains:
-    hostname: {description: Host name as libvirt reports it; the identity recorded as a VM's home host., type: str, sample: hv1}
-    uri: {description: The URI used (passwords redacted)., type: str, sample: "qemu+tls://hv1/system"}
-    uuid: {description: Host UUID., type: str}
-    libvirt_version: {description: libvirt daemon version., type: str, sample: 9.0.0}
-    hypervisor: {description: Hypervisor driver name., type: str, sample: QEMU}
-    hypervisor_version: {description: QEMU version., type: str, sample: 7.2.0}
+    hostname: {description: "Host name as libvirt reports it; the identity recorded as a VM's home host.", type: str, sample: hv1}
+    uri: {description: "The URI used (passwords redacted).", type: str, sample: "qemu+tls://hv1/system"}
+    uuid: {description: "Host UUID.", type: str}
+    libvirt_version: {description: "libvirt daemon version.", type: str, sample: 9.0.0}
+    hypervisor: {description: "Hypervisor driver name.", type: str, sample: QEMU}
+    hypervisor_version: {description: "QEMU version.", type: str, sample: 7.2.0}
     cpu:
       description: Host CPU model, vendor, arch, features, topology, logical CPU count.
       type: dict
       sample: {arch: x86_64, model: Skylake-Client-IBRS, vendor: Intel, features: [vmx, ssbd], topology: {sockets: 1, dies: 1, cores: 2, threads: 1}, count: 2}
-    memory_total_mib: {description: Physical memory., type: int}
-    memory_free_mib: {description: Free memory now., type: int}
-    memory_available_mib: {description: Free memory plus page cache and buffers (what guests could get)., type: int}
-    live_migration: {description: Whether capabilities advertise live migration., type: bool}
-    migration_transports: {description: URI transports for migration., type: list, elements: str, sample: [tcp, rdma]}
-    guests: {description: Guest architectures, emulators and machine types the host offers., type: list, elements: dict}
+    memory_total_mib: {description: "Physical memory.", type: int}
+    memory_free_mib: {description: "Free memory now.", type: int}
+    memory_available_mib: {description: "Free memory plus page cache and buffers (what guests could get).", type: int}
+    live_migration: {description: "Whether capabilities advertise live migration.", type: bool}
+    migration_transports: {description: "URI transports for migration.", type: list, elements: str, sample: [tcp, rdma]}
+    guests: {description: "Guest architectures, emulators and machine types the host offers.", type: list, elements: dict}
 domains:
   description: Every domain on the host (or those named in O(domains)), sorted by name.
   returned: success
   type: list
   elements: dict
   contains:
-    name: {description: Domain name., type: str}
-    uuid: {description: Domain UUID., type: str}
+    name: {description: "Domain name.", type: str}
+    uuid: {description: "Domain UUID.", type: str}
     state: {description: "One of running, paused, shutoff, shutdown, crashed, blocked, pmsuspended, nostate.", type: str}
-    active: {description: Whether it runs (or is paused) here., type: bool}
-    persistent: {description: Whether it is defined here (false means transient)., type: bool}
-    autostart: {description: Autostart flag., type: bool}
-    memory_mib: {description: Maximum memory., type: int}
-    vcpus: {description: vCPU count., type: int}
+    active: {description: "Whether it runs (or is paused) here.", type: bool}
+    persistent: {description: "Whether it is defined here (false means transient).", type: bool}
+    autostart: {description: "Autostart flag.", type: bool}
+    memory_mib: {description: "Maximum memory.", type: int}
+    vcpus: {description: "vCPU count.", type: int}
     virt_type: {description: "Domain type: kvm or qemu (TCG).", type: str}
-    machine: {description: Machine type., type: str}
+    machine: {description: "Machine type.", type: str}
     cpu: {description: "Guest CPU definition: mode, model, features.", type: dict}
     disks:
       description: Disks with target, path, format, pool, and storage (shared, local or unknown when in no pool).
       type: list
       elements: dict
     interfaces: {description: "Interfaces: type, network or bridge, MAC, model.", type: list, elements: dict}
-    hostdevs: {description: Passthrough devices (they pin the VM to this host)., type: list, elements: dict}
-    home_host: {description: The home host recorded in this collection's domain metadata, or null., type: str}
+    hostdevs: {description: "Passthrough devices (they pin the VM to this host).", type: list, elements: dict}
+    home_host: {description: "The home host recorded in this collection's domain metadata, or null.", type: str}
 pools:
   description: Storage pools with type, path, shared flag and sizes in bytes.
   returned: success
@@ -147,13 +148,16 @@ migration:
   returned: success
   type: dict
   contains:
-    compression_methods: {description: Compression methods libvirt accepted in the probe., type: list, elements: str, sample: [xbzrle, mt]}
-    compression_rejected: {description: Methods rejected, with libvirt's message., type: dict, sample: {zstd: "invalid argument: Unsupported compression method 'zstd'"}}
-    compression_probe: {description: Whether the probe ran, with which domain, or why not., type: dict}
-    parallel_connections: {description: Multifd parallel connections available., type: bool}
-    postcopy: {description: Post-copy available., type: bool}
-    auto_converge: {description: Auto-converge available., type: bool}
-    tls: {description: Whether TLS looks configured (configured, how, detail)., type: dict}
+    compression_methods: {description: "Compression methods libvirt accepted in the probe.", type: list, elements: str, sample: [xbzrle, mt]}
+    compression_rejected:
+      description: "Methods rejected, with libvirt's message."
+      type: dict
+      sample: {zstd: "invalid argument: Unsupported compression method 'zstd'"}
+    compression_probe: {description: "Whether the probe ran, with which domain, or why not.", type: dict}
+    parallel_connections: {description: "Multifd parallel connections available.", type: bool}
+    postcopy: {description: "Post-copy available.", type: bool}
+    auto_converge: {description: "Auto-converge available.", type: bool}
+    tls: {description: "Whether TLS looks configured (configured, how, detail).", type: dict}
     sources: {description: "For each capability: probe, version or connect.", type: dict}
 '''
 

@@ -30,7 +30,7 @@ class Lab:
 
     def ctl(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
         res = subprocess.run(LABCTL + ["--state-dir", STATE_DIR, *args], capture_output=True, text=True,
-                             timeout=timeout)
+                             timeout=timeout, check=False)
         if check and res.returncode != 0:
             raise AssertionError(f"labctl {' '.join(args)} failed: {res.stderr}")
         return res
@@ -52,7 +52,7 @@ class Lab:
 
     def virsh(self, host: str, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
         res = subprocess.run(["virsh", "-q", "-c", self.uri(host), *args], capture_output=True, text=True,
-                             timeout=timeout)
+                             timeout=timeout, check=False)
         if check and res.returncode != 0:
             raise AssertionError(f"virsh {' '.join(args)} on {host} failed: {res.stderr}")
         return res
@@ -61,7 +61,7 @@ class Lab:
         cmd = ["ansible-playbook", "-i", str(self.inventory), str(REPO / playbook),
                "-e", json.dumps(extra_vars)]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                             env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "tests" / "ansible.cfg")))
+                             env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "tests" / "ansible.cfg")), check=False)
         if check and res.returncode != 0:
             raise AssertionError(f"ansible-playbook {playbook} failed:\n{res.stdout[-6000:]}\n{res.stderr[-3000:]}")
         return res

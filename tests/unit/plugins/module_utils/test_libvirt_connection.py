@@ -43,10 +43,9 @@ def test_wrap_error_names_step_and_host():
     import libvirt
 
     conn = libvirt.open("test:///default")
-    try:
+    with pytest.raises(libvirt.libvirtError) as info:
         conn.lookupByName("no-such-vm")
-    except libvirt.libvirtError as exc:
-        err = lc.wrap_error(exc, "looking up no-such-vm", "test:///default", vm="no-such-vm")
+    err = lc.wrap_error(info.value, "looking up no-such-vm", "test:///default", vm="no-such-vm")
     assert err.msg.startswith("looking up no-such-vm on test:///default failed: ")
     assert "no-such-vm" in err.msg
     assert err.context["vm"] == "no-such-vm"
