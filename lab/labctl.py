@@ -379,7 +379,8 @@ class Lab:
 
     # ------------------------------------------------------------------ VMs
     def vm_create(self, name: str, host: str, memory: int, vcpus: int, dirty_mb: int,
-                  dirty_rate: float, disk: str, size: int, start: bool = True, home: bool = True) -> dict:
+                  dirty_rate: float, disk: str, size: int, start: bool = True, home: bool = True,
+                  network: str = NETWORK, pool: str | None = None) -> dict:
         state = self.load()
         if not VM_NAME_RE.match(name):
             raise LabError(f"invalid VM name '{name}'")
@@ -395,7 +396,7 @@ class Lab:
         disk_xml = ""
         disk_path = None
         if disk != "none":
-            pool = SHARED_POOL if disk == "shared" else LOCAL_POOL
+            pool = pool or (SHARED_POOL if disk == "shared" else LOCAL_POOL)
             vol = f"{name}.img"
             self.virsh(h, "vol-create-as", pool, vol, f"{size}M", "--format", "raw")
             disk_path = self.virsh(h, "vol-path", vol, "--pool", pool).stdout.strip()
@@ -422,7 +423,7 @@ class Lab:
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
     {disk_xml}
-    <interface type='network'><source network='{NETWORK}'/><model type='virtio'/></interface>
+    <interface type='network'><source network='{network}'/><model type='virtio'/></interface>
     <serial type='file'><source path='/var/log/libvirt/qemu/{name}-console.log'/><target port='0'/></serial>
     <memballoon model='none'/>
   </devices>
@@ -435,7 +436,7 @@ class Lab:
         if start:
             self.virsh(h, "start", name)
         state = self.load()
-        state["vms"][name] = {"token": token, "created_on": h["name"], "memory": memory,
+        state["vms"][name] = {"token": token, "created_on": h["name"], "memory": memory, "pool": pool,
                               "disk": disk, "disk_path": disk_path, "dirty_mb": dirty_mb, "dirty_rate": dirty_rate}
         self.save(state)
         return {"name": name, "host": h["name"], "disk_path": disk_path, "token": token}
@@ -451,7 +452,7 @@ class Lab:
                 self.virsh(h, "destroy", name, check=False)
                 self.virsh(h, "undefine", name, "--nvram", check=False)
                 touched.append(h["name"])
-            for pool in (SHARED_POOL, LOCAL_POOL):
+            for pool in {SHARED_POOL, LOCAL_POOL, state["vms"].get(name, {}).get("pool") or LOCAL_POOL}:
                 if self.virsh(h, "vol-info", f"{name}.img", "--pool", pool, check=False).returncode == 0:
                     self.virsh(h, "vol-delete", f"{name}.img", "--pool", pool, check=False)
         state["vms"].pop(name, None)
@@ -485,7 +486,7 @@ class Lab:
         for hn in holders:
             h = self.host(state, hn)
             path = vm["disk_path"]
-            if path.startswith(LOCAL_POOL_PATH):
+            if path.startswith("/var/lib/libvirt/"):
                 path = str(self.hdir(h) / "lib" / os.path.relpath(path, "/var/lib/libvirt"))
             try:
                 with open(path, "rb") as f:
@@ -694,6 +695,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--dirty-rate", type=float, default=0.0, help="MB/s")
     c.add_argument("--disk", choices=["shared", "local", "none"], default="shared")
     c.add_argument("--size", type=int, default=16, help="disk MiB")
+    c.add_argument("--network", default=NETWORK, help="libvirt network of its NIC (default %(default)s)")
+    c.add_argument("--pool", help="storage pool for its disk (default: shared or local by --disk)")
     c.add_argument("--no-start", action="store_true")
     c.add_argument("--no-home", action="store_true", help="do not record the home host in metadata")
     d = vsub.add_parser("delete")
@@ -732,7 +735,8 @@ def main(argv: list[str] | None = None) -> int:
         elif a.cmd == "vm":
             if a.vmcmd == "create":
                 out = lab.vm_create(a.name, a.host, a.memory, a.vcpus, a.dirty_mb, a.dirty_rate,
-                                    a.disk, a.size, start=not a.no_start, home=not a.no_home)
+                                    a.disk, a.size, start=not a.no_start, home=not a.no_home,
+                                    network=a.network, pool=a.pool)
                 text = f"created {a.name} on {out['host']}"
             elif a.vmcmd == "delete":
                 out = {"deleted_from": lab.vm_delete(a.name)}

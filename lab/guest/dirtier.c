@@ -29,22 +29,30 @@ int main(int argc, char **argv) {
     memset(buf, 1, pages * PAGE);
     double pages_per_s = rate * 1e6 / PAGE;
     const double tick = 0.01;                 /* 10 ms slices */
-    unsigned long idx = 0, counter = 0;
+    /* Each visit to a page writes the number of completed passes, so its content changes on
+     * every visit: QEMU's dirty bitmap sees any write, but libvirt's page-sampling dirty-rate
+     * calculation hashes page contents and would miss a rewrite of the same value. */
+    unsigned long idx = 0, pass = 1;
     double next = now();
     for (;;) {
         unsigned long todo = (unsigned long)(pages_per_s * tick);
         if (todo == 0) todo = 1;
         for (unsigned long i = 0; i < todo; i++) {
-            buf[idx * PAGE] = (unsigned char)(counter++);
-            idx = (idx + 1) % pages;
+            buf[idx * PAGE] = (unsigned char)pass;
+            if (++idx == pages) {
+                idx = 0;
+                pass++;
+            }
         }
         next += tick;
         double d = next - now();
         if (d > 0) {
             struct timespec ts = { (time_t)d, (long)((d - (time_t)d) * 1e9) };
             nanosleep(&ts, NULL);
-        } else if (d < -1.0) {
-            next = now();                     /* fell behind (slow TCG): do not burst */
+        } else if (d < -tick) {
+            /* Fell behind (vCPU throttled or descheduled): drop the missed slices instead of
+             * bursting, like a CPU-bound workload that simply gets less done when throttled. */
+            next = now();
         }
     }
 }

@@ -119,6 +119,7 @@ def require_libvirt(module: Any) -> None:
 
 def fail_from_exception(module: Any, exc: BaseException, **result: Any) -> None:
     """Report an exception as a module failure, with context and a traceback."""
+    result.pop("msg", None)
     if isinstance(exc, FleetmaintError):
         result.update({k: v for k, v in exc.context.items() if v is not None})
         module.fail_json(msg=exc.msg, exception=traceback.format_exc(), **result)

@@ -66,6 +66,30 @@ class Lab:
             raise AssertionError(f"ansible-playbook {playbook} failed:\n{res.stdout[-6000:]}\n{res.stderr[-3000:]}")
         return res
 
+    def migrate_cmd(self, mig: dict, check_mode: bool = False) -> tuple:
+        """The ansible-playbook command for one live_migrate, and the file its result lands in."""
+        out = self.tmp / f"migrate-{time.monotonic_ns()}.json"
+        cmd = ["ansible-playbook", str(REPO / "tests" / "lab" / "playbooks" / "live_migrate.yml"),
+               "-e", json.dumps({"mig": mig, "result_file": str(out)})]
+        if check_mode:
+            cmd.append("--check")
+        return cmd, out
+
+    def migrate(self, check_mode: bool = False, **mig) -> dict:
+        """Run live_migrate through ansible-playbook; the registered result (with 'stdout' added)."""
+        cmd, out = self.migrate_cmd(mig, check_mode)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False,
+                             env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "tests" / "ansible.cfg")))
+        if not out.exists():
+            raise AssertionError(f"live_migrate playbook produced no result:\n{res.stdout[-4000:]}\n{res.stderr[-2000:]}")
+        result = json.loads(out.read_text())
+        result["stdout"] = res.stdout
+        return result
+
+    def placement(self, vm: str) -> tuple:
+        w = self.where(vm)
+        return sorted(w["running_on"]), sorted(w["defined_on"])
+
     def facts(self) -> dict:
         """hypervisor_info of every lab host, gathered through ansible-playbook."""
         out = self.tmp / f"facts-{time.monotonic_ns()}"

@@ -1,0 +1,598 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) fleetmaint.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Move one VM live between two libvirt hosts, safely and observably.
+
+Used by the ``live_migrate`` module (runs anywhere) and its action plugin (runs on the
+controller and prints progress). One call to :func:`migrate` does everything: find the VM,
+decide whether there is anything to do (idempotence), check the move with the shared rules
+(:mod:`migration_rules`), pre-create destination volumes for copied disks, record the home
+host, run the migration in a thread while watching libvirt's job statistics and applying
+the escalation policy (downtime ladder, post-copy, suspend, abort), then verify where the VM
+ended up and report metrics.
+
+Safety: the only flag combinations allowed leave the VM persistently defined on exactly one
+host. Before switchover, any failure aborts the job and the VM keeps running on the source.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
+    FleetmaintError, connection, libvirt, libvirt_message, redact_uri,
+)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import (
+    METADATA_NS, METADATA_PREFIX, build_metadata, parse_domain,
+)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_facts import (
+    domain_facts, host_facts, network_facts, pool_facts, probe_compression, tls_configured,
+)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import blockers, check_move
+
+ARGUMENT_SPEC: Dict[str, Any] = dict(
+    name=dict(type="str"),
+    uuid=dict(type="str"),
+    uri=dict(type="str", default="qemu:///system"),
+    dest_uri=dict(type="str", required=True),
+    peer_uri=dict(type="str"),
+    migration_uri=dict(type="str"),
+    p2p=dict(type="bool", default=True),
+    persistent=dict(type="bool", default=True),
+    undefine_source=dict(type="bool", default=True),
+    bandwidth=dict(type="int"),
+    max_downtime=dict(type="int"),
+    downtime_steps=dict(type="int", default=1),
+    auto_converge=dict(type="bool", default=False),
+    auto_converge_initial=dict(type="int"),
+    auto_converge_increment=dict(type="int"),
+    postcopy=dict(type="str", default="never", choices=["never", "after_timeout", "immediate"]),
+    parallel_connections=dict(type="int"),
+    compression=dict(type="str", default="none", choices=["none", "xbzrle", "mt", "zstd", "zlib"]),
+    copy_storage=dict(type="str", default="none", choices=["none", "all", "incremental"]),
+    tls=dict(type="bool", default=True),
+    unsafe=dict(type="bool", default=False),
+    timeout=dict(type="int"),
+    timeout_action=dict(type="str", default="abort", choices=["abort", "postcopy", "suspend"]),
+    progress_timeout=dict(type="int"),
+    memory_headroom=dict(type="int", default=256),
+    shared_pools=dict(type="list", elements="str", default=[]),
+    poll_interval=dict(type="float", default=0.5),
+)
+MUTUALLY_EXCLUSIVE = [["name", "uuid"]]
+REQUIRED_ONE_OF = [["name", "uuid"]]
+
+ProgressFn = Callable[[Dict[str, Any]], None]
+
+
+def validate_options(p: Dict[str, Any]) -> None:
+    """Option combinations libvirt would accept but that break our promises, refused up front."""
+    if p["persistent"] != p["undefine_source"]:
+        raise FleetmaintError(
+            "persistent and undefine_source must be both true (the VM is defined on the destination only) "
+            "or both false (it stays defined on the source, running transient on the destination): "
+            f"persistent={p['persistent']} and undefine_source={p['undefine_source']} would leave it defined "
+            "on two hosts or on none", step="validate options")
+    for key in ("bandwidth", "max_downtime", "parallel_connections", "timeout", "progress_timeout"):
+        if p.get(key) is not None and p[key] <= 0:
+            raise FleetmaintError(f"{key} must be a positive number, got {p[key]}", step="validate options")
+    for key in ("auto_converge_initial", "auto_converge_increment"):
+        if p.get(key) is not None:
+            if not p["auto_converge"]:
+                raise FleetmaintError(f"{key} needs auto_converge=true", step="validate options")
+            if not 1 <= p[key] <= 99:
+                raise FleetmaintError(f"{key} is a percentage from 1 to 99, got {p[key]}", step="validate options")
+    if p["downtime_steps"] < 1:
+        raise FleetmaintError(f"downtime_steps must be at least 1, got {p['downtime_steps']}", step="validate options")
+    if p["downtime_steps"] > 1 and not p.get("max_downtime"):
+        raise FleetmaintError("downtime_steps needs max_downtime (the top of the ladder)", step="validate options")
+    if p["postcopy"] == "after_timeout" and not p.get("timeout"):
+        raise FleetmaintError("postcopy=after_timeout needs timeout (when to switch)", step="validate options")
+    if p["timeout_action"] == "postcopy" and p["postcopy"] == "never":
+        raise FleetmaintError("timeout_action=postcopy needs postcopy allowed (after_timeout or immediate)",
+                              step="validate options")
+    if not p["p2p"] and p.get("peer_uri"):
+        raise FleetmaintError("peer_uri is only used with p2p=true", step="validate options")
+
+
+def effective_timeout_action(p: Dict[str, Any]) -> str:
+    return "postcopy" if p["postcopy"] == "after_timeout" else p["timeout_action"]
+
+
+def build_flags(p: Dict[str, Any], need_postcopy: bool) -> Tuple[int, List[str]]:
+    names = ["LIVE"]
+    if p["p2p"]:
+        names.append("PEER2PEER")
+    if p["persistent"]:
+        names.append("PERSIST_DEST")
+    if p["undefine_source"]:
+        names.append("UNDEFINE_SOURCE")
+    if p["tls"]:
+        names.append("TLS")
+    if p["auto_converge"]:
+        names.append("AUTO_CONVERGE")
+    if need_postcopy:
+        names.append("POSTCOPY")
+    if p["compression"] != "none":
+        names.append("COMPRESSED")
+    if p.get("parallel_connections"):
+        names.append("PARALLEL")
+    if p["copy_storage"] == "all":
+        names.append("NON_SHARED_DISK")
+    elif p["copy_storage"] == "incremental":
+        names.append("NON_SHARED_INC")
+    if p["unsafe"]:
+        names.append("UNSAFE")
+    names.append("ABORT_ON_ERROR")
+    flags = 0
+    for n in names:
+        flags |= getattr(libvirt, f"VIR_MIGRATE_{n}")
+    return flags, names
+
+
+def build_params(p: Dict[str, Any], copy_targets: List[str]) -> Dict[str, Any]:
+    params: Dict[str, Any] = {}
+    if p.get("bandwidth"):
+        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = p["bandwidth"]
+    if p["compression"] != "none":
+        params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] = p["compression"]
+    if p.get("parallel_connections"):
+        params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = p["parallel_connections"]
+    if copy_targets:
+        params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = copy_targets
+    if p.get("migration_uri"):
+        params[libvirt.VIR_MIGRATE_PARAM_URI] = p["migration_uri"]
+    if p.get("auto_converge_initial") is not None:
+        params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL] = p["auto_converge_initial"]
+    if p.get("auto_converge_increment") is not None:
+        params[libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INCREMENT] = p["auto_converge_increment"]
+    return params
+
+
+def downtime_ladder(p: Dict[str, Any]) -> List[Tuple[float, int]]:
+    """(seconds after start, allowed downtime ms) steps, ending at max_downtime.
+
+    The steps are spread evenly over the timeout (before its action fires), or 10 s apart
+    without a timeout.
+    """
+    top = p.get("max_downtime")
+    if not top:
+        return []
+    steps = p["downtime_steps"]
+    interval = (p["timeout"] / (steps + 1)) if p.get("timeout") else 10.0
+    return [(i * interval, max(1, int(round(top * (i + 1) / steps)))) for i in range(steps)]
+
+
+def _lookup(conn: Any, name: Optional[str], uuid: Optional[str]) -> Any:
+    try:
+        return conn.lookupByUUIDString(uuid) if uuid else conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise
+
+
+def _state(dom: Any) -> Tuple[str, int]:
+    st, reason = dom.state()
+    return {1: "running", 3: "paused", 5: "shutoff"}.get(st, str(st)), reason
+
+
+def compare_cpu(conn: Any, vm_xml: str, vm: Dict[str, Any]) -> Dict[str, Any]:
+    """Can the destination hypervisor run this VM's CPU definition? (libvirt's own comparison)"""
+    import xml.etree.ElementTree as ET
+
+    cpu = ET.fromstring(vm_xml).find("cpu")
+    if cpu is None or cpu.get("mode", "custom") != "custom" or cpu.find("model") is None:
+        return {"compatible": None, "reason": f"CPU mode {vm['cpu'].get('mode') or 'default'} is not compared"}
+    try:
+        res = conn.compareHypervisorCPU(None, vm.get("arch"), vm.get("machine"), vm.get("virt_type"),
+                                        ET.tostring(cpu, encoding="unicode"), 0)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+            return {"compatible": None, "reason": libvirt_message(exc)}
+        return {"compatible": False, "reason": libvirt_message(exc)}
+    return {"compatible": res in (libvirt.VIR_CPU_COMPARE_IDENTICAL, libvirt.VIR_CPU_COMPARE_SUPERSET),
+            "reason": {libvirt.VIR_CPU_COMPARE_INCOMPATIBLE: "the destination lacks required CPU features",
+                       libvirt.VIR_CPU_COMPARE_IDENTICAL: "identical",
+                       libvirt.VIR_CPU_COMPARE_SUPERSET: "the destination offers a superset"}.get(res, str(res))}
+
+
+def _metrics(final: Optional[Dict[str, Any]], last: Optional[Dict[str, Any]], events: List[Dict[str, Any]],
+             wall_ms: int, postcopy_used: bool, throttle_max: int) -> Dict[str, Any]:
+    src = dict(final or last or {})
+    metric_source = "destination_completed_job" if final else ("source_last_sample" if last else "none")
+    # Storage copied over NBD is counted on the source only.
+    for key in ("disk_total", "disk_processed"):
+        if not src.get(key) and last and last.get(key):
+            src[key] = last[key]
+    comp = {k: v for k, v in src.items() if k.startswith("compression_")}
+    return {
+        # A source sample is from before the end (after post-copy there is nothing else): use wall time.
+        "total_time_ms": src.get("time_elapsed", wall_ms) if final else wall_ms,
+        "wall_time_ms": wall_ms,
+        "downtime_ms": src.get("downtime") if final else None,
+        "downtime_net_ms": src.get("downtime_net") if final else None,
+        "setup_time_ms": src.get("setup_time"),
+        "data_total": src.get("data_total"),
+        "data_processed": src.get("data_processed"),
+        "data_remaining": src.get("data_remaining"),
+        "memory_total": src.get("memory_total"),
+        "memory_bps": src.get("memory_bps"),
+        "iterations": src.get("memory_iteration"),
+        "dirty_rate": src.get("memory_dirty_rate"),
+        "disk_total": src.get("disk_total"),
+        "disk_processed": src.get("disk_processed"),
+        "postcopy_used": postcopy_used,
+        "postcopy_requests": src.get("memory_postcopy_requests"),
+        "auto_converge_throttle": max(throttle_max, src.get("auto_converge_throttle", 0) or 0),
+        "compression": comp,
+        "source": metric_source,
+    }
+
+
+class _Runner:
+    """Runs the blocking libvirt migration call in a thread."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.error: Optional[BaseException] = None
+        self.done = threading.Event()
+        self._fn = fn
+        self.thread = threading.Thread(target=self._run, name="fleetmaint-migrate", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self._fn()
+        except BaseException as exc:  # pylint: disable=broad-except
+            self.error = exc
+        finally:
+            self.done.set()
+
+
+def migrate(p: Dict[str, Any], check_mode: bool = False, progress: Optional[ProgressFn] = None) -> Dict[str, Any]:
+    """Do (or in check mode, plan) one live migration. Returns the result dict; raises FleetmaintError."""
+    validate_options(p)
+    src_uri, dest_uri = p["uri"], p["dest_uri"]
+    peer_uri = p.get("peer_uri") or dest_uri
+    ident = p.get("name") or p.get("uuid")
+    result: Dict[str, Any] = {"changed": False, "vm": ident, "source": {"uri": redact_uri(src_uri)},
+                              "destination": {"uri": redact_uri(dest_uri)}, "events": []}
+    with connection(src_uri) as sconn:
+        try:
+            with connection(dest_uri) as dconn:
+                return _migrate(p, sconn, dconn, peer_uri, check_mode, progress, result)
+        except FleetmaintError as exc:
+            if exc.context.get("step") == "connect" and exc.context.get("uri") == redact_uri(dest_uri):
+                exc.msg = f"{ident}: destination unreachable: {exc.msg}"
+                exc.context.update(vm=ident, code="dest_unreachable")
+            raise
+
+
+def _fail(msg: str, step: str, **ctx: Any) -> FleetmaintError:
+    return FleetmaintError(msg, step=step, **ctx)
+
+
+def _migrate(p: Dict[str, Any], sconn: Any, dconn: Any, peer_uri: str, check_mode: bool,
+             progress: Optional[ProgressFn], result: Dict[str, Any]) -> Dict[str, Any]:
+    src_host = host_facts(sconn, redact_uri(p["uri"]))
+    dst_host = host_facts(dconn, redact_uri(p["dest_uri"]))
+    result["source"]["hostname"] = src_host["hostname"]
+    result["destination"]["hostname"] = dst_host["hostname"]
+    ident = p.get("name") or p.get("uuid")
+    ctx = dict(vm=ident, source=src_host["hostname"], destination=dst_host["hostname"])
+
+    sdom = _lookup(sconn, p.get("name"), p.get("uuid"))
+    ddom = _lookup(dconn, p.get("name"), p.get("uuid"))
+    # Idempotence: already where it should be.
+    if sdom is None and ddom is not None:
+        dstate, _ = _state(ddom)
+        if dstate in ("running", "paused") and (bool(ddom.isPersistent()) or not p["persistent"]):
+            result.update(vm=ddom.name(), uuid=ddom.UUIDString(), home_host=parse_domain(ddom.XMLDesc(0))["home_host"],
+                          msg=f"{ddom.name()} already runs on {dst_host['hostname']} and is not on "
+                              f"{src_host['hostname']}: nothing to do")
+            return result
+        raise _fail(f"{ident} is {dstate} on {dst_host['hostname']} and absent from {src_host['hostname']}: "
+                    "not a state a live migration can fix", "locate", **ctx)
+    if sdom is None:
+        raise _fail(f"VM '{ident}' not found on {src_host['hostname']} ({redact_uri(p['uri'])}) nor on "
+                    f"{dst_host['hostname']}", "locate", **ctx)
+    if ddom is not None and sdom is not None:
+        raise _fail(f"{ident} exists on both {src_host['hostname']} ({_state(sdom)[0]}) and "
+                    f"{dst_host['hostname']} ({_state(ddom)[0]}): refusing to migrate onto a second copy; "
+                    "resolve which one is real first", "locate", **ctx)
+
+    name = sdom.name()
+    ctx["vm"] = name
+    result.update(vm=name, uuid=sdom.UUIDString())
+    vm_xml = sdom.XMLDesc(0)
+    spools = pool_facts(sconn, p["uri"], p["shared_pools"])
+    vm = domain_facts(sdom, spools, p["shared_pools"])
+    vm["arch"] = parse_domain(vm_xml)["arch"]
+    dpools = pool_facts(dconn, p["dest_uri"], p["shared_pools"])
+    dnets = network_facts(dconn, p["dest_uri"])
+    compression_accepted = None
+    if p["compression"] != "none":
+        probe = probe_compression(sconn)
+        compression_accepted = probe["accepted"] if probe["probed"] else None
+    findings = check_move(
+        vm, src_host, dst_host, dpools, dnets, copy_storage=p["copy_storage"], tls=p["tls"],
+        dest_tls=tls_configured(p["dest_uri"]) if p["tls"] else None,
+        memory_headroom_mib=p["memory_headroom"], cpu_comparison=compare_cpu(dconn, vm_xml, vm),
+        compression=p["compression"], compression_accepted=compression_accepted)
+    result["findings"] = findings
+    home = vm.get("home_host") or src_host["hostname"]
+    result["home_host"] = home
+    bad = blockers(findings)
+    if bad:
+        raise _fail(f"cannot migrate {name} from {src_host['hostname']} to {dst_host['hostname']}: "
+                    + "; ".join(f["message"] for f in bad), "preflight", findings=findings,
+                    codes=[f["code"] for f in bad], **ctx)
+
+    copy_disks = [d for d in vm["disks"] if d.get("storage") != "shared" and not d.get("readonly")
+                  and d.get("device") == "disk"] if p["copy_storage"] != "none" else []
+    need_postcopy = p["postcopy"] != "never" or effective_timeout_action(p) == "postcopy"
+    flags, flag_names = build_flags(p, need_postcopy)
+    ladder = downtime_ladder(p)
+    params = build_params(p, [d["target"] for d in copy_disks])
+    result["options"] = {
+        "flags": flag_names, "peer_uri": redact_uri(peer_uri) if p["p2p"] else None,
+        "bandwidth_mib_s": p.get("bandwidth"), "max_downtime_ms": p.get("max_downtime"),
+        "downtime_ladder": [{"after_s": round(t, 1), "downtime_ms": v} for t, v in ladder],
+        "compression": p["compression"], "parallel_connections": p.get("parallel_connections"),
+        "copy_storage": p["copy_storage"], "copy_disks": [d["target"] for d in copy_disks],
+        "auto_converge": p["auto_converge"], "auto_converge_initial": p.get("auto_converge_initial"),
+        "auto_converge_increment": p.get("auto_converge_increment"),
+        "postcopy": p["postcopy"], "timeout_s": p.get("timeout"),
+        "timeout_action": effective_timeout_action(p) if p.get("timeout") else None,
+        "progress_timeout_s": p.get("progress_timeout"), "tls": p["tls"], "unsafe": p["unsafe"],
+    }
+    result["changed"] = True
+    if check_mode:
+        result["msg"] = f"would migrate {name} from {src_host['hostname']} to {dst_host['hostname']}"
+        return result
+
+    created_vols, copy_bytes = _precreate_volumes(sconn, dconn, copy_disks, name, ctx)
+    result["options"]["copy_bytes"] = copy_bytes
+    _record_home(sdom, home, vm["persistent"])
+    try:
+        return _run(p, sdom, sconn, dconn, peer_uri, flags, params, ladder, result, ctx, progress)
+    except FleetmaintError:
+        # Volumes we created are ours to remove, unless the VM did land there after all.
+        try:
+            landed = _lookup(dconn, name, None) is not None
+        except libvirt.libvirtError:
+            landed = True  # destination unreachable: cannot tell, so leave its volumes alone
+        if not landed:
+            _delete_volumes(created_vols)
+        raise
+
+
+def _precreate_volumes(sconn: Any, dconn: Any, disks: List[Dict[str, Any]], name: str,
+                       ctx: Dict[str, Any]) -> Tuple[List[Any], int]:
+    """Create each copied disk's volume in the destination pool of the same name, same size and format.
+
+    Returns the volumes created (to remove if the migration fails) and the bytes to copy.
+    """
+    created = []
+    total = 0
+    for disk in disks:
+        try:
+            svol = sconn.storageVolLookupByPath(disk["path"])
+            _type, capacity, _alloc = svol.info()
+            total += capacity
+            dpool = dconn.storagePoolLookupByName(disk["pool"])
+            dpool.refresh(0)
+            vname = svol.name()
+            try:
+                dvol = dpool.storageVolLookupByName(vname)
+            except libvirt.libvirtError:
+                dvol = None
+            if dvol is not None:
+                if dvol.info()[1] != capacity:
+                    raise _fail(f"{name}: destination volume {vname} in pool {disk['pool']} exists with a "
+                                f"different size ({dvol.info()[1]} bytes, source {capacity})", "create volumes", **ctx)
+                continue
+            fmt = disk.get("format") or "raw"
+            xml = (f"<volume><name>{vname}</name><capacity unit='bytes'>{capacity}</capacity>"
+                   f"<target><format type='{fmt}'/></target></volume>")
+            created.append(dpool.createXML(xml, 0))
+        except libvirt.libvirtError as exc:
+            _delete_volumes(created)
+            raise _fail(f"{name}: creating the destination volume for disk {disk['target']} in pool "
+                        f"{disk['pool']} failed: {libvirt_message(exc)}", "create volumes", **ctx) from exc
+    return created, total
+
+
+def _delete_volumes(vols: List[Any]) -> None:
+    for v in vols:
+        try:
+            v.delete(0)
+        except libvirt.libvirtError:
+            pass
+
+
+def _record_home(dom: Any, home: str, persistent: bool) -> None:
+    """Write the home host into the VM's metadata (live and persistent) if it is not there yet."""
+    try:
+        current = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    except libvirt.libvirtError:
+        current = None
+    if current and "<home>" in current.replace(" ", ""):
+        return
+    flags = libvirt.VIR_DOMAIN_AFFECT_LIVE | (libvirt.VIR_DOMAIN_AFFECT_CONFIG if persistent else 0)
+    dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, build_metadata(home), METADATA_PREFIX, METADATA_NS, flags)
+
+
+def _run(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, peer_uri: str, flags: int, params: Dict[str, Any],
+         ladder: List[Tuple[float, int]], result: Dict[str, Any], ctx: Dict[str, Any],
+         progress: Optional[ProgressFn]) -> Dict[str, Any]:
+    name = ctx["vm"]
+    events: List[Dict[str, Any]] = result["events"]
+    t0 = time.monotonic()
+
+    def event(kind: str, **kw: Any) -> None:
+        e = dict(t=round(time.monotonic() - t0, 2), event=kind, **kw)
+        events.append(e)
+        if progress:
+            progress(dict(e, vm=name, kind="event"))
+
+    if p["p2p"]:
+        runner = _Runner(lambda: sdom.migrateToURI3(peer_uri, params, flags))
+    else:
+        runner = _Runner(lambda: sdom.migrate3(dconn, params, flags))
+    event("start", destination=ctx["destination"])
+    runner.thread.start()
+
+    last: Optional[Dict[str, Any]] = None
+    postcopy_used = suspended = False
+    throttle_max = 0
+    ladder_i = 0
+    best_remaining: Optional[int] = None
+    best_at = time.monotonic()
+    timed_out = False
+    phase = "precopy"
+    aborted_reason: Optional[str] = None
+    while not runner.done.wait(p["poll_interval"]):
+        elapsed = time.monotonic() - t0
+        try:
+            st = sdom.jobStats(0)
+        except libvirt.libvirtError:
+            continue  # the job just ended, or the domain left the source
+        if st.get("type", 0) == 0 or not st.get("data_total"):
+            continue  # no job, or a cancelled job's empty record: keep the last real sample
+        last = st
+        throttle_max = max(throttle_max, st.get("auto_converge_throttle", 0) or 0)
+        remaining = st.get("data_remaining")
+        if remaining is not None and (best_remaining is None or remaining < best_remaining):
+            best_remaining, best_at = remaining, time.monotonic()
+        if progress:
+            progress({"kind": "progress", "vm": name, "t": round(elapsed, 1), "phase": phase,
+                      "data_processed": st.get("data_processed"), "data_remaining": remaining,
+                      "data_total": st.get("data_total"), "memory_bps": st.get("memory_bps"),
+                      "iteration": st.get("memory_iteration"), "dirty_rate": st.get("memory_dirty_rate"),
+                      "throttle": st.get("auto_converge_throttle")})
+        try:
+            while ladder_i < len(ladder) and elapsed >= ladder[ladder_i][0]:
+                sdom.migrateSetMaxDowntime(ladder[ladder_i][1], 0)
+                event("downtime", downtime_ms=ladder[ladder_i][1])
+                ladder_i += 1
+            if p["postcopy"] == "immediate" and not postcopy_used:
+                sdom.migrateStartPostCopy(0)
+                postcopy_used, phase = True, "postcopy"
+                event("postcopy", why="postcopy=immediate")
+            if p.get("timeout") and elapsed >= p["timeout"] and not timed_out and not postcopy_used:
+                timed_out = True
+                action = effective_timeout_action(p)
+                event("timeout", after_s=p["timeout"], action=action, data_remaining=remaining)
+                if action == "postcopy":
+                    sdom.migrateStartPostCopy(0)
+                    postcopy_used, phase = True, "postcopy"
+                    event("postcopy", why="timeout")
+                elif action == "suspend":
+                    sdom.suspend()
+                    suspended = True
+                    event("suspend", why="timeout")
+                else:
+                    aborted_reason = (f"timeout after {p['timeout']} s with {remaining} bytes remaining "
+                                      f"(dirty rate {st.get('memory_dirty_rate')} pages/s, "
+                                      f"throughput {st.get('memory_bps')} B/s)")
+                    sdom.abortJob()
+                    event("abort", why="timeout")
+            if p.get("progress_timeout") and not postcopy_used and not aborted_reason and not suspended \
+                    and time.monotonic() - best_at >= p["progress_timeout"]:
+                aborted_reason = (f"no progress for {p['progress_timeout']} s: remaining data stayed above "
+                                  f"{best_remaining} bytes")
+                sdom.abortJob()
+                event("abort", why="progress_timeout")
+        except libvirt.libvirtError as exc:
+            event("control_error", error=libvirt_message(exc))
+    wall_ms = int((time.monotonic() - t0) * 1000)
+
+    if runner.error is not None:
+        return _after_failure(p, sdom, sconn, dconn, runner.error, aborted_reason, postcopy_used, suspended,
+                              result, ctx, event, last, wall_ms, throttle_max)
+
+    # Success: verify, resume if we suspended, collect metrics from the destination's completed job.
+    ddom = _lookup(dconn, name, None)
+    if ddom is None:
+        raise _fail(f"{name}: libvirt reported success but the VM is not on {ctx['destination']}", "verify", **ctx)
+    if suspended and _state(ddom)[0] == "paused":
+        ddom.resume()
+        event("resume", on=ctx["destination"])
+    final = None
+    try:
+        final = ddom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        if not final or final.get("type", 0) == 0:
+            final = None
+    except libvirt.libvirtError:
+        final = None
+    event("done")
+    result["metrics"] = _metrics(final, last, events, wall_ms, postcopy_used, throttle_max)
+    result["metrics"]["suspended"] = suspended
+    placement = _placement(sconn, dconn, name)
+    result["placement"] = placement
+    if placement["running_on"] != [ctx["destination"]]:
+        raise _fail(f"{name}: after migration it runs on {placement['running_on']}, expected "
+                    f"{ctx['destination']}", "verify", **ctx)
+    result["msg"] = (f"migrated {name} from {ctx['source']} to {ctx['destination']} in "
+                     f"{result['metrics']['total_time_ms']} ms"
+                     + (f", downtime {result['metrics']['downtime_ms']} ms" if result['metrics']['downtime_ms']
+                        is not None else "")
+                     + (" (post-copy)" if postcopy_used else "") + (" (suspended to finish)" if suspended else ""))
+    return result
+
+
+def _placement(sconn: Any, dconn: Optional[Any], name: str) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"running_on": [], "defined_on": []}
+    for conn in (sconn, dconn):
+        if conn is None:
+            continue
+        dom = _lookup(conn, name, None)
+        if dom is None:
+            continue
+        host = conn.getHostname()
+        if _state(dom)[0] in ("running", "paused"):
+            out["running_on"].append(host)
+        if dom.isPersistent():
+            out["defined_on"].append(host)
+    return out
+
+
+def _after_failure(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, error: BaseException,
+                   aborted_reason: Optional[str], postcopy_used: bool, suspended: bool, result: Dict[str, Any],
+                   ctx: Dict[str, Any], event: Callable[..., None], last: Optional[Dict[str, Any]],
+                   wall_ms: int, throttle_max: int) -> Dict[str, Any]:
+    """The migration call failed: make sure the VM runs on the source, then report why."""
+    name = ctx["vm"]
+    cause = libvirt_message(error)
+    event("failed", error=cause)
+    phase = "postcopy" if postcopy_used else "precopy"
+    sdom_now = _lookup(sconn, name, None)
+    if sdom_now is not None and not postcopy_used:
+        state, reason = _state(sdom_now)
+        if state == "paused" and (suspended or reason in (libvirt.VIR_DOMAIN_PAUSED_MIGRATION,
+                                                           libvirt.VIR_DOMAIN_PAUSED_USER)):
+            try:
+                sdom_now.resume()
+                event("resume", on=ctx["source"])
+            except libvirt.libvirtError as exc:
+                event("control_error", error=libvirt_message(exc))
+    try:
+        placement = _placement(sconn, dconn, name)
+    except libvirt.libvirtError as exc:
+        # The destination cannot be asked (its daemon died?): report what the source says.
+        placement = _placement(sconn, None, name)
+        placement["destination_unknown"] = libvirt_message(exc)
+    result["placement"] = placement
+    result["metrics"] = _metrics(None, last, result["events"], wall_ms, postcopy_used, throttle_max)
+    why = aborted_reason or cause
+    if placement["running_on"] == [ctx["source"]]:
+        where = f"; it still runs on {ctx['source']}"
+        if placement.get("destination_unknown"):
+            where += f" ({ctx['destination']} could not be checked: {placement['destination_unknown']})"
+    else:
+        where = f"; it now runs on {placement['running_on'] or 'no host checked'}"
+    raise FleetmaintError(f"migrating {name} from {ctx['source']} to {ctx['destination']} failed during "
+                          f"{phase}: {why}{where}", step=phase, cause=cause, result=result,
+                          **ctx)

@@ -1,0 +1,169 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) fleetmaint.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Can this VM move to that host? Pure rules over facts, no libvirt or Ansible imports.
+
+The inputs are the plain dicts that ``hypervisor_facts`` returns (a domain, and the
+destination's host facts, pools and networks). Each rule yields findings with a stable
+``code``, a ``severity`` (``blocker`` or ``warning``) and a message naming what is wrong.
+live_migrate runs these before moving anything; migration_check and the planner use the
+same rules, so a check and a move never disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+BLOCKER = "blocker"
+WARNING = "warning"
+
+# Stable codes: playbooks may match on them.
+CODES = (
+    "cpu_incompatible", "machine_type_unsupported", "emulator_missing", "disk_not_shared",
+    "disk_path_missing", "pool_missing", "network_missing", "insufficient_memory", "hostdev_passthrough",
+    "vm_not_running", "vm_paused", "vm_transient", "same_host", "dest_unreachable", "tls_not_configured",
+    "vcpus_exceed_host", "compression_unsupported", "storage_unknown",
+)
+
+
+def finding(code: str, severity: str, message: str, **detail: Any) -> Dict[str, Any]:
+    if code not in CODES:
+        raise ValueError(f"unknown finding code {code}")
+    return {"code": code, "severity": severity, "message": message, "detail": detail}
+
+
+def _pool_for_path(path: str, pools: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    import os
+
+    parent = os.path.dirname(os.path.normpath(path))
+    return next((p for p in pools if p.get("path") and os.path.normpath(p["path"]) == parent), None)
+
+
+def check_move(vm: Dict[str, Any], source: Dict[str, Any], dest: Dict[str, Any],
+               dest_pools: List[Dict[str, Any]], dest_networks: List[Dict[str, Any]],
+               copy_storage: str = "none", tls: bool = False, dest_tls: Optional[Dict[str, Any]] = None,
+               memory_headroom_mib: int = 256, cpu_comparison: Optional[Dict[str, Any]] = None,
+               compression: Optional[str] = None, compression_accepted: Optional[List[str]] = None,
+               live: bool = True) -> List[Dict[str, Any]]:
+    """All findings for moving ``vm`` from ``source`` to ``dest`` (host facts dicts)."""
+    out: List[Dict[str, Any]] = []
+    name = vm["name"]
+
+    # --- where and in what state
+    if source.get("uuid") and source.get("uuid") == dest.get("uuid") or source.get("hostname") == dest.get("hostname"):
+        out.append(finding("same_host", BLOCKER, f"{name}: source and destination are the same host "
+                           f"({dest.get('hostname')})", host=dest.get("hostname")))
+    state = vm.get("state")
+    if live and state not in ("running", "paused"):
+        out.append(finding("vm_not_running", BLOCKER, f"{name} is {state} on {source.get('hostname')}: "
+                           "only a running or paused VM can be live-migrated", state=state))
+    elif state == "paused":
+        out.append(finding("vm_paused", WARNING, f"{name} is paused; it will arrive paused", state=state))
+    if not vm.get("persistent", True):
+        out.append(finding("vm_transient", WARNING, f"{name} is transient on {source.get('hostname')}; "
+                           "a persistent move defines it on the destination"))
+
+    # --- devices that pin the VM
+    for hd in vm.get("hostdevs", []):
+        out.append(finding("hostdev_passthrough", BLOCKER, f"{name} has a passthrough {hd.get('type')} device "
+                           f"{hd.get('address') or hd.get('vendor') or ''} that ties it to "
+                           f"{source.get('hostname')}", device=hd))
+
+    # --- emulator, machine type, CPU
+    guests = [g for g in dest.get("guests", []) if g.get("arch") == vm.get("arch", "x86_64")] \
+        if vm.get("arch") else dest.get("guests", [])
+    vtype = vm.get("virt_type") or "kvm"
+    if dest.get("guests") is not None:
+        usable = [g for g in guests if vtype in g.get("domain_types", [])]
+        if not usable:
+            out.append(finding("emulator_missing", BLOCKER, f"{dest.get('hostname')} has no emulator for "
+                               f"{vm.get('arch') or 'this architecture'} with domain type {vtype}",
+                               arch=vm.get("arch"), virt_type=vtype))
+        elif vm.get("machine") and not any(vm["machine"] in g.get("machines", []) for g in usable):
+            out.append(finding("machine_type_unsupported", BLOCKER, f"{dest.get('hostname')} does not offer "
+                               f"machine type {vm['machine']} that {name} uses", machine=vm["machine"]))
+    if cpu_comparison and cpu_comparison.get("compatible") is False:
+        out.append(finding("cpu_incompatible", BLOCKER, f"{name}'s CPU cannot run on {dest.get('hostname')}: "
+                           f"{cpu_comparison.get('reason', 'incompatible')}", **cpu_comparison))
+    dest_cpus = (dest.get("cpu") or {}).get("count")
+    if dest_cpus and vm.get("vcpus", 0) > dest_cpus:
+        out.append(finding("vcpus_exceed_host", BLOCKER, f"{name} has {vm['vcpus']} vCPUs, "
+                           f"{dest.get('hostname')} only {dest_cpus} CPUs", vcpus=vm["vcpus"], host_cpus=dest_cpus))
+
+    # --- memory
+    avail = dest.get("memory_available_mib", dest.get("memory_free_mib"))
+    need = vm.get("memory_mib", 0) + memory_headroom_mib
+    if avail is not None and need > avail:
+        out.append(finding("insufficient_memory", BLOCKER, f"{dest.get('hostname')} has {avail} MiB available; "
+                           f"{name} needs {vm.get('memory_mib')} MiB plus {memory_headroom_mib} MiB headroom",
+                           available_mib=avail, needed_mib=need))
+
+    # --- networks
+    active_nets = {n["name"] for n in dest_networks if n.get("active")}
+    all_nets = {n["name"] for n in dest_networks}
+    for iface in vm.get("interfaces", []):
+        net = iface.get("network")
+        if net and net not in active_nets:
+            why = "is defined but not active" if net in all_nets else "does not exist"
+            out.append(finding("network_missing", BLOCKER, f"network '{net}' of {name} ({iface.get('mac')}) "
+                               f"{why} on {dest.get('hostname')}", network=net))
+
+    # --- disks
+    active_pools = [p for p in dest_pools if p.get("active")]
+    for disk in vm.get("disks", []):
+        if disk.get("device") in ("cdrom", "floppy") and not disk.get("path"):
+            continue
+        target = disk.get("target")
+        storage = disk.get("storage", "unknown")
+        if disk.get("readonly") and disk.get("device") in ("cdrom", "floppy"):
+            if disk.get("path") and not _pool_for_path(disk["path"], active_pools):
+                out.append(finding("disk_path_missing", WARNING, f"{name}'s {disk.get('device')} {target} "
+                                   f"({disk['path']}) is in no pool on {dest.get('hostname')}; the path must "
+                                   "exist there", target=target, path=disk["path"]))
+            continue
+        if storage == "shared":
+            if disk.get("type") == "network":
+                continue
+            if disk.get("pool") and disk.get("type") == "volume":
+                if not any(p["name"] == disk["pool"] for p in active_pools):
+                    out.append(finding("pool_missing", BLOCKER, f"{name}'s disk {target} is in pool "
+                                       f"'{disk['pool']}', which {dest.get('hostname')} does not have active",
+                                       target=target, pool=disk["pool"]))
+            elif disk.get("path") and not _pool_for_path(disk["path"], active_pools):
+                out.append(finding("disk_path_missing", BLOCKER, f"{name}'s disk {target} ({disk['path']}) is "
+                                   f"on shared storage that {dest.get('hostname')} does not have as a pool",
+                                   target=target, path=disk.get("path")))
+            continue
+        # local or unknown: the disk must be copied
+        if copy_storage == "none":
+            sev_code = "disk_not_shared" if storage == "local" else "storage_unknown"
+            out.append(finding(sev_code, BLOCKER, f"{name}'s disk {target} ({disk.get('path')}) is on "
+                               f"{storage} storage of {source.get('hostname')}: set copy_storage to copy it, "
+                               "or declare its pool shared", target=target, path=disk.get("path")))
+            continue
+        out.append(finding("disk_not_shared", WARNING, f"{name}'s disk {target} will be copied "
+                           f"({copy_storage})", target=target, path=disk.get("path")))
+        pool = disk.get("pool")
+        if not pool:
+            out.append(finding("pool_missing", BLOCKER, f"{name}'s disk {target} ({disk.get('path')}) is in no "
+                               f"storage pool on {source.get('hostname')}: cannot pre-create it on the "
+                               "destination", target=target))
+        elif not any(p["name"] == pool for p in active_pools):
+            out.append(finding("pool_missing", BLOCKER, f"{name}'s disk {target} needs pool '{pool}' on "
+                               f"{dest.get('hostname')} to copy into; it has none active by that name",
+                               target=target, pool=pool))
+
+    # --- transport
+    if tls and dest_tls is not None and not dest_tls.get("configured"):
+        out.append(finding("tls_not_configured", BLOCKER, f"tls is requested but {dest.get('hostname')} does not "
+                           f"look ready for it ({dest_tls.get('how')}: {dest_tls.get('detail')})"))
+    if compression and compression != "none" and compression_accepted is not None \
+            and compression not in compression_accepted:
+        out.append(finding("compression_unsupported", BLOCKER, f"compression '{compression}' is not accepted "
+                           f"by libvirt on {source.get('hostname')} (accepted: "
+                           f"{', '.join(compression_accepted) or 'none'})", compression=compression))
+    return out
+
+
+def blockers(findings: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    return [f for f in findings if f["severity"] == BLOCKER]

@@ -1,0 +1,321 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) fleetmaint.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: live_migrate
+short_description: Live-migrate one VM between libvirt hosts, safely and observably
+version_added: 0.1.0
+description:
+  - Moves one running VM from the host at O(uri) to the host at O(dest_uri) with libvirt live migration,
+    and reports what happened with libvirt's job statistics.
+  - B(Safe.) The VM ends persistently defined on exactly one host. Before anything starts, the move is
+    checked with the same rules as C(migration_check) (network, pools and disk paths, memory, CPU, machine
+    type, passthrough devices, TLS, compression); any blocker fails the task and nothing changes. If the
+    migration fails before switchover, the job is aborted and the VM keeps running on the source (resumed
+    if libvirt left it paused). The error names the VM, both hosts, the phase and libvirt's cause.
+  - B(Idempotent.) A VM already running on the destination and absent from the source is C(changed=false).
+    A VM present on both hosts is refused, never migrated onto a second copy.
+  - B(Home host.) The first move records the source as the VM's home host in its domain metadata; later
+    moves keep it (see M(fleetmaint.libvirt.hypervisor_info), RV(home_host)).
+  - B(Bounded.) O(timeout) with O(timeout_action), O(progress_timeout), a downtime ladder
+    (O(downtime_steps) up to O(max_downtime)), O(auto_converge) and O(postcopy) keep a migration whose guest
+    dirties memory faster than the link from running forever.
+  - B(Progress.) When the task runs on the controller (C(delegate_to: localhost) or a local connection), the
+    action plugin runs the migration there and prints a progress line every few seconds; the same lines
+    reach ansible-runner and AWX job output. Elsewhere the module runs on the target without live progress.
+author:
+  - fleetmaint.libvirt contributors (@fleetmaint)
+extends_documentation_fragment:
+  - fleetmaint.libvirt.connection
+attributes:
+  check_mode:
+    support: full
+    description: Runs every check (VM exists and runs, destination reachable, options supported, capacity,
+      networks, storage) and returns the plan (flags, ladder, disks to copy) without moving anything.
+  diff_mode:
+    support: none
+  platform:
+    support: full
+    platforms: posix
+  action:
+    support: full
+    description: The action plugin runs the migration on the controller when the connection is local.
+options:
+  name:
+    description: Name of the VM. One of O(name) and O(uuid) is required.
+    type: str
+  uuid:
+    description: UUID of the VM.
+    type: str
+  dest_uri:
+    description: libvirt URI of the destination host, as seen from where the task runs.
+    type: str
+    required: true
+  peer_uri:
+    description:
+      - The destination URI as the source libvirtd sees it (peer-to-peer migration connects from the source
+        host). Defaults to O(dest_uri).
+    type: str
+  migration_uri:
+    description:
+      - Where QEMU sends the migration stream (for example C(tcp://10.0.0.3) for a dedicated migration
+        network). Default lets libvirt choose (the destination's C(migration_host) setting).
+    type: str
+  p2p:
+    description: Peer-to-peer migration (the source libvirtd drives it; survives the controller losing its
+      connection to the destination).
+    type: bool
+    default: true
+  persistent:
+    description:
+      - Define the VM on the destination. Must equal O(undefine_source), so the VM stays defined on exactly
+        one host.
+    type: bool
+    default: true
+  undefine_source:
+    description: Remove the definition from the source once the VM runs on the destination.
+    type: bool
+    default: true
+  bandwidth:
+    description: Bandwidth cap for the migration in MiB/s. Default is libvirt's (unlimited here, QEMU's own cap
+      otherwise).
+    type: int
+  max_downtime:
+    description: Longest pause allowed at switchover, in milliseconds (QEMU's default is 300). With
+      O(downtime_steps) it is the top of the ladder.
+    type: int
+  downtime_steps:
+    description:
+      - Raise the allowed downtime in this many equal steps up to O(max_downtime), spread evenly over
+        O(timeout) (or 10 s apart without a timeout), like OpenStack's downtime steps. C(1) sets
+        O(max_downtime) at once.
+    type: int
+    default: 1
+  auto_converge:
+    description: Let QEMU throttle the guest's vCPUs when memory is dirtied faster than it is sent.
+    type: bool
+    default: false
+  auto_converge_initial:
+    description: Initial vCPU throttle percentage of auto-converge (QEMU's default is 20). Needs O(auto_converge).
+    type: int
+  auto_converge_increment:
+    description: Throttle increase per iteration that does not converge (QEMU's default is 10). Needs
+      O(auto_converge).
+    type: int
+  postcopy:
+    description:
+      - C(never) - pre-copy only.
+      - C(after_timeout) - switch to post-copy when O(timeout) expires (then O(timeout_action) is C(postcopy)).
+      - C(immediate) - switch as soon as the job runs.
+      - After the switch the guest runs on the destination and pulls missing pages; if either host or the
+        link dies then, the guest is lost. Bounded time, higher risk.
+    type: str
+    choices: [never, after_timeout, immediate]
+    default: never
+  parallel_connections:
+    description: Number of parallel (multifd) connections for the memory stream.
+    type: int
+  compression:
+    description:
+      - Compression of the migration stream. C(xbzrle) sends deltas of re-sent pages, C(mt) multi-threaded
+        compression. C(zstd) and C(zlib) need a libvirt that accepts them (9.4 or later; 9.0 rejects them).
+      - The source host is probed before anything starts; an unsupported method is a clear error.
+    type: str
+    choices: [none, xbzrle, mt, zstd, zlib]
+    default: none
+  copy_storage:
+    description:
+      - Copy disks that are not on shared storage. C(all) copies the whole disk, C(incremental) only what
+        differs from a common backing image. Destination volumes are created first in the pool of the same
+        name, with the same size and format (and removed again if the migration fails).
+    type: str
+    choices: [none, all, incremental]
+    default: none
+  tls:
+    description:
+      - Encrypt the migration stream with TLS (C(VIR_MIGRATE_TLS)). The default, because the stream carries
+        guest memory. Set C(false) only on a trusted, isolated migration network (the lab does).
+    type: bool
+    default: true
+  unsafe:
+    description:
+      - Tell libvirt the storage is shared even though it cannot recognise the filesystem as shared
+        (C(VIR_MIGRATE_UNSAFE)), for example a directory on a cluster filesystem libvirt does not know.
+        Also skips libvirt's cache-mode safety check. Never use it for disks that are not really shared.
+    type: bool
+    default: false
+  timeout:
+    description: Seconds after which O(timeout_action) is taken if the migration has not finished.
+    type: int
+  timeout_action:
+    description:
+      - C(abort) - cancel; the VM keeps running on the source.
+      - C(postcopy) - switch to post-copy (needs O(postcopy) not C(never)).
+      - C(suspend) - pause the guest so the rest converges, then resume it on the destination.
+    type: str
+    choices: [abort, postcopy, suspend]
+    default: abort
+  progress_timeout:
+    description: Abort when the remaining data has not reached a new low for this many seconds (a
+      migration that is not converging), unless post-copy is running.
+    type: int
+  memory_headroom:
+    description: MiB the destination must keep free beyond the VM's memory.
+    type: int
+    default: 256
+  shared_pools:
+    description: Pools whose storage every host sees at the same path (see M(fleetmaint.libvirt.hypervisor_info)).
+    type: list
+    elements: str
+    default: []
+  poll_interval:
+    description: Seconds between job statistics samples while the migration runs.
+    type: float
+    default: 0.5
+notes:
+  - Only C(persistent=true, undefine_source=true) (the default) and C(persistent=false, undefine_source=false)
+    are accepted; the other two combinations would leave the VM defined on two hosts or on none.
+  - After post-copy, libvirt keeps no completed-job statistics on the destination; the metrics then come from
+    the last sample taken on the source (RV(metrics.source) says which).
+seealso:
+  - module: fleetmaint.libvirt.hypervisor_info
+  - name: libvirt migration guide
+    description: Flags, parameters and modes.
+    link: https://libvirt.org/migration.html
+'''
+
+EXAMPLES = r'''
+- name: Move web1 from hv1 to hv2 over TLS (the default)
+  fleetmaint.libvirt.live_migrate:
+    name: web1
+    uri: qemu+tls://hv1.example.com/system
+    dest_uri: qemu+tls://hv2.example.com/system
+  delegate_to: localhost
+
+- name: A busy database - cap bandwidth, climb a downtime ladder, then post-copy after 2 minutes
+  fleetmaint.libvirt.live_migrate:
+    name: db1
+    uri: qemu+tls://hv1.example.com/system
+    dest_uri: qemu+tls://hv3.example.com/system
+    bandwidth: 500
+    max_downtime: 500
+    downtime_steps: 5
+    postcopy: after_timeout
+    timeout: 120
+  delegate_to: localhost
+
+- name: A VM on local disks - copy them, with two parallel connections and xbzrle
+  fleetmaint.libvirt.live_migrate:
+    name: build7
+    uri: qemu+tls://hv1.example.com/system
+    dest_uri: qemu+tls://hv2.example.com/system
+    copy_storage: all
+    parallel_connections: 2
+    compression: xbzrle
+  delegate_to: localhost
+
+- name: Give up cleanly after 60 s; the VM stays on the source
+  fleetmaint.libvirt.live_migrate:
+    name: batch3
+    uri: qemu+tls://hv1.example.com/system
+    dest_uri: qemu+tls://hv2.example.com/system
+    timeout: 60
+    timeout_action: abort
+  delegate_to: localhost
+  register: moved
+  ignore_errors: true
+'''
+
+RETURN = r'''
+vm:
+  description: Name of the VM.
+  returned: always
+  type: str
+uuid:
+  description: UUID of the VM.
+  returned: when found
+  type: str
+source:
+  description: Source host (C(uri) redacted, C(hostname)).
+  returned: always
+  type: dict
+destination:
+  description: Destination host (C(uri) redacted, C(hostname)).
+  returned: always
+  type: dict
+home_host:
+  description: The VM's home host, recorded in its metadata (the source on the first move).
+  returned: when found
+  type: str
+findings:
+  description: What the pre-flight checks found (code, severity, message), including warnings.
+  returned: when the VM was checked
+  type: list
+  elements: dict
+options:
+  description: The flags, parameters, downtime ladder and disks to copy that were (or in check mode, would be)
+    used; after a real run also C(copy_bytes), the capacity of the copied disks.
+  returned: when a move is needed
+  type: dict
+metrics:
+  description: Job statistics of the migration.
+  returned: after a migration ran (also on failure, from the last sample)
+  type: dict
+  contains:
+    total_time_ms: {description: "Time of the migration job.", type: int}
+    wall_time_ms: {description: "Wall time of the call, as the controller saw it.", type: int}
+    downtime_ms: {description: "Guest pause at switchover (null when unknown, e.g. after post-copy).", type: int}
+    setup_time_ms: {description: "Setup time.", type: int}
+    data_total: {description: "Bytes to transfer (memory and copied disks).", type: int}
+    data_processed: {description: "Bytes transferred.", type: int}
+    data_remaining: {description: "Bytes left at the end (0 on success).", type: int}
+    memory_bps: {description: "Memory throughput in bytes per second.", type: int}
+    iterations: {description: "Pre-copy iterations.", type: int}
+    dirty_rate: {description: "Pages dirtied per second, as QEMU measured during the migration.", type: int}
+    postcopy_used: {description: "Whether the migration switched to post-copy.", type: bool}
+    auto_converge_throttle: {description: "Highest vCPU throttle percentage seen.", type: int}
+    compression: {description: "Compression statistics, when compression was used.", type: dict}
+    suspended: {description: "Whether the guest was paused to finish (timeout_action=suspend).", type: bool}
+    source: {description: "destination_completed_job, source_last_sample or none.", type: str}
+events:
+  description: Timeline of the migration (start, downtime steps, post-copy, timeout, abort, done) with seconds.
+  returned: after a migration ran
+  type: list
+  elements: dict
+placement:
+  description: Where the VM runs and is defined afterwards (C(running_on), C(defined_on) host names).
+  returned: after a migration ran
+  type: dict
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
+    FleetmaintError, fail_from_exception, require_libvirt,
+)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.live_migration import (
+    ARGUMENT_SPEC, MUTUALLY_EXCLUSIVE, REQUIRED_ONE_OF, migrate,
+)
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, mutually_exclusive=MUTUALLY_EXCLUSIVE,
+                           required_one_of=REQUIRED_ONE_OF, supports_check_mode=True)
+    require_libvirt(module)
+    try:
+        result = migrate(module.params, check_mode=module.check_mode)
+    except FleetmaintError as exc:
+        partial = exc.context.pop("result", None) or {}
+        fail_from_exception(module, exc, **partial)
+    except Exception as exc:  # pylint: disable=broad-except
+        fail_from_exception(module, exc)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
