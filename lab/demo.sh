@@ -25,6 +25,12 @@ echo
 echo "=== fleet facts (ansible-playbook playbooks/fleet_facts.yml) ==="
 ansible-playbook -i "${FLEETMAINT_INVENTORY}" playbooks/fleet_facts.yml
 echo
+echo "=== live migration: cache1 (dirtying memory) lab1 -> lab2 and back home ==="
+for hop in lab1:lab2 lab2:lab1; do
+  ansible-playbook -i "${FLEETMAINT_INVENTORY}" playbooks/live_migrate.yml -e vm=cache1 \
+    -e from="${hop%%:*}" -e to="${hop##*:}"
+done
+echo
 echo "=== lab status ==="
 labctl status
 echo

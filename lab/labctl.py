@@ -452,7 +452,7 @@ class Lab:
                 self.virsh(h, "destroy", name, check=False)
                 self.virsh(h, "undefine", name, "--nvram", check=False)
                 touched.append(h["name"])
-            for pool in {SHARED_POOL, LOCAL_POOL, state["vms"].get(name, {}).get("pool") or LOCAL_POOL}:
+            for pool in sorted({SHARED_POOL, LOCAL_POOL, state["vms"].get(name, {}).get("pool") or LOCAL_POOL}):
                 if self.virsh(h, "vol-info", f"{name}.img", "--pool", pool, check=False).returncode == 0:
                     self.virsh(h, "vol-delete", f"{name}.img", "--pool", pool, check=False)
         state["vms"].pop(name, None)
@@ -536,6 +536,10 @@ class Lab:
             "        ansible_connection: local",
             "        ansible_python_interpreter: \"{{ ansible_playbook_python }}\"",
             f"        fleetmaint_libvirt_shared_pools: [{SHARED_POOL}]",
+            "        # Lab only: plain TCP migration streams on loopback, and a shared directory that",
+            "        # libvirt cannot recognise as shared storage (see docs/lab.md). Never in production.",
+            "        fleetmaint_migration_tls: false",
+            "        fleetmaint_migration_unsafe: true",
             f"        fleetmaint_lab_pkipath: {self.root / 'client-pki'}",
             "      hosts:",
         ]

@@ -286,7 +286,7 @@ def _migrate(p: Dict[str, Any], sconn: Any, dconn: Any, peer_uri: str, check_mod
     ddom = _lookup(dconn, p.get("name"), p.get("uuid"))
     # Idempotence: already where it should be.
     if sdom is None and ddom is not None:
-        dstate, _ = _state(ddom)
+        dstate = _state(ddom)[0]
         if dstate in ("running", "paused") and (bool(ddom.isPersistent()) or not p["persistent"]):
             result.update(vm=ddom.name(), uuid=ddom.UUIDString(), home_host=parse_domain(ddom.XMLDesc(0))["home_host"],
                           msg=f"{ddom.name()} already runs on {dst_host['hostname']} and is not on "
@@ -571,8 +571,8 @@ def _after_failure(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, error: 
     sdom_now = _lookup(sconn, name, None)
     if sdom_now is not None and not postcopy_used:
         state, reason = _state(sdom_now)
-        if state == "paused" and (suspended or reason in (libvirt.VIR_DOMAIN_PAUSED_MIGRATION,
-                                                           libvirt.VIR_DOMAIN_PAUSED_USER)):
+        paused_by_us = reason in (libvirt.VIR_DOMAIN_PAUSED_MIGRATION, libvirt.VIR_DOMAIN_PAUSED_USER)
+        if state == "paused" and (suspended or paused_by_us):
             try:
                 sdom_now.resume()
                 event("resume", on=ctx["source"])

@@ -25,7 +25,7 @@ description:
   - B(Bounded.) O(timeout) with O(timeout_action), O(progress_timeout), a downtime ladder
     (O(downtime_steps) up to O(max_downtime)), O(auto_converge) and O(postcopy) keep a migration whose guest
     dirties memory faster than the link from running forever.
-  - B(Progress.) When the task runs on the controller (C(delegate_to: localhost) or a local connection), the
+  - B(Progress.) When the task runs on the controller (delegated to C(localhost), or a local connection), the
     action plugin runs the migration there and prints a progress line every few seconds; the same lines
     reach ansible-runner and AWX job output. Elsewhere the module runs on the target without live progress.
 author:
@@ -39,9 +39,11 @@ attributes:
       networks, storage) and returns the plan (flags, ladder, disks to copy) without moving anything.
   diff_mode:
     support: none
+    description: A migration moves a VM; there is no configuration to diff. RV(options) shows the plan.
   platform:
     support: full
     platforms: posix
+    description: Runs wherever libvirt-python can reach both hosts' URIs (usually the controller).
   action:
     support: full
     description: The action plugin runs the migration on the controller when the connection is local.

@@ -166,8 +166,8 @@ def test_non_converging_vm_completes_with_postcopy(lab, vms):
     assert r["metrics"]["postcopy_used"] is True
     assert_not_converging(r)
     # The ladder climbed before the timeout fired: 100, 200, 300 ms at 0, 5, 10 s.
-    steps = [(e["t"], e["downtime_ms"]) for e in r["events"] if e["event"] == "downtime"]
-    assert [v for _, v in steps] == [100, 200, 300] and all(t < 20 for t, _ in steps)
+    steps = [e for e in r["events"] if e["event"] == "downtime"]
+    assert [e["downtime_ms"] for e in steps] == [100, 200, 300] and all(e["t"] < 20 for e in steps)
     # The promise of post-copy is bounded time: done within the timeout plus a margin (a property of
     # the escalation, not a performance figure; measured timings live in bench/).
     assert r["metrics"]["wall_time_ms"] < (20 + 60) * 1000

@@ -42,8 +42,8 @@ def test_downtime_ladder_spreads_over_timeout():
     assert lm.downtime_ladder(params()) == []
     assert lm.downtime_ladder(params(max_downtime=500)) == [(0.0, 500)]
     ladder = lm.downtime_ladder(params(max_downtime=500, downtime_steps=5, timeout=60))
-    assert [v for _, v in ladder] == [100, 200, 300, 400, 500]
-    assert [t for t, _ in ladder] == [0.0, 10.0, 20.0, 30.0, 40.0]  # all before the timeout
+    assert [step[1] for step in ladder] == [100, 200, 300, 400, 500]
+    assert [step[0] for step in ladder] == [0.0, 10.0, 20.0, 30.0, 40.0]  # all before the timeout
     assert lm.downtime_ladder(params(max_downtime=300, downtime_steps=3))[2] == (20.0, 300)
 
 
@@ -59,8 +59,9 @@ def test_flags_and_params():
     flags, names = lm.build_flags(params(), need_postcopy=False)
     assert names == ["LIVE", "PEER2PEER", "PERSIST_DEST", "UNDEFINE_SOURCE", "TLS", "ABORT_ON_ERROR"]
     assert flags & libvirt.VIR_MIGRATE_TLS and not flags & libvirt.VIR_MIGRATE_POSTCOPY
-    _, names = lm.build_flags(params(tls=False, copy_storage="all", compression="xbzrle", parallel_connections=2,
-                                     auto_converge=True, unsafe=True), need_postcopy=True)
+    hot = params(tls=False, copy_storage="all", compression="xbzrle", parallel_connections=2, auto_converge=True,
+                 unsafe=True)
+    names = lm.build_flags(hot, need_postcopy=True)[1]
     assert {"NON_SHARED_DISK", "COMPRESSED", "PARALLEL", "AUTO_CONVERGE", "POSTCOPY", "UNSAFE"} <= set(names)
     assert "TLS" not in names
     p = lm.build_params(params(bandwidth=100, compression="xbzrle", parallel_connections=4, auto_converge=True,
