@@ -27,10 +27,10 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connect
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import (
     METADATA_NS, METADATA_PREFIX, build_metadata, parse_domain,
 )
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_facts import (
-    domain_facts, host_facts, network_facts, pool_facts, probe_compression, tls_configured,
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import (
+    HostContext, check_pair, vm_facts,
 )
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import blockers, check_move
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import blockers
 
 ARGUMENT_SPEC: Dict[str, Any] = dict(
     name=dict(type="str"),
@@ -179,26 +179,6 @@ def _state(dom: Any) -> Tuple[str, int]:
     return {1: "running", 3: "paused", 5: "shutoff"}.get(st, str(st)), reason
 
 
-def compare_cpu(conn: Any, vm_xml: str, vm: Dict[str, Any]) -> Dict[str, Any]:
-    """Can the destination hypervisor run this VM's CPU definition? (libvirt's own comparison)"""
-    import xml.etree.ElementTree as ET
-
-    cpu = ET.fromstring(vm_xml).find("cpu")
-    if cpu is None or cpu.get("mode", "custom") != "custom" or cpu.find("model") is None:
-        return {"compatible": None, "reason": f"CPU mode {vm['cpu'].get('mode') or 'default'} is not compared"}
-    try:
-        res = conn.compareHypervisorCPU(None, vm.get("arch"), vm.get("machine"), vm.get("virt_type"),
-                                        ET.tostring(cpu, encoding="unicode"), 0)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
-            return {"compatible": None, "reason": libvirt_message(exc)}
-        return {"compatible": False, "reason": libvirt_message(exc)}
-    return {"compatible": res in (libvirt.VIR_CPU_COMPARE_IDENTICAL, libvirt.VIR_CPU_COMPARE_SUPERSET),
-            "reason": {libvirt.VIR_CPU_COMPARE_INCOMPATIBLE: "the destination lacks required CPU features",
-                       libvirt.VIR_CPU_COMPARE_IDENTICAL: "identical",
-                       libvirt.VIR_CPU_COMPARE_SUPERSET: "the destination offers a superset"}.get(res, str(res))}
-
-
 def _metrics(final: Optional[Dict[str, Any]], last: Optional[Dict[str, Any]], events: List[Dict[str, Any]],
              wall_ms: int, postcopy_used: bool, throttle_max: int) -> Dict[str, Any]:
     src = dict(final or last or {})
@@ -275,8 +255,9 @@ def _fail(msg: str, step: str, **ctx: Any) -> FleetmaintError:
 
 def _migrate(p: Dict[str, Any], sconn: Any, dconn: Any, peer_uri: str, check_mode: bool,
              progress: Optional[ProgressFn], result: Dict[str, Any]) -> Dict[str, Any]:
-    src_host = host_facts(sconn, redact_uri(p["uri"]))
-    dst_host = host_facts(dconn, redact_uri(p["dest_uri"]))
+    src = HostContext(sconn, p["uri"], p["shared_pools"])
+    dst = HostContext(dconn, p["dest_uri"], p["shared_pools"], tls=p["tls"])
+    src_host, dst_host = src.host, dst.host
     result["source"]["hostname"] = src_host["hostname"]
     result["destination"]["hostname"] = dst_host["hostname"]
     ident = p.get("name") or p.get("uuid")
@@ -305,21 +286,9 @@ def _migrate(p: Dict[str, Any], sconn: Any, dconn: Any, peer_uri: str, check_mod
     name = sdom.name()
     ctx["vm"] = name
     result.update(vm=name, uuid=sdom.UUIDString())
-    vm_xml = sdom.XMLDesc(0)
-    spools = pool_facts(sconn, p["uri"], p["shared_pools"])
-    vm = domain_facts(sdom, spools, p["shared_pools"])
-    vm["arch"] = parse_domain(vm_xml)["arch"]
-    dpools = pool_facts(dconn, p["dest_uri"], p["shared_pools"])
-    dnets = network_facts(dconn, p["dest_uri"])
-    compression_accepted = None
-    if p["compression"] != "none":
-        probe = probe_compression(sconn)
-        compression_accepted = probe["accepted"] if probe["probed"] else None
-    findings = check_move(
-        vm, src_host, dst_host, dpools, dnets, copy_storage=p["copy_storage"], tls=p["tls"],
-        dest_tls=tls_configured(p["dest_uri"]) if p["tls"] else None,
-        memory_headroom_mib=p["memory_headroom"], cpu_comparison=compare_cpu(dconn, vm_xml, vm),
-        compression=p["compression"], compression_accepted=compression_accepted)
+    vm, vm_xml = vm_facts(sdom, src)
+    findings = check_pair(vm, vm_xml, src, dst, copy_storage=p["copy_storage"], tls=p["tls"],
+                          memory_headroom_mib=p["memory_headroom"], compression=p["compression"])
     result["findings"] = findings
     home = vm.get("home_host") or src_host["hostname"]
     result["home_host"] = home

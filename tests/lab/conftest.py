@@ -86,6 +86,27 @@ class Lab:
         result["stdout"] = res.stdout
         return result
 
+    def run_test_playbook(self, playbook: str, var: str, args: dict, *flags: str) -> dict:
+        """Run one of tests/lab/playbooks with its options in 'var'; the registered result (+ 'stdout')."""
+        out = self.tmp / f"{var}-{time.monotonic_ns()}.json"
+        cmd = ["ansible-playbook", str(REPO / "tests" / "lab" / "playbooks" / playbook),
+               "-e", json.dumps({var: args, "result_file": str(out)}), *flags]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False,
+                             env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "tests" / "ansible.cfg")))
+        if not out.exists():
+            raise AssertionError(f"{playbook} produced no result:\n{res.stdout[-4000:]}\n{res.stderr[-2000:]}")
+        result = json.loads(out.read_text())
+        result["stdout"] = res.stdout
+        return result
+
+    def check(self, **chk) -> dict:
+        """Run migration_check through ansible-playbook."""
+        return self.run_test_playbook("migration_check.yml", "chk", chk)
+
+    def baseline(self, *flags: str, **bl) -> dict:
+        """Run cpu_baseline through ansible-playbook (flags such as --check, --diff)."""
+        return self.run_test_playbook("cpu_baseline.yml", "bl", bl, *flags)
+
     def placement(self, vm: str) -> tuple:
         w = self.where(vm)
         return sorted(w["running_on"]), sorted(w["defined_on"])

@@ -1,0 +1,136 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) fleetmaint.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Gather what the move rules need from live hosts, and apply them: the one place that
+checks a (VM, destination) pair. live_migrate (before moving, and in check mode) and
+migration_check both call :func:`check_pair`, so a check and a move never disagree.
+"""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cpu_compat import (
+    cpu_runnable, merge_cpu_verdicts, parse_domain_capabilities,
+)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_facts import (
+    domain_facts, host_facts, network_facts, pool_facts, probe_compression, tls_configured,
+)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
+    libvirt, libvirt_message, redact_uri,
+)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import parse_domain
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import check_move
+
+
+class HostContext:
+    """One host's facts for checking moves to (or from) it, read once."""
+
+    def __init__(self, conn: Any, uri: str, shared_pools: Iterable[str] = (), tls: bool = False) -> None:
+        self.conn = conn
+        self.uri = uri
+        self.shared_pools = list(shared_pools)
+        self.host = host_facts(conn, redact_uri(uri))
+        self.pools = pool_facts(conn, uri, self.shared_pools)
+        self.networks = network_facts(conn, uri)
+        self.tls = tls_configured(uri) if tls else None
+        self._domcaps: Dict[Tuple[Any, ...], Optional[Dict[str, Any]]] = {}
+        self._compression: Optional[Dict[str, Any]] = None
+
+    @property
+    def hostname(self) -> str:
+        return self.host["hostname"]
+
+    def domain_capabilities(self, vm: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        key = (vm.get("emulator"), vm.get("arch"), vm.get("machine"), vm.get("virt_type"))
+        if key not in self._domcaps:
+            try:
+                xml = self.conn.getDomainCapabilities(None, vm.get("arch"), vm.get("machine"), vm.get("virt_type"), 0)
+                self._domcaps[key] = parse_domain_capabilities(xml)
+            except libvirt.libvirtError:
+                self._domcaps[key] = None  # e.g. unknown machine type: the machine rule reports it
+        return self._domcaps[key]
+
+    def compression(self) -> Dict[str, Any]:
+        if self._compression is None:
+            self._compression = probe_compression(self.conn)
+        return self._compression
+
+
+def vm_facts(dom: Any, ctx: HostContext) -> Tuple[Dict[str, Any], str]:
+    """A domain's facts as the rules want them, plus its XML."""
+    xml = dom.XMLDesc(0)
+    vm = domain_facts(dom, ctx.pools, ctx.shared_pools)
+    parsed = parse_domain(xml)
+    vm["arch"], vm["emulator"] = parsed["arch"], parsed["emulator"]
+    return vm, xml
+
+
+def libvirt_cpu_comparison(conn: Any, vm_xml: str, vm: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """libvirt's own verdict: can the destination hypervisor run this guest CPU? (custom mode only)"""
+    cpu = ET.fromstring(vm_xml).find("cpu")
+    if cpu is None or cpu.get("mode", "custom") != "custom" or cpu.find("model") is None:
+        return None
+    try:
+        res = conn.compareHypervisorCPU(None, vm.get("arch"), vm.get("machine"), vm.get("virt_type"),
+                                        ET.tostring(cpu, encoding="unicode"), 0)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
+            return None
+        return {"compatible": False, "reason": f"libvirt: {libvirt_message(exc)}", "missing_features": []}
+    if res == libvirt.VIR_CPU_COMPARE_INCOMPATIBLE:
+        return {"compatible": False, "reason": "libvirt: the destination cannot provide this CPU",
+                "missing_features": []}
+    return {"compatible": True, "reason": "libvirt: compatible", "missing_features": []}
+
+
+def check_pair(vm: Dict[str, Any], vm_xml: str, src: HostContext, dst: HostContext, copy_storage: str = "none",
+               tls: bool = False, memory_headroom_mib: int = 256, compression: str = "none",
+               live: bool = True) -> List[Dict[str, Any]]:
+    """All findings for moving ``vm`` (running on ``src``) to ``dst``."""
+    caps = dst.domain_capabilities(vm)
+    cpu = merge_cpu_verdicts(cpu_runnable(vm["cpu"], caps) if caps else None,
+                             libvirt_cpu_comparison(dst.conn, vm_xml, vm))
+    accepted = None
+    if compression and compression != "none":
+        probe = src.compression()
+        accepted = probe["accepted"] if probe["probed"] else None
+    return check_move(vm, src.host, dst.host, dst.pools, dst.networks, copy_storage=copy_storage, tls=tls,
+                      dest_tls=dst.tls, memory_headroom_mib=memory_headroom_mib, cpu_comparison=cpu,
+                      compression=compression, compression_accepted=accepted, live=live)
+
+
+def measure_dirty_rates(conn: Any, doms: List[Any], seconds: int = 1) -> Dict[str, Dict[str, Any]]:
+    """libvirt's dirty-rate calculation (page sampling) for several running domains at once."""
+    out: Dict[str, Dict[str, Any]] = {}
+    started = []
+    mode = getattr(libvirt, "VIR_DOMAIN_DIRTYRATE_MODE_PAGE_SAMPLING", 0)
+    for dom in doms:
+        try:
+            dom.startDirtyRateCalc(seconds, mode)
+            started.append(dom)
+        except libvirt.libvirtError as exc:
+            out[dom.name()] = {"measured": False, "reason": libvirt_message(exc)}
+    deadline = time.monotonic() + seconds + 10
+    pending = list(started)
+    time.sleep(seconds)
+    while pending and time.monotonic() < deadline:
+        for dom in list(pending):
+            try:
+                stats = conn.domainListGetStats([dom], libvirt.VIR_DOMAIN_STATS_DIRTYRATE)[0][1]
+            except libvirt.libvirtError as exc:
+                out[dom.name()] = {"measured": False, "reason": libvirt_message(exc)}
+                pending.remove(dom)
+                continue
+            if stats.get("dirtyrate.calc_status") == 2:  # VIR_DOMAIN_DIRTYRATE_MEASURED
+                mbps = stats.get("dirtyrate.megabytes_per_second", 0)
+                out[dom.name()] = {"measured": True, "mib_per_s": mbps, "bytes_per_s": mbps * 1048576,
+                                   "seconds": seconds, "mode": "page-sampling"}
+                pending.remove(dom)
+        if pending:
+            time.sleep(0.2)
+    for dom in pending:
+        out[dom.name()] = {"measured": False, "reason": "the calculation did not finish in time"}
+    return out

@@ -1,0 +1,262 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) fleetmaint.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: migration_check
+short_description: Know before you move - can these VMs live-migrate to those hosts, and how long will it take
+version_added: 0.1.0
+description:
+  - Checks one VM, a list of VMs, or every VM on the host at O(uri) against one or more destinations and
+    returns, for each (VM, destination) pair, C(ok) and a list of findings, each with a stable C(code), a
+    C(severity) (C(blocker) or C(warning)) and a message.
+  - Uses exactly the rules M(fleetmaint.libvirt.live_migrate) applies before it moves anything.
+  - Also estimates each VM's migration from the pre-copy model (total time, downtime, iterations,
+    C(converges)) at O(bandwidth) and O(max_downtime), using a dirty rate measured by libvirt's page-sampling
+    calculation when O(measure_dirty_rate) is set.
+  - Read-only. Measuring the dirty rate samples guest pages for O(dirty_rate_seconds) and changes nothing.
+author:
+  - fleetmaint.libvirt contributors (@fleetmaint)
+extends_documentation_fragment:
+  - fleetmaint.libvirt.connection
+attributes:
+  check_mode:
+    support: full
+    description: The module never changes anything; check mode returns the same result.
+  diff_mode:
+    support: none
+    description: Nothing changes.
+  platform:
+    support: full
+    platforms: posix
+    description: Runs wherever libvirt-python reaches the URIs.
+options:
+  name:
+    description: One VM to check. Without O(name) and O(names), every VM on the host is checked.
+    type: str
+  names:
+    description: Several VMs to check.
+    type: list
+    elements: str
+  dest_uris:
+    description: libvirt URIs of the destinations to check against.
+    type: list
+    elements: str
+    required: true
+  copy_storage:
+    description: Whether local disks would be copied (as C(copy_storage) of M(fleetmaint.libvirt.live_migrate)).
+      With C(none), a disk on local storage is a C(disk_not_shared) blocker; otherwise a warning.
+    type: str
+    choices: [none, all, incremental]
+    default: none
+  tls:
+    description: Whether the move would use TLS; a destination that does not look ready is C(tls_not_configured).
+    type: bool
+    default: true
+  compression:
+    description: Compression the move would use; checked against what the source accepts (probed).
+    type: str
+    choices: [none, xbzrle, mt, zstd, zlib]
+    default: none
+  memory_headroom:
+    description: MiB a destination must keep free beyond the VM's memory.
+    type: int
+    default: 256
+  shared_pools:
+    description: Pools whose storage every host sees at the same path.
+    type: list
+    elements: str
+    default: []
+  bandwidth:
+    description: Bandwidth for the estimate, in MiB/s (QEMU's default cap is 128).
+    type: int
+    default: 128
+  max_downtime:
+    description: Allowed downtime for the estimate, in milliseconds (QEMU's default is 300).
+    type: int
+    default: 300
+  measure_dirty_rate:
+    description: Measure each running VM's dirty rate with libvirt's page-sampling calculation (takes
+      O(dirty_rate_seconds) plus a little, all VMs at once). Without it the estimate assumes an idle guest.
+    type: bool
+    default: false
+  dirty_rate_seconds:
+    description: How long the dirty-rate calculation samples.
+    type: int
+    default: 1
+notes:
+  - A destination that cannot be reached is reported as a C(dest_unreachable) blocker on every pair, not as a
+    module failure; an unreachable source or an unknown VM fails the module.
+  - "Finding codes: cpu_incompatible, machine_type_unsupported, emulator_missing, disk_not_shared,
+    disk_path_missing, pool_missing, network_missing, insufficient_memory, hostdev_passthrough, vm_not_running,
+    vm_paused, vm_transient, same_host, dest_unreachable, tls_not_configured, vcpus_exceed_host,
+    compression_unsupported, storage_unknown."
+seealso:
+  - module: fleetmaint.libvirt.live_migrate
+'''
+
+EXAMPLES = r'''
+- name: Can everything on hv1 go to hv2 or hv3?
+  fleetmaint.libvirt.migration_check:
+    uri: qemu+tls://hv1.example.com/system
+    dest_uris:
+      - qemu+tls://hv2.example.com/system
+      - qemu+tls://hv3.example.com/system
+    measure_dirty_rate: true
+    bandwidth: 1000
+  delegate_to: localhost
+  register: check
+
+- name: Stop before the window if anything is blocked
+  ansible.builtin.assert:
+    that: check.blocked == 0
+    fail_msg: "{{ check.results | rejectattr('ok') | map(attribute='findings') | flatten
+                  | selectattr('severity', 'equalto', 'blocker') | map(attribute='message') | list }}"
+
+- name: VMs that will not converge at this bandwidth
+  ansible.builtin.debug:
+    msg: "{{ check.estimates | dict2items | selectattr('value.converges', 'equalto', false)
+             | map(attribute='key') | list }}"
+'''
+
+RETURN = r'''
+results:
+  description: One entry per (VM, destination) pair.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    vm: {description: "VM name.", type: str}
+    source: {description: "Source host name.", type: str}
+    destination: {description: "Destination host name (or its URI when unreachable).", type: str}
+    destination_uri: {description: "Destination URI (redacted).", type: str}
+    ok: {description: "No blocker.", type: bool}
+    findings:
+      description: "Findings: code, severity (blocker or warning), message, detail."
+      type: list
+      elements: dict
+estimates:
+  description: Per VM, the pre-copy estimate at O(bandwidth) and O(max_downtime).
+  returned: always
+  type: dict
+  sample:
+    web1: {memory_mib: 2048, dirty_rate: {measured: true, mib_per_s: 12}, converges: true, iterations: 4,
+           total_time_s: 17.9, downtime_ms: 81.2, rho: 0.094}
+checked:
+  description: Number of pairs checked.
+  returned: always
+  type: int
+blocked:
+  description: Number of pairs with at least one blocker.
+  returned: always
+  type: int
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
+    FleetmaintError, fail_from_exception, libvirt, open_uri, redact_uri, require_libvirt,
+)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import (
+    HostContext, check_pair, measure_dirty_rates, vm_facts,
+)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import BLOCKER, finding
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import estimate_precopy
+
+
+def run(p):
+    src_conn = open_uri(p["uri"])
+    dests = []
+    try:
+        src = HostContext(src_conn, p["uri"], p["shared_pools"])
+        wanted = [p["name"]] if p["name"] else p["names"]
+        if wanted:
+            doms = []
+            for n in wanted:
+                try:
+                    doms.append(src_conn.lookupByName(n))
+                except libvirt.libvirtError as exc:
+                    raise FleetmaintError(f"VM '{n}' not found on {src.hostname} ({redact_uri(p['uri'])})",
+                                          vm=n, step="locate") from exc
+        else:
+            doms = src_conn.listAllDomains(0)
+        vms = [vm_facts(d, src) for d in doms]
+        for uri in p["dest_uris"]:
+            try:
+                conn = open_uri(uri)
+                dests.append((uri, conn, HostContext(conn, uri, p["shared_pools"], tls=p["tls"]), None))
+            except FleetmaintError as exc:
+                dests.append((uri, None, None, exc.msg))
+        results = []
+        for vm, xml in vms:
+            for uri, _conn, dst, error in dests:
+                if dst is None:
+                    findings = [finding("dest_unreachable", BLOCKER, f"{vm['name']}: {error}", uri=redact_uri(uri))]
+                    dname = redact_uri(uri)
+                else:
+                    findings = check_pair(vm, xml, src, dst, copy_storage=p["copy_storage"], tls=p["tls"],
+                                          memory_headroom_mib=p["memory_headroom"], compression=p["compression"])
+                    dname = dst.hostname
+                results.append({"vm": vm["name"], "source": src.hostname, "destination": dname,
+                                "destination_uri": redact_uri(uri), "findings": findings,
+                                "ok": not any(f["severity"] == BLOCKER for f in findings)})
+        rates = {}
+        if p["measure_dirty_rate"]:
+            running = [d for d, (vm, _x) in zip(doms, vms) if vm["state"] == "running"]
+            rates = measure_dirty_rates(src_conn, running, p["dirty_rate_seconds"])
+        estimates = {}
+        for vm, _xml in vms:
+            rate = rates.get(vm["name"])
+            dirty_bps = rate["bytes_per_s"] if rate and rate.get("measured") else 0.0
+            est = estimate_precopy(vm["memory_mib"] * 1048576, p["bandwidth"] * 1048576, dirty_bps,
+                                   p["max_downtime"])
+            est.update(memory_mib=vm["memory_mib"], bandwidth_mib_s=p["bandwidth"], max_downtime_ms=p["max_downtime"],
+                       dirty_rate=rate or {"measured": False, "reason": "not requested (measure_dirty_rate)"})
+            estimates[vm["name"]] = est
+    finally:
+        for _uri, conn, _dst, _err in dests:
+            if conn is not None:
+                conn.close()
+        src_conn.close()
+    return {"changed": False, "results": results, "estimates": estimates, "checked": len(results),
+            "blocked": sum(1 for r in results if not r["ok"])}
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            uri=dict(type="str", default="qemu:///system"),
+            name=dict(type="str"),
+            names=dict(type="list", elements="str"),
+            dest_uris=dict(type="list", elements="str", required=True),
+            copy_storage=dict(type="str", default="none", choices=["none", "all", "incremental"]),
+            tls=dict(type="bool", default=True),
+            compression=dict(type="str", default="none", choices=["none", "xbzrle", "mt", "zstd", "zlib"]),
+            memory_headroom=dict(type="int", default=256),
+            shared_pools=dict(type="list", elements="str", default=[]),
+            bandwidth=dict(type="int", default=128),
+            max_downtime=dict(type="int", default=300),
+            measure_dirty_rate=dict(type="bool", default=False),
+            dirty_rate_seconds=dict(type="int", default=1),
+        ),
+        mutually_exclusive=[["name", "names"]],
+        supports_check_mode=True,
+    )
+    require_libvirt(module)
+    p = module.params
+    for key in ("bandwidth", "max_downtime", "dirty_rate_seconds"):
+        if p[key] <= 0:
+            module.fail_json(msg=f"{key} must be a positive number, got {p[key]}")
+    try:
+        result = run(p)
+    except Exception as exc:  # pylint: disable=broad-except
+        fail_from_exception(module, exc, changed=False)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

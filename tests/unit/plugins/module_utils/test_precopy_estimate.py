@@ -1,0 +1,43 @@
+import pytest
+
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import MIB, estimate_precopy
+
+
+def test_idle_guest_is_one_round():
+    e = estimate_precopy(1024 * MIB, 128 * MIB, 0, 300)
+    assert e["converges"] and e["iterations"] == 1
+    assert e["total_time_s"] == pytest.approx(8.0, rel=0.01)
+    assert e["downtime_ms"] == 0
+
+
+def test_geometric_model_matches_the_closed_form():
+    m, b, d = 2048 * MIB, 100 * MIB, 25 * MIB
+    e = estimate_precopy(m, b, d, 300)
+    rho, n = d / b, e["iterations"]
+    assert e["converges"] and e["rho"] == 0.25
+    # Sent in n rounds: M(1 - rho^n)/(1 - rho), plus the last remainder M rho^n during the pause.
+    assert e["total_time_s"] == pytest.approx((m / b) * (1 - rho ** (n + 1)) / (1 - rho), rel=0.01)
+    assert e["downtime_ms"] == pytest.approx(m * rho ** n / b * 1000, rel=0.01)
+    assert e["downtime_ms"] <= 300
+
+
+def test_dirtier_than_the_link_never_converges():
+    e = estimate_precopy(512 * MIB, 50 * MIB, 94e6, 300)
+    assert e["converges"] is False and e["total_time_s"] is None and e["downtime_ms"] is None
+    assert "at least the 50.0 MiB/s" in e["reason"]
+
+
+def test_small_working_set_converges_despite_high_rate():
+    e = estimate_precopy(4096 * MIB, 100 * MIB, 150 * MIB, 500, working_set_bytes=32 * MIB)
+    assert e["converges"] and e["downtime_ms"] <= 500
+
+
+def test_slow_shrink_hits_the_round_limit():
+    e = estimate_precopy(8192 * MIB, 100 * MIB, 99 * MIB, 1, max_iterations=10)
+    assert e["converges"] is False and "within 10 rounds" in e["reason"]
+
+
+@pytest.mark.parametrize("args", [(0, 1), (1, 0), (1, 1, -1), (1, 1, 0, 0)])
+def test_bad_input(args):
+    with pytest.raises(ValueError):
+        estimate_precopy(*args)
