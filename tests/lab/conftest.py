@@ -66,38 +66,31 @@ class Lab:
             raise AssertionError(f"ansible-playbook {playbook} failed:\n{res.stdout[-6000:]}\n{res.stderr[-3000:]}")
         return res
 
-    def migrate_cmd(self, mig: dict, check_mode: bool = False) -> tuple:
-        """The ansible-playbook command for one live_migrate, and the file its result lands in."""
-        out = self.tmp / f"migrate-{time.monotonic_ns()}.json"
-        cmd = ["ansible-playbook", str(REPO / "tests" / "lab" / "playbooks" / "live_migrate.yml"),
-               "-e", json.dumps({"mig": mig, "result_file": str(out)})]
-        if check_mode:
-            cmd.append("--check")
-        return cmd, out
-
-    def migrate(self, check_mode: bool = False, **mig) -> dict:
-        """Run live_migrate through ansible-playbook; the registered result (with 'stdout' added)."""
-        cmd, out = self.migrate_cmd(mig, check_mode)
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False,
-                             env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "tests" / "ansible.cfg")))
-        if not out.exists():
-            raise AssertionError(f"live_migrate playbook produced no result:\n{res.stdout[-4000:]}\n{res.stderr[-2000:]}")
-        result = json.loads(out.read_text())
-        result["stdout"] = res.stdout
-        return result
-
-    def run_test_playbook(self, playbook: str, var: str, args: dict, *flags: str) -> dict:
-        """Run one of tests/lab/playbooks with its options in 'var'; the registered result (+ 'stdout')."""
+    def playbook_cmd(self, playbook: str, var: str, args: dict, *flags: str) -> tuple:
+        """The command running one of tests/lab/playbooks with its options in 'var', and its result file."""
         out = self.tmp / f"{var}-{time.monotonic_ns()}.json"
         cmd = ["ansible-playbook", str(REPO / "tests" / "lab" / "playbooks" / playbook),
                "-e", json.dumps({var: args, "result_file": str(out)}), *flags]
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False,
+        return cmd, out
+
+    def run_test_playbook(self, playbook: str, var: str, args: dict, *flags: str) -> dict:
+        """Run one of tests/lab/playbooks; the registered result, with 'stdout' added."""
+        cmd, out = self.playbook_cmd(playbook, var, args, *flags)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False,
                              env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "tests" / "ansible.cfg")))
         if not out.exists():
             raise AssertionError(f"{playbook} produced no result:\n{res.stdout[-4000:]}\n{res.stderr[-2000:]}")
         result = json.loads(out.read_text())
         result["stdout"] = res.stdout
         return result
+
+    def migrate_cmd(self, mig: dict) -> tuple:
+        """The ansible-playbook command for one live_migrate (to run in the background), and its result file."""
+        return self.playbook_cmd("live_migrate.yml", "mig", mig)
+
+    def migrate(self, check_mode: bool = False, **mig) -> dict:
+        """Run live_migrate through ansible-playbook."""
+        return self.run_test_playbook("live_migrate.yml", "mig", mig, *(["--check"] if check_mode else []))
 
     def check(self, **chk) -> dict:
         """Run migration_check through ansible-playbook."""
