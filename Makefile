@@ -76,6 +76,7 @@ sanity: deps sync
 
 lint: deps collection
 	ansible-lint --offline playbooks/
+	antsibull-changelog lint
 
 lab-up: apt collection
 	$(LABCTL) up
