@@ -22,7 +22,7 @@ export FLEETMAINT_LAB_DIR := $(LAB_DIR)
 export FLEETMAINT_INVENTORY := $(INVENTORY)
 export FLEETMAINT_VENV := $(VENV)
 
-.PHONY: help deps apt venv collection sync unit sanity lint integration test demo lab-up lab-down lab-status clean
+.PHONY: help deps apt venv collection sync unit sanity lint integration test demo bench lab-up lab-down lab-status clean
 
 help:
 	@echo "make demo   - install, start the lab, run the main job, print the report"
@@ -96,6 +96,10 @@ test: deps unit sanity lint integration
 
 demo: deps collection lab-up
 	bash lab/demo.sh
+
+# Benchmarks write bench/results/; they are measurements, never pass/fail tests.
+bench: deps sync
+	PYTHONPATH=$(BUILD)/src python bench/plan_scale.py
 
 clean: lab-down
 	rm -rf $(BUILD)

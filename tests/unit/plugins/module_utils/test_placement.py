@@ -1,0 +1,116 @@
+import pytest
+
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import PlanRefused, plan_evacuation
+
+
+def host(name, mem=16384, cpus=8, **kw):
+    return dict(name=name, memory_mib=mem, vcpus=cpus, **kw)
+
+
+def vm(name, on, mem=1024, cpus=1, **kw):
+    return dict(name=name, host=on, memory_mib=mem, vcpus=cpus, **kw)
+
+
+HOSTS = [host("hv1"), host("hv2"), host("hv3")]
+
+
+def test_balances_by_memory_instead_of_filling_one_host():
+    vms = [vm(f"v{i}", "hv1", mem=m) for i, m in enumerate([4096, 2048, 2048, 1024, 1024, 512])]
+    plan = plan_evacuation(HOSTS, vms, ["hv1"])
+    dest_mem = {"hv2": 0, "hv3": 0}
+    for m in plan["moves"]:
+        dest_mem[m["destination"]] += m["memory_mib"]
+    assert dest_mem == {"hv2": 5120, "hv3": 5632} or dest_mem == {"hv2": 5632, "hv3": 5120}
+    assert plan["balance"]["max_load"] - plan["balance"]["min_load"] < 0.05
+    assert plan["unplaceable"] == []
+
+
+def test_counts_what_already_runs_there_and_headroom():
+    # hv2 keeps 8192 MiB headroom (8192 usable); hv3 already runs 12000 (4384 left).
+    hosts = [host("hv1"), host("hv2", headroom_mib=8192), host("hv3")]
+    vms = [vm("big", "hv3", mem=12000), vm("a", "hv1", mem=4000), vm("b", "hv1", mem=4000),
+           vm("c", "hv1", mem=4000)]
+    plan = plan_evacuation(hosts, vms, ["hv1"])
+    assert {m["vm"]: m["destination"] for m in plan["moves"]} == {"a": "hv2", "b": "hv2", "c": "hv3"}
+    assert plan["load_after"] == {"hv2": round(8000 / 8192, 4), "hv3": round(16000 / 16384, 4)}
+    # 192 MiB left on hv2 and 384 on hv3: a 400 MiB VM more fits nowhere, although 576 MiB are free in all.
+    with pytest.raises(PlanRefused, match="d: no host has 400 MiB free"):
+        plan_evacuation(hosts, vms + [vm("d", "hv1", mem=400)], ["hv1"])
+
+
+def test_refuses_up_front_when_the_fleet_cannot_absorb():
+    vms = [vm(f"v{i}", "hv1", mem=8192) for i in range(5)]
+    with pytest.raises(PlanRefused, match="need 40960 MiB"):
+        plan_evacuation([host("hv1"), host("hv2"), host("hv3")], vms, ["hv1"])
+
+
+def test_refuses_when_one_vm_fits_nowhere_even_if_total_fits():
+    vms = [vm("huge", "hv1", mem=12000), vm("x", "hv2", mem=8000), vm("y", "hv3", mem=8000)]
+    with pytest.raises(PlanRefused, match="huge: no host has 12000 MiB free"):
+        plan_evacuation(HOSTS, vms, ["hv1"])
+    plan = plan_evacuation(HOSTS, vms, ["hv1"], refuse_partial=False)
+    assert plan["unplaceable"][0]["vm"] == "huge" and plan["moves"] == []
+
+
+def test_anti_affinity_keeps_group_apart():
+    vms = [vm("db1", "hv1", anti_affinity="db"), vm("db2", "hv1", anti_affinity=["db", "x"]),
+           vm("db3", "hv2", anti_affinity="db")]
+    hosts = HOSTS + [host("hv4")]
+    plan = plan_evacuation(hosts, vms, ["hv1"])
+    dests = {m["vm"]: m["destination"] for m in plan["moves"]}
+    assert "hv2" not in dests.values() and dests["db1"] != dests["db2"]
+    with pytest.raises(PlanRefused, match="anti-affinity group db"):
+        plan_evacuation(HOSTS, vms, ["hv1"])
+
+
+def test_maintenance_hosts_are_never_destinations_and_pinned_vms_stay():
+    hosts = [host("hv1"), host("hv2", maintenance=True), host("hv3")]
+    vms = [vm("a", "hv1"), vm("b", "hv1"), vm("gpu", "hv1", pinned=True)]
+    plan = plan_evacuation(hosts, vms, ["hv1"])
+    assert {m["destination"] for m in plan["moves"]} == {"hv3"}
+    assert plan["unplaceable"] == [{"vm": "gpu", "source": "hv1",
+                                    "reason": "pinned to its host (passthrough device or explicit pin)"}]
+
+
+def test_vcpu_overcommit():
+    hosts = [host("hv1"), host("hv2", cpus=2, cpu_overcommit=1.0), host("hv3", cpus=2, cpu_overcommit=2.0)]
+    plan = plan_evacuation(hosts, [vm("wide", "hv1", cpus=4)], ["hv1"])
+    assert plan["moves"][0]["destination"] == "hv3"
+
+
+def test_schedule_respects_limits_and_is_deterministic():
+    hosts = [host(f"hv{i}", mem=65536) for i in range(1, 6)]
+    vms = [vm(f"v{i:02d}", "hv1", mem=2048) for i in range(12)] + [vm(f"w{i:02d}", "hv2", mem=1024) for i in range(6)]
+    limits = {"per_source": 2, "per_destination": 1, "fleet": 3}
+    plan = plan_evacuation(hosts, vms, ["hv1", "hv2"], limits=limits, bandwidth_mib_s=100)
+    events = sorted([(m["start_s"], 1, m) for m in plan["moves"]] + [(m["end_s"], 0, m) for m in plan["moves"]],
+                    key=lambda e: (e[0], e[1]))
+    out, inn, fleet = {}, {}, 0
+    for _t, kind, m in events:
+        d = 1 if kind else -1
+        out[m["source"]] = out.get(m["source"], 0) + d
+        inn[m["destination"]] = inn.get(m["destination"], 0) + d
+        fleet += d
+        assert out[m["source"]] <= 2 and inn[m["destination"]] <= 1 and fleet <= 3
+    assert plan["makespan_s"] == max(m["end_s"] for m in plan["moves"])
+    assert plan == plan_evacuation(hosts, vms, ["hv1", "hv2"], limits=limits, bandwidth_mib_s=100)
+    # 18 moves of ~10-20 s through at most 3 lanes.
+    total = sum(m["est_time_s"] for m in plan["moves"])
+    assert plan["makespan_s"] >= total / 3
+
+
+def test_estimates_flag_vms_that_will_not_converge():
+    plan = plan_evacuation(HOSTS, [vm("hot", "hv1", mem=2048, dirty_rate=200 * 1048576)], ["hv1"],
+                           bandwidth_mib_s=100)
+    assert plan["moves"][0]["converges"] is False and plan["moves"][0]["est_time_s"] is None
+
+
+@pytest.mark.parametrize("bad,msg", [({"per_source": 0}, "per_source"), ({"fleet": 0}, "fleet")])
+def test_bad_limits(bad, msg):
+    with pytest.raises(ValueError, match=msg):
+        plan_evacuation(HOSTS, [], ["hv1"], limits=bad)
+
+
+def test_unknown_host():
+    with pytest.raises(ValueError, match="unknown host.*hv9"):
+        plan_evacuation(HOSTS, [], ["hv9"])
