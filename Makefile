@@ -22,12 +22,12 @@ export FLEETMAINT_LAB_DIR := $(LAB_DIR)
 export FLEETMAINT_INVENTORY := $(INVENTORY)
 export FLEETMAINT_VENV := $(VENV)
 
-.PHONY: help deps apt venv collection sync unit sanity lint integration test demo bench lab-up lab-down lab-status clean
+.PHONY: help deps apt venv collection sync unit sanity lint integration molecule test demo bench lab-up lab-down lab-status clean
 
 help:
 	@echo "make demo   - install, start the lab, run the main job, print the report"
 	@echo "make test   - install, then unit tests, ansible-test sanity, ansible-lint, integration on the lab"
-	@echo "make unit | sanity | lint | integration | lab-up | lab-down | lab-status | clean"
+	@echo "make unit | sanity | lint | integration | molecule | bench | lab-up | lab-down | lab-status | clean"
 
 deps: apt venv
 
@@ -75,7 +75,7 @@ sanity: deps sync
 	cd $(SRC_COPY) && ansible-test sanity --python 3.11 --requirements --color no $(SANITY_ARGS)
 
 lint: deps collection
-	ansible-lint --offline playbooks/
+	ansible-lint --offline playbooks/ roles/ molecule/
 	antsibull-changelog lint
 
 lab-up: apt collection
@@ -91,7 +91,11 @@ lab-status:
 integration: deps collection
 	python -m pytest -p no:cacheprovider -v tests/lab
 
-test: deps unit sanity lint integration
+# Molecule scenarios for the roles, each against a lab of its own (127.0.0.32-34).
+molecule: deps collection
+	for s in host_evacuate host_restore; do molecule test -s $$s || exit 1; done
+
+test: deps unit sanity lint integration molecule
 	@echo "make test: all suites passed"
 
 demo: deps collection lab-up

@@ -48,6 +48,7 @@ GUEST_MODULES = [
     "drivers/virtio/virtio_pci.ko", "drivers/block/virtio_blk.ko",
     "net/core/failover.ko", "drivers/net/net_failover.ko", "drivers/net/virtio_net.ko",
 ]
+MIN_GUEST_MIB = 96  # the Debian cloud kernel and initramfs hang silently in a 64 MiB guest
 VM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 METADATA_NS = "https://github.com/fleetmaint/libvirt/xmlns/1"
 # Every lab host's libvirtd, and the QEMU processes it starts, live in a cgroup of their own.
@@ -390,6 +391,9 @@ class Lab:
         where = self.locate(state, name)
         if where["defined_on"] or where["running_on"]:
             raise LabError(f"VM '{name}' already exists on {', '.join(where['defined_on'] + where['running_on'])}")
+        if memory < MIN_GUEST_MIB:
+            raise LabError(f"--memory {memory}: the lab's guest kernel does not boot with less than "
+                           f"{MIN_GUEST_MIB} MiB")
         if dirty_mb > memory - 48:
             raise LabError(f"--dirty-mb {dirty_mb} leaves too little of {memory} MiB for the guest kernel")
         token = secrets.token_hex(8)

@@ -301,7 +301,10 @@ def _migrate(p: Dict[str, Any], sconn: Any, dconn: Any, peer_uri: str, check_mod
     copy_disks = [d for d in vm["disks"] if d.get("storage") != "shared" and not d.get("readonly")
                   and d.get("device") == "disk"] if p["copy_storage"] != "none" else []
     need_postcopy = p["postcopy"] != "never" or effective_timeout_action(p) == "postcopy"
-    flags, flag_names = build_flags(p, need_postcopy)
+    # Copy flags only when a local disk is to be copied: with no disk list libvirt would copy
+    # every disk, shared ones included, and the destination refuses to export a shared image.
+    effective = dict(p, copy_storage=p["copy_storage"] if copy_disks else "none")
+    flags, flag_names = build_flags(effective, need_postcopy)
     ladder = downtime_ladder(p)
     params = build_params(p, [d["target"] for d in copy_disks])
     result["options"] = {
@@ -309,7 +312,7 @@ def _migrate(p: Dict[str, Any], sconn: Any, dconn: Any, peer_uri: str, check_mod
         "bandwidth_mib_s": p.get("bandwidth"), "max_downtime_ms": p.get("max_downtime"),
         "downtime_ladder": [{"after_s": round(t, 1), "downtime_ms": v} for t, v in ladder],
         "compression": p["compression"], "parallel_connections": p.get("parallel_connections"),
-        "copy_storage": p["copy_storage"], "copy_disks": [d["target"] for d in copy_disks],
+        "copy_storage": effective["copy_storage"], "copy_disks": [d["target"] for d in copy_disks],
         "auto_converge": p["auto_converge"], "auto_converge_initial": p.get("auto_converge_initial"),
         "auto_converge_increment": p.get("auto_converge_increment"),
         "postcopy": p["postcopy"], "timeout_s": p.get("timeout"),

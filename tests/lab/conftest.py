@@ -100,6 +100,28 @@ class Lab:
         """Run cpu_baseline through ansible-playbook (flags such as --check, --diff)."""
         return self.run_test_playbook("cpu_baseline.yml", "bl", bl, *flags)
 
+    def evacuate(self, *flags: str, **hm) -> dict:
+        """Run host_evacuate through ansible-playbook."""
+        return self.run_test_playbook("host_move.yml", "hm", hm, "-e", "action=evacuate", *flags)
+
+    def restore(self, *flags: str, **hm) -> dict:
+        """Run host_restore through ansible-playbook."""
+        return self.run_test_playbook("host_move.yml", "hm", hm, "-e", "action=restore", *flags)
+
+    def uris(self) -> list:
+        return [h["uri"] for h in self.status()["hosts"]]
+
+    def invariant(self, vms) -> dict:
+        """Every VM runs on exactly one host and is defined on exactly that one; returns vm -> host."""
+        st = self.status()["vms"]
+        where = {}
+        for vm in vms:
+            v = st.get(vm, {"running_on": [], "defined_on": []})
+            assert len(v["running_on"]) == 1, f"{vm} runs on {v['running_on']}"
+            assert v["defined_on"] == v["running_on"], f"{vm} runs on {v['running_on']}, defined on {v['defined_on']}"
+            where[vm] = v["running_on"][0]
+        return where
+
     def placement(self, vm: str) -> tuple:
         w = self.where(vm)
         return sorted(w["running_on"]), sorted(w["defined_on"])

@@ -100,6 +100,17 @@ def test_local_disk_is_copied_and_keeps_its_marker(lab, vms):
     assert marker["intact"] and list(marker["found"]) == ["lab3"], marker
 
 
+def test_copy_storage_on_a_shared_disk_vm_copies_nothing(lab, vms):
+    # Regression: asking to copy local disks must not make libvirt copy (and fail on) a shared disk.
+    r = lab.migrate(name="lm-plain", uri=lab.uri("lab1"), dest_uri=lab.uri("lab2"), copy_storage="all")
+    assert not r.get("failed"), r.get("msg")
+    assert r["options"]["copy_disks"] == [] and r["options"]["copy_storage"] == "none"
+    assert "NON_SHARED_DISK" not in r["options"]["flags"]
+    back = lab.migrate(name="lm-plain", uri=lab.uri("lab2"), dest_uri=lab.uri("lab1"))
+    assert not back.get("failed"), back.get("msg")
+    assert_only_on(lab, "lm-plain", "lab1")
+
+
 def test_parallel_connections(lab, vms):
     r = lab.migrate(name="lm-plain", uri=lab.uri("lab1"), dest_uri=lab.uri("lab3"), parallel_connections=2)
     assert not r.get("failed"), r.get("msg")

@@ -1,0 +1,17 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) fleetmaint.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin for host_evacuate: run on the controller and print progress (see plugin_utils.controller_run)."""
+
+from __future__ import annotations
+
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.evacuation import EVACUATE_SPEC, evacuate_host
+from ansible_collections.fleetmaint.libvirt.plugins.plugin_utils.controller_run import ControllerRunAction
+
+
+class ActionModule(ControllerRunAction):
+    module_name = "fleetmaint.libvirt.host_evacuate"
+    argument_spec = EVACUATE_SPEC
+
+    def engine(self, params, check_mode, progress):
+        return evacuate_host(params, check_mode=check_mode, progress=progress)

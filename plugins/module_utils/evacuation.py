@@ -1,0 +1,286 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) fleetmaint.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Run many live migrations at once within limits, each escalating on its own, never forever.
+
+Used by host_evacuate (moves from the plan) and host_restore (moves back to home hosts).
+Every move goes through live_migration.migrate, so each one keeps its guarantees (checks,
+exactly one definition, abort and stay on failure). Escalation per VM, as the options allow:
+the downtime ladder first, then auto-converge, then post-copy, then suspend; at most
+``max_attempts`` attempts. ``on_failure``: ``stop`` starts no new move after a failure (running
+ones finish), ``continue`` goes on. ``overall_timeout`` stops starting new moves.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import FleetmaintError
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.live_migration import ARGUMENT_SPEC, migrate
+
+MIGRATION_KEYS = ("tls", "unsafe", "bandwidth", "max_downtime", "downtime_steps", "parallel_connections",
+                  "compression", "copy_storage", "memory_headroom", "shared_pools", "poll_interval")
+
+
+def escalation_steps(p: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The options of each attempt, mildest first."""
+    t = p["vm_timeout"]
+    base = {"timeout": t, "timeout_action": "abort", "postcopy": "never", "auto_converge": False}
+    steps = [dict(base, why="pre-copy with the downtime ladder")]
+    if p["allow_auto_converge"]:
+        steps.append(dict(base, auto_converge=True, auto_converge_initial=50, auto_converge_increment=20,
+                          why="auto-converge (vCPU throttling)"))
+    if p["allow_postcopy"]:
+        steps.append(dict(base, postcopy="after_timeout", timeout_action="postcopy",
+                          why="post-copy after the timeout"))
+    if p["allow_suspend"]:
+        steps.append(dict(base, timeout_action="suspend", why="pause the guest to finish"))
+    return steps[:p["max_attempts"]]
+
+
+def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, Any],
+              progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+    """Execute moves [{vm, source, destination}] within p['limits']; returns per-VM results and totals."""
+    limits = p["limits"]
+    lock = threading.Lock()
+    out_busy: Dict[str, int] = {}
+    in_busy: Dict[str, int] = {}
+    results: Dict[str, Dict[str, Any]] = {m["vm"]: {"vm": m["vm"], "source": m["source"],
+                                                      "destination": m["destination"], "result": "not_started",
+                                                      "attempts": []} for m in moves}
+    pending = list(moves)
+    running: List[threading.Thread] = []
+    stop = {"flag": False, "why": None}
+    t0 = time.monotonic()
+    steps = escalation_steps(p)
+
+    def say(**kw: Any) -> None:
+        if progress:
+            progress(kw)
+
+    def one(m: Dict[str, Any]) -> None:
+        res = results[m["vm"]]
+        res["result"] = "running"
+        for i, step in enumerate(steps, 1):
+            args = {k: v.get("default") for k, v in ARGUMENT_SPEC.items()}
+            args.update({k: p[k] for k in MIGRATION_KEYS if k in p and p[k] is not None})
+            args.update({k: v for k, v in step.items() if k != "why"})
+            args.update(name=m["vm"], uri=uri_of[m["source"]], dest_uri=uri_of[m["destination"]],
+                        peer_uri=(p.get("peer_uris") or {}).get(m["destination"]))
+            say(kind="attempt", vm=m["vm"], attempt=i, why=step["why"], source=m["source"],
+                destination=m["destination"])
+            try:
+                r = migrate(args, progress=progress)
+            except FleetmaintError as exc:
+                partial = exc.context.get("result") or {}
+                res["attempts"].append({"attempt": i, "why": step["why"], "ok": False, "msg": exc.msg,
+                                        "metrics": partial.get("metrics")})
+                say(kind="attempt_failed", vm=m["vm"], attempt=i, msg=exc.msg)
+                # Retrying helps only when the VM did not converge; a blocker or a dead host will not change.
+                if exc.context.get("step") in ("preflight", "locate", "validate options", "connect", "create volumes") \
+                        or "timeout" not in exc.msg and "no progress" not in exc.msg:
+                    break
+                continue
+            res["attempts"].append({"attempt": i, "why": step["why"], "ok": True, "msg": r.get("msg"),
+                                    "metrics": r.get("metrics")})
+            res.update(result="moved" if r.get("changed") else "already_there", metrics=r.get("metrics"),
+                       home_host=r.get("home_host"))
+            say(kind="moved", vm=m["vm"], msg=r.get("msg"))
+            return
+        res["result"] = "failed"
+        res["msg"] = res["attempts"][-1]["msg"] if res["attempts"] else "not attempted"
+
+    def runner(m: Dict[str, Any]) -> None:
+        try:
+            one(m)
+        except Exception as exc:  # pylint: disable=broad-except
+            results[m["vm"]].update(result="failed", msg=f"unexpected error: {exc}")
+        finally:
+            with lock:
+                out_busy[m["source"]] -= 1
+                in_busy[m["destination"]] -= 1
+                if results[m["vm"]]["result"] == "failed" and p["on_failure"] == "stop" and not stop["flag"]:
+                    stop.update(flag=True, why=f"{m['vm']} failed and on_failure is stop")
+
+    while pending or running:
+        with lock:
+            if p.get("overall_timeout") and time.monotonic() - t0 > p["overall_timeout"] and not stop["flag"]:
+                stop.update(flag=True, why=f"overall timeout of {p['overall_timeout']} s")
+            if not stop["flag"]:
+                for m in list(pending):
+                    if len(running) >= limits["fleet"]:
+                        break
+                    if out_busy.get(m["source"], 0) < limits["per_source"] and \
+                            in_busy.get(m["destination"], 0) < limits["per_destination"]:
+                        pending.remove(m)
+                        out_busy[m["source"]] = out_busy.get(m["source"], 0) + 1
+                        in_busy[m["destination"]] = in_busy.get(m["destination"], 0) + 1
+                        th = threading.Thread(target=runner, args=(m,), name=f"move-{m['vm']}", daemon=True)
+                        running.append(th)
+                        th.start()
+        for th in list(running):
+            th.join(timeout=0.2)
+            if not th.is_alive():
+                running.remove(th)
+        if stop["flag"] and not running:
+            break
+    for m in pending:
+        results[m["vm"]]["msg"] = f"not started: {stop['why']}"
+    ordered = [results[m["vm"]] for m in moves]
+    totals = {k: sum(1 for r in ordered if r["result"] == k) for k in ("moved", "already_there", "failed", "not_started")}
+    totals["elapsed_s"] = round(time.monotonic() - t0, 1)
+    return {"vms": ordered, "totals": totals, "stopped": stop["why"]}
+
+
+# --------------------------------------------------------------------------- host level
+COMMON_SPEC: Dict[str, Any] = dict(
+    uris=dict(type="list", elements="str", required=True),
+    host=dict(type="str", required=True),
+    peer_uris=dict(type="dict", default={}),
+    shared_pools=dict(type="list", elements="str", default=[]),
+    tls=dict(type="bool", default=True),
+    unsafe=dict(type="bool", default=False),
+    bandwidth=dict(type="int"),
+    max_downtime=dict(type="int", default=500),
+    downtime_steps=dict(type="int", default=5),
+    parallel_connections=dict(type="int"),
+    compression=dict(type="str", default="none", choices=["none", "xbzrle", "mt", "zstd", "zlib"]),
+    copy_storage=dict(type="str", default="none", choices=["none", "all", "incremental"]),
+    memory_headroom=dict(type="int", default=1024),
+    limits=dict(type="dict", default={}),
+    vm_timeout=dict(type="int", default=300),
+    max_attempts=dict(type="int", default=3),
+    allow_auto_converge=dict(type="bool", default=True),
+    allow_postcopy=dict(type="bool", default=False),
+    allow_suspend=dict(type="bool", default=False),
+    on_failure=dict(type="str", default="stop", choices=["stop", "continue"]),
+    overall_timeout=dict(type="int"),
+    poll_interval=dict(type="float", default=0.5),
+)
+EVACUATE_SPEC: Dict[str, Any] = dict(
+    COMMON_SPEC,
+    memory_overcommit=dict(type="float", default=1.0),
+    cpu_overcommit=dict(type="float", default=4.0),
+    anti_affinity=dict(type="dict", default={}),
+    priority=dict(type="dict", default={}),
+    pinned=dict(type="list", elements="str", default=[]),
+    mark_maintenance=dict(type="bool", default=True),
+    reason=dict(type="str", default="maintenance"),
+)
+RESTORE_SPEC: Dict[str, Any] = dict(COMMON_SPEC, clear_maintenance=dict(type="bool", default=True))
+
+
+def _limits(p: Dict[str, Any]) -> Dict[str, int]:
+    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import DEFAULT_LIMITS
+
+    lim = dict(DEFAULT_LIMITS, **{k: int(v) for k, v in (p.get("limits") or {}).items()})
+    unknown = set(lim) - set(DEFAULT_LIMITS)
+    if unknown or any(v < 1 for v in lim.values()) or p["max_attempts"] < 1 or p["vm_timeout"] < 1:
+        raise FleetmaintError(f"invalid limits {p.get('limits')} or attempts/timeouts: limits are per_source, "
+                              "per_destination, fleet (each at least 1)", step="validate options")
+    return lim
+
+
+def _preflight(fleet: Any, moves: List[Dict[str, Any]], p: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Check every move with the shared rules before anything moves; returns the blocked ones."""
+    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import check_pair, vm_facts
+    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import blockers
+
+    blocked = []
+    for m in moves:
+        src, dst = fleet.hosts[m["source"]], fleet.hosts[m["destination"]]
+        dom = src.conn.lookupByName(m["vm"])
+        vm, xml = vm_facts(dom, src)
+        found = check_pair(vm, xml, src, dst, copy_storage=p["copy_storage"], tls=p["tls"],
+                           memory_headroom_mib=p["memory_headroom"], compression=p["compression"])
+        m["findings"] = found
+        if blockers(found):
+            blocked.append({"vm": m["vm"], "source": m["source"], "destination": m["destination"],
+                            "blockers": [f["message"] for f in blockers(found)]})
+    return blocked
+
+
+def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
+                  progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+    """Empty one host: plan, check every move, mark maintenance, move, report."""
+    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.fleet import Fleet
+    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import set_mark
+    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import PlanRefused, plan_evacuation
+
+    lim = _limits(p)
+    with Fleet(p["uris"], p["shared_pools"], tls=p["tls"]) as fleet:
+        host = fleet.resolve([p["host"]])[0]
+        inp = fleet.planner_input(p["memory_headroom"], p["memory_overcommit"], p["cpu_overcommit"],
+                                  p["anti_affinity"], {k: int(v) for k, v in p["priority"].items()}, p["pinned"])
+        try:
+            plan = plan_evacuation(inp["hosts"], inp["vms"], [host], limits=lim,
+                                   bandwidth_mib_s=p["bandwidth"] or 128, max_downtime_ms=p["max_downtime"])
+        except PlanRefused as exc:
+            raise FleetmaintError(f"refusing to evacuate {host}, nothing was moved: {exc}", step="plan",
+                                  host=host) from exc
+        blocked = _preflight(fleet, plan["moves"], p)
+        if blocked:
+            raise FleetmaintError(f"refusing to evacuate {host}, nothing was moved: " + "; ".join(
+                f"{b['vm']} -> {b['destination']}: {' / '.join(b['blockers'])}" for b in blocked),
+                step="preflight", host=host, blocked=blocked)
+        result: Dict[str, Any] = {"host": host, "plan": plan, "skipped": [s for s in inp["skipped"] if s["host"] == host],
+                                  "changed": bool(plan["moves"]) or (p["mark_maintenance"] and not fleet.marks[host])}
+        if check_mode:
+            result["msg"] = f"would move {len(plan['moves'])} VMs off {host}"
+            return result
+        if p["mark_maintenance"]:
+            result["maintenance_marked"] = set_mark(fleet.hosts[host].conn, fleet.uri_of[host], p["reason"],
+                                                    "fleetmaint.libvirt.host_evacuate")
+        uri_of = dict(fleet.uri_of)
+    if progress:
+        progress({"kind": "plan", "vm": host, "moves": len(plan["moves"]), "makespan_est_s": plan["makespan_s"]})
+    run = run_moves(plan["moves"], uri_of, dict(p, limits=lim), progress)
+    result.update(run)
+    result["changed"] = result["changed"] or run["totals"]["moved"] > 0
+    left = [r["vm"] for r in run["vms"] if r["result"] in ("failed", "not_started")]
+    result["msg"] = (f"{host}: moved {run['totals']['moved']} of {len(plan['moves'])} VMs in {run['totals']['elapsed_s']} s"
+                     + (f"; still on {host}: {', '.join(left)}" if left else "; the host is empty of running VMs"))
+    if left:
+        raise FleetmaintError(result["msg"] + (f" ({run['stopped']})" if run["stopped"] else ""), step="evacuate",
+                              host=host, result=result)
+    return result
+
+
+def restore_host(p: Dict[str, Any], check_mode: bool = False,
+                 progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+    """Bring back every VM whose recorded home is this host, then clear its maintenance mark."""
+    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.fleet import Fleet
+    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import clear_mark
+
+    lim = _limits(p)
+    with Fleet(p["uris"], p["shared_pools"], tls=p["tls"]) as fleet:
+        host = fleet.resolve([p["host"]])[0]
+        moves = [{"vm": d["name"], "source": other, "destination": host}
+                 for other in sorted(fleet.vms) if other != host
+                 for d in fleet.vms[other] if d["home_host"] == host and d["state"] in ("running", "paused")]
+        blocked = _preflight(fleet, moves, p)
+        if blocked:
+            raise FleetmaintError(f"refusing to restore {host}, nothing was moved: " + "; ".join(
+                f"{b['vm']} from {b['source']}: {' / '.join(b['blockers'])}" for b in blocked),
+                step="preflight", host=host, blocked=blocked)
+        marked = fleet.marks[host] is not None
+        result: Dict[str, Any] = {"host": host, "moves": [{k: m[k] for k in ("vm", "source", "destination")}
+                                                          for m in moves],
+                                  "changed": bool(moves) or (marked and p["clear_maintenance"])}
+        if check_mode:
+            result["msg"] = f"would bring {len(moves)} VMs home to {host}"
+            return result
+        uri_of = dict(fleet.uri_of)
+    run = run_moves(moves, uri_of, dict(p, limits=lim), progress)
+    result.update(run)
+    left = [r["vm"] for r in run["vms"] if r["result"] in ("failed", "not_started")]
+    if left:
+        result["msg"] = f"{host}: {len(left)} VMs could not come home: {', '.join(left)}; maintenance mark kept"
+        raise FleetmaintError(result["msg"], step="restore", host=host, result=result)
+    if p["clear_maintenance"] and marked:
+        with Fleet([uri_of[host]], p["shared_pools"]) as one:
+            result["maintenance_cleared"] = clear_mark(one.hosts[host].conn, uri_of[host])
+    result["msg"] = f"{host}: brought {run['totals']['moved']} VMs home in {run['totals']['elapsed_s']} s"
+    return result

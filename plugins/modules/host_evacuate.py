@@ -1,0 +1,142 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) fleetmaint.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: host_evacuate
+short_description: Empty a hypervisor by live migration, balanced, concurrent, bounded
+version_added: 0.1.0
+description:
+  - Plans where every running VM of O(host) goes (see M(fleetmaint.libvirt.plan_evacuation)), checks every move
+    with the rules of M(fleetmaint.libvirt.migration_check), and refuses before anything moves if the fleet
+    cannot take the VMs or a move is blocked.
+  - Marks the host as in maintenance on the host itself (a libvirt secret named C(fleetmaint-maintenance)), so
+    the mark survives the controller and no planner chooses the host as a destination until
+    M(fleetmaint.libvirt.host_restore) clears it.
+  - Runs the migrations concurrently within O(limits), each through M(fleetmaint.libvirt.live_migrate)'s code,
+    escalating per VM and never retrying forever (O(max_attempts)).
+  - Re-running after an interruption (even a killed controller) moves only what is still on the host.
+  - Prints progress when run on the controller (local connection).
+author:
+  - fleetmaint.libvirt contributors (@fleetmaint)
+extends_documentation_fragment:
+  - fleetmaint.libvirt.fleet_moves
+attributes:
+  check_mode:
+    support: full
+    description: Plans and checks every move and returns the plan; moves nothing and sets no mark.
+  diff_mode:
+    support: none
+    description: Nothing to diff; RV(plan) is the plan.
+  platform:
+    support: full
+    platforms: posix
+    description: Runs wherever libvirt-python reaches every URI (usually the controller).
+  action:
+    support: full
+    description: The action plugin runs on the controller for local connections and prints progress.
+options:
+  memory_overcommit:
+    description: Memory overcommit ratio of destinations.
+    type: float
+    default: 1.0
+  cpu_overcommit:
+    description: vCPU overcommit ratio of destinations.
+    type: float
+    default: 4.0
+  anti_affinity:
+    description: Groups of VMs that must not share a host, as C(group: [vm, ...]).
+    type: dict
+    default: {}
+  priority:
+    description: VM priorities (higher moves first), as C(vm: number).
+    type: dict
+    default: {}
+  pinned:
+    description: VMs to leave on the host, besides those with passthrough devices.
+    type: list
+    elements: str
+    default: []
+  mark_maintenance:
+    description: Mark the host as in maintenance before moving anything.
+    type: bool
+    default: true
+  reason:
+    description: Reason recorded in the maintenance mark.
+    type: str
+    default: maintenance
+'''
+
+EXAMPLES = r'''
+- name: Empty hv1 for maintenance
+  fleetmaint.libvirt.host_evacuate:
+    uris: "{{ groups['hypervisors'] | map('extract', hostvars, 'fleetmaint_libvirt_uri') | list }}"
+    host: hv1
+    anti_affinity: {db: [db1, db2]}
+    allow_postcopy: false
+    on_failure: stop
+  delegate_to: localhost
+  run_once: true
+  register: evac
+'''
+
+RETURN = r'''
+host:
+  description: The host emptied.
+  returned: always
+  type: str
+plan:
+  description: The plan followed (moves with destinations and estimates, unplaceable VMs, makespan, balance).
+  returned: success
+  type: dict
+skipped:
+  description: VMs on the host that are not running (their definitions stay).
+  returned: success
+  type: list
+  elements: dict
+vms:
+  description: Per VM - C(vm), C(source), C(destination), C(result) (moved, already_there, failed, not_started),
+    C(attempts) (each with why, ok, msg, metrics), C(metrics) of the successful attempt.
+  returned: when migrations ran
+  type: list
+  elements: dict
+totals:
+  description: Counts per result and C(elapsed_s).
+  returned: when migrations ran
+  type: dict
+stopped:
+  description: Why no new migration was started, if that happened (a failure with on_failure=stop, overall timeout).
+  returned: when migrations ran
+  type: str
+maintenance_marked:
+  description: Whether this run set the maintenance mark (false if it was already set).
+  returned: when not in check mode
+  type: bool
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.evacuation import EVACUATE_SPEC, evacuate_host
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
+    FleetmaintError, fail_from_exception, require_libvirt,
+)
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=EVACUATE_SPEC, supports_check_mode=True)
+    require_libvirt(module)
+    try:
+        result = evacuate_host(module.params, check_mode=module.check_mode)
+    except FleetmaintError as exc:
+        fail_from_exception(module, exc, **(exc.context.pop("result", None) or {}))
+    except Exception as exc:  # pylint: disable=broad-except
+        fail_from_exception(module, exc)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

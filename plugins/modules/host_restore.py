@@ -1,0 +1,101 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) fleetmaint.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: host_restore
+short_description: Bring every VM whose home is this host back to it, then clear its maintenance mark
+version_added: 0.1.0
+description:
+  - Finds, on every host of O(uris), the running VMs whose home host (recorded in their own metadata by
+    M(fleetmaint.libvirt.live_migrate), so it works whichever controller evacuated them) is O(host), checks each
+    move back, and live-migrates them home with the same concurrency, escalation and failure handling as
+    M(fleetmaint.libvirt.host_evacuate).
+  - VMs whose home host was changed on purpose stay where they are.
+  - Clears the host's maintenance mark when every VM is home (O(clear_maintenance)); otherwise keeps it.
+  - Idempotent - with every VM home and no mark, nothing changes.
+author:
+  - fleetmaint.libvirt contributors (@fleetmaint)
+extends_documentation_fragment:
+  - fleetmaint.libvirt.fleet_moves
+attributes:
+  check_mode:
+    support: full
+    description: Lists and checks the moves home; moves nothing and keeps the mark.
+  diff_mode:
+    support: none
+    description: Nothing to diff; RV(moves) is the plan.
+  platform:
+    support: full
+    platforms: posix
+    description: Runs wherever libvirt-python reaches every URI (usually the controller).
+  action:
+    support: full
+    description: The action plugin runs on the controller for local connections and prints progress.
+options:
+  clear_maintenance:
+    description: Clear the host's maintenance mark once every VM is home.
+    type: bool
+    default: true
+'''
+
+EXAMPLES = r'''
+- name: Bring hv1's VMs home after maintenance
+  fleetmaint.libvirt.host_restore:
+    uris: "{{ groups['hypervisors'] | map('extract', hostvars, 'fleetmaint_libvirt_uri') | list }}"
+    host: hv1
+  delegate_to: localhost
+  run_once: true
+'''
+
+RETURN = r'''
+host:
+  description: The home host.
+  returned: always
+  type: str
+moves:
+  description: The moves home (vm, source, destination).
+  returned: success
+  type: list
+  elements: dict
+vms:
+  description: Per VM result, as in M(fleetmaint.libvirt.host_evacuate).
+  returned: when migrations ran
+  type: list
+  elements: dict
+totals:
+  description: Counts per result and C(elapsed_s).
+  returned: when migrations ran
+  type: dict
+maintenance_cleared:
+  description: Whether this run cleared the maintenance mark.
+  returned: when every VM is home and a mark was there
+  type: bool
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.evacuation import RESTORE_SPEC, restore_host
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
+    FleetmaintError, fail_from_exception, require_libvirt,
+)
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=RESTORE_SPEC, supports_check_mode=True)
+    require_libvirt(module)
+    try:
+        result = restore_host(module.params, check_mode=module.check_mode)
+    except FleetmaintError as exc:
+        fail_from_exception(module, exc, **(exc.context.pop("result", None) or {}))
+    except Exception as exc:  # pylint: disable=broad-except
+        fail_from_exception(module, exc)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) fleetmaint.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: plan_evacuation
+short_description: Plan where every VM of the hosts to empty goes, balanced and within limits
+version_added: 0.1.0
+description:
+  - Reads every hypervisor in O(uris) and plans moving all running VMs off the hosts in O(evacuate).
+  - Placement balances memory load (worst-fit decreasing), respects capacity with O(memory_headroom) and
+    overcommit, keeps O(anti_affinity) groups apart, never chooses a host in maintenance (the mark that
+    host evacuation leaves on the host itself), and leaves pinned VMs (passthrough devices, O(pinned)) where
+    they are.
+  - The schedule respects per-source, per-destination and fleet-wide concurrency O(limits) and estimates each
+    migration with the pre-copy model; RV(makespan_s) is the estimated time to empty the hosts.
+  - Refuses up front, changing nothing, when the remaining hosts cannot take the VMs.
+  - Read-only.
+author:
+  - fleetmaint.libvirt contributors (@fleetmaint)
+attributes:
+  check_mode:
+    support: full
+    description: Read-only; check mode returns the same plan.
+  diff_mode:
+    support: none
+    description: Nothing changes.
+  platform:
+    support: full
+    platforms: posix
+    description: Runs wherever libvirt-python reaches every URI.
+options:
+  uris:
+    description: libvirt URIs of every hypervisor of the fleet (sources and candidate destinations).
+    type: list
+    elements: str
+    required: true
+  evacuate:
+    description: Hosts to empty, by libvirt host name or URI.
+    type: list
+    elements: str
+    required: true
+  memory_headroom:
+    description: MiB each destination keeps free for itself.
+    type: int
+    default: 1024
+  memory_overcommit:
+    description: Memory overcommit ratio of destinations.
+    type: float
+    default: 1.0
+  cpu_overcommit:
+    description: vCPU overcommit ratio of destinations.
+    type: float
+    default: 4.0
+  anti_affinity:
+    description: Groups of VMs that must not share a host, as C(group: [vm, ...]).
+    type: dict
+    default: {}
+  priority:
+    description: VM priorities (higher first), as C(vm: number).
+    type: dict
+    default: {}
+  pinned:
+    description: VMs to leave where they are, besides those with passthrough devices.
+    type: list
+    elements: str
+    default: []
+  limits:
+    description:
+      - Concurrency limits, C(per_source) (outgoing per host, default 2 like oVirt), C(per_destination)
+        (incoming per host, default 2), C(fleet) (at once, default 4).
+    type: dict
+    default: {}
+  bandwidth:
+    description: Bandwidth per migration for the estimates, MiB/s.
+    type: int
+    default: 128
+  max_downtime:
+    description: Downtime limit for the estimates, ms.
+    type: int
+    default: 300
+  shared_pools:
+    description: Pools every host sees at the same path.
+    type: list
+    elements: str
+    default: []
+'''
+
+EXAMPLES = r'''
+- name: Plan emptying hv1
+  fleetmaint.libvirt.plan_evacuation:
+    uris: "{{ groups['hypervisors'] | map('extract', hostvars, 'fleetmaint_libvirt_uri') | list }}"
+    evacuate: [hv1]
+    anti_affinity:
+      db: [db1, db2, db3]
+    limits: {per_source: 2, per_destination: 2, fleet: 6}
+  delegate_to: localhost
+  run_once: true
+  register: plan
+
+- name: Show where each VM goes
+  ansible.builtin.debug:
+    msg: "{{ plan.moves | map(attribute='vm') | zip(plan.moves | map(attribute='destination')) | list }}"
+'''
+
+RETURN = r'''
+moves:
+  description: One entry per VM to move, in schedule order, with C(vm), C(source), C(destination), C(memory_mib),
+    C(est_time_s), C(est_downtime_ms), C(converges), C(start_s), C(end_s).
+  returned: success
+  type: list
+  elements: dict
+unplaceable:
+  description: VMs that stay, with the reason (pinned, or no host fits).
+  returned: success
+  type: list
+  elements: dict
+skipped:
+  description: VMs on the hosts to empty that are not running (nothing to live-migrate).
+  returned: success
+  type: list
+  elements: dict
+makespan_s:
+  description: Estimated time until the last migration ends.
+  returned: success
+  type: float
+load_after:
+  description: Memory load share of each destination after the plan.
+  returned: success
+  type: dict
+balance:
+  description: C(max_load), C(min_load) and C(lower_bound) (perfect balance) of destinations after the plan.
+  returned: success
+  type: dict
+maintenance:
+  description: Hosts carrying a maintenance mark, with the mark (since, by, reason).
+  returned: success
+  type: dict
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.fleet import Fleet
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
+    FleetmaintError, fail_from_exception, require_libvirt,
+)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import PlanRefused, plan_evacuation
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            uris=dict(type="list", elements="str", required=True),
+            evacuate=dict(type="list", elements="str", required=True),
+            memory_headroom=dict(type="int", default=1024),
+            memory_overcommit=dict(type="float", default=1.0),
+            cpu_overcommit=dict(type="float", default=4.0),
+            anti_affinity=dict(type="dict", default={}),
+            priority=dict(type="dict", default={}),
+            pinned=dict(type="list", elements="str", default=[]),
+            limits=dict(type="dict", default={}),
+            bandwidth=dict(type="int", default=128),
+            max_downtime=dict(type="int", default=300),
+            shared_pools=dict(type="list", elements="str", default=[]),
+        ),
+        supports_check_mode=True,
+    )
+    require_libvirt(module)
+    p = module.params
+    try:
+        with Fleet(p["uris"], p["shared_pools"]) as fleet:
+            evac = fleet.resolve(p["evacuate"])
+            inp = fleet.planner_input(p["memory_headroom"], p["memory_overcommit"], p["cpu_overcommit"],
+                                      p["anti_affinity"], {k: int(v) for k, v in p["priority"].items()}, p["pinned"])
+            marks = {h: m for h, m in fleet.marks.items() if m}
+        plan = plan_evacuation(inp["hosts"], inp["vms"], evac, limits={k: int(v) for k, v in p["limits"].items()},
+                               bandwidth_mib_s=p["bandwidth"], max_downtime_ms=p["max_downtime"])
+    except PlanRefused as exc:
+        module.fail_json(msg=f"refusing to plan the evacuation of {', '.join(p['evacuate'])}: {exc}", changed=False,
+                         refused=True)
+    except ValueError as exc:
+        module.fail_json(msg=str(exc), changed=False)
+    except FleetmaintError as exc:
+        fail_from_exception(module, exc, changed=False)
+    module.exit_json(changed=False, skipped=[s for s in inp["skipped"] if s["host"] in evac], maintenance=marks,
+                     **plan)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""host_evacuate and host_restore on the lab: real concurrent migrations, then home again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import REPO, wait_for
+
+MIXED = {"ev-a": 256, "ev-b": 192, "ev-c": 160, "ev-d": 128, "ev-e": 128, "ev-f": 96}
+
+
+@pytest.fixture(scope="module")
+def fleet(lab):
+    for name, mem in MIXED.items():
+        disk = ["--disk", "local"] if name == "ev-f" else []
+        lab.ctl("vm", "create", name, "--host", "lab1", "--memory", str(mem), *disk)
+    wait_for(lambda: all(lab.marker(n)["intact"] for n in MIXED), 90, what="guests to write markers")
+    yield list(MIXED)
+    for name in MIXED:
+        lab.ctl("vm", "delete", name, check=False)
+
+
+def settled(lab, vms):
+    """vm -> host once every VM runs on exactly one host and is defined there only, else None."""
+    try:
+        return lab.invariant(vms)
+    except AssertionError:
+        return None
+
+
+def mark(lab, host):
+    res = lab.virsh(host, "secret-list", check=False).stdout
+    return "fleetmaint-maintenance" in res
+
+
+def test_check_mode_plans_without_moving(lab, fleet):
+    r = lab.evacuate("--check", uris=lab.uris(), host="lab1", copy_storage="all")
+    assert not r.get("failed"), r.get("msg")
+    assert r["changed"] is True and len(r["plan"]["moves"]) == 6
+    assert set(lab.invariant(fleet).values()) == {"lab1"}
+    assert not mark(lab, "lab1")
+
+
+def test_capacity_too_small_is_refused_before_any_move(lab, fleet):
+    avail = lab.facts()["lab2"]["host"]["memory_total_mib"]
+    r = lab.evacuate(uris=lab.uris(), host="lab1", copy_storage="all", memory_headroom=avail - 300)
+    assert r.get("failed") is True
+    assert "refusing to evacuate lab1, nothing was moved" in r["msg"]
+    assert set(lab.invariant(fleet).values()) == {"lab1"}
+    assert not mark(lab, "lab1")
+
+
+def test_evacuate_balances_keeps_data_and_marks_the_host(lab, fleet):
+    r = lab.evacuate(uris=lab.uris(), host="lab1", copy_storage="all",
+                     limits={"per_source": 2, "per_destination": 2, "fleet": 3})
+    assert not r.get("failed"), r.get("msg")
+    assert r["totals"]["moved"] == 6 and r["totals"]["failed"] == 0
+    where = lab.invariant(fleet)
+    assert "lab1" not in where.values()
+    mem = {"lab2": 0, "lab3": 0}
+    for vm, host in where.items():
+        mem[host] += MIXED[vm]
+    assert abs(mem["lab2"] - mem["lab3"]) <= 128, f"unbalanced: {mem}"
+    assert all(lab.marker(vm)["intact"] for vm in fleet)
+    assert mark(lab, "lab1"), "the host carries its maintenance mark"
+    assert "[localhost] attempt ev-" in r["stdout"] and "live_migrate ev-a:" in r["stdout"]
+    # Planners never choose a host in maintenance.
+    again = lab.evacuate("--check", uris=lab.uris(), host="lab2", copy_storage="all")
+    assert {m["destination"] for m in again["plan"]["moves"]} == {"lab3"}
+
+
+def test_rerun_converges_without_moving_anything(lab, fleet):
+    before = lab.invariant(fleet)
+    r = lab.evacuate(uris=lab.uris(), host="lab1", copy_storage="all")
+    assert not r.get("failed"), r.get("msg")
+    assert r["plan"]["moves"] == [] and r["changed"] is False
+    assert lab.invariant(fleet) == before
+
+
+def test_restore_brings_everyone_home_and_clears_the_mark(lab, fleet):
+    r = lab.restore(uris=lab.uris(), host="lab1", copy_storage="all")
+    assert not r.get("failed"), r.get("msg")
+    assert r["totals"]["moved"] == 6
+    assert set(lab.invariant(fleet).values()) == {"lab1"}
+    assert all(lab.marker(vm)["intact"] for vm in fleet)
+    assert not mark(lab, "lab1") and r["maintenance_cleared"] is True
+    again = lab.restore(uris=lab.uris(), host="lab1", copy_storage="all")
+    assert again["changed"] is False and again["moves"] == []
+
+
+def test_anti_affinity_is_respected(lab, fleet):
+    r = lab.evacuate("--check", uris=lab.uris(), host="lab1", copy_storage="all",
+                     anti_affinity={"web": ["ev-c", "ev-d"]})
+    dests = {m["vm"]: m["destination"] for m in r["plan"]["moves"]}
+    assert dests["ev-c"] != dests["ev-d"]
+    r = lab.evacuate("--check", uris=lab.uris(), host="lab1", copy_storage="all",
+                     anti_affinity={"web": ["ev-c", "ev-d", "ev-e"]})
+    assert r.get("failed") is True and "anti-affinity group web" in r["msg"]
+
+
+def test_destination_killed_mid_evacuation(lab, fleet):
+    """VMs bound for the dead host stay on the source; the rest complete; the summary says so."""
+    lab.ctl("fault", "slow", "lab1", "lab3", "3")
+    try:
+        cmd, out = lab.playbook_cmd("host_move.yml", "hm", dict(uris=lab.uris(), host="lab1", copy_storage="all",
+                                                                on_failure="continue", max_attempts=1),
+                                    "-e", "action=evacuate")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "tests" / "ansible.cfg")))
+        wait_for(lambda: any("Unbounded" in lab.virsh("lab1", "domjobinfo", vm, check=False).stdout
+                             for vm in fleet), 90, interval=0.3, what="a migration to start")
+        time.sleep(2)
+        lab.ctl("fault", "kill-libvirtd", "lab3")
+        proc.communicate(timeout=600)
+    finally:
+        lab.ctl("fault", "heal", "lab1", "lab3")
+        lab.ctl("fault", "revive-host", "lab3")
+    r = json.loads(out.read_text())
+    assert r.get("failed") is True
+    failed = [v for v in r["vms"] if v["result"] == "failed"]
+    moved = [v for v in r["vms"] if v["result"] == "moved"]
+    assert failed and all(v["destination"] == "lab3" for v in failed)
+    assert moved and all(v["destination"] == "lab2" for v in moved)
+    assert "still on lab1" in r["msg"]
+    where = wait_for(lambda: settled(lab, fleet), 60, what="every VM running and defined on one host")
+    for v in failed:
+        assert where[v["vm"]] == "lab1"
+    lab.restore(uris=lab.uris(), host="lab1", copy_storage="all")
+    assert set(lab.invariant(fleet).values()) == {"lab1"}
+
+
+def test_controller_killed_mid_evacuation_then_rerun(lab, fleet):
+    lab.ctl("fault", "slow", "lab1", "lab2", "4")
+    lab.ctl("fault", "slow", "lab1", "lab3", "4")
+    try:
+        cmd, _out = lab.playbook_cmd("host_move.yml", "hm", dict(uris=lab.uris(), host="lab1", copy_storage="all"),
+                                     "-e", "action=evacuate")
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "tests" / "ansible.cfg")))
+        wait_for(lambda: any("Unbounded" in lab.virsh("lab1", "domjobinfo", vm, check=False).stdout
+                             for vm in fleet), 90, interval=0.3, what="a migration to start")
+        time.sleep(3)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        lab.ctl("fault", "heal", "lab1", "lab2")
+        lab.ctl("fault", "heal", "lab1", "lab3")
+    # Whatever the daemons did with the jobs in flight, each VM ends on exactly one host.
+    wait_for(lambda: all("Unbounded" not in lab.virsh("lab1", "domjobinfo", vm, check=False).stdout
+                         for vm in fleet), 120, what="migrations in flight to end")
+    lab.invariant(fleet)
+    r = lab.evacuate(uris=lab.uris(), host="lab1", copy_storage="all")
+    assert not r.get("failed"), r.get("msg")
+    assert "lab1" not in lab.invariant(fleet).values()
+    assert all(lab.marker(vm)["intact"] for vm in fleet)
+    r = lab.restore(uris=lab.uris(), host="lab1", copy_storage="all")
+    assert not r.get("failed"), r.get("msg")
+    assert set(lab.invariant(fleet).values()) == {"lab1"}
+
+
+def test_non_converging_vm_escalates_while_the_others_complete(lab, fleet):
+    lab.ctl("vm", "create", "ev-hot", "--host", "lab1", "--memory", "160", "--dirty-mb", "80", "--dirty-rate", "40")
+    vms = fleet + ["ev-hot"]
+    try:
+        wait_for(lambda: lab.marker("ev-hot")["intact"], 60, what="ev-hot to boot")
+        # No escalation allowed: the hot VM is reported and left on lab1, the others move.
+        r = lab.evacuate(uris=lab.uris(), host="lab1", copy_storage="all", bandwidth=16, vm_timeout=15,
+                         max_attempts=1, on_failure="continue", limits={"fleet": 3})
+        assert r.get("failed") is True
+        res = {v["vm"]: v for v in r["vms"]}
+        assert res["ev-hot"]["result"] == "failed" and "timeout after 15 s" in res["ev-hot"]["msg"]
+        assert all(res[v]["result"] == "moved" for v in fleet)
+        where = lab.invariant(vms)
+        assert where["ev-hot"] == "lab1" and all(where[v] != "lab1" for v in fleet)
+        # Escalation allowed: the second attempt throttles the guest and it finishes.
+        r = lab.evacuate(uris=lab.uris(), host="lab1", copy_storage="all", bandwidth=16, vm_timeout=15,
+                         max_attempts=2, allow_auto_converge=True)
+        assert not r.get("failed"), r.get("msg")
+        hot = r["vms"][0]
+        assert hot["vm"] == "ev-hot" and hot["result"] == "moved"
+        assert [a["ok"] for a in hot["attempts"]] == [False, True]
+        assert hot["attempts"][1]["why"].startswith("auto-converge")
+        assert lab.invariant(vms)["ev-hot"] != "lab1"
+        r = lab.restore(uris=lab.uris(), host="lab1", copy_storage="all")
+        assert not r.get("failed"), r.get("msg")
+        assert set(lab.invariant(vms).values()) == {"lab1"}
+    finally:
+        lab.ctl("vm", "delete", "ev-hot", check=False)

@@ -1,0 +1,39 @@
+import pytest
+
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils import evacuation as ev
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import FleetmaintError
+
+
+def params(**kw):
+    p = {k: v.get("default") for k, v in ev.EVACUATE_SPEC.items()}
+    p.update(uris=["test:///default"], host="x")
+    p.update(kw)
+    return p
+
+
+def test_escalation_is_mildest_first_and_bounded():
+    steps = ev.escalation_steps(params(allow_postcopy=True, allow_suspend=True, max_attempts=4))
+    assert [s["why"] for s in steps] == ["pre-copy with the downtime ladder", "auto-converge (vCPU throttling)",
+                                         "post-copy after the timeout", "pause the guest to finish"]
+    assert steps[1]["auto_converge"] and steps[2]["postcopy"] == "after_timeout"
+    assert all(s["timeout"] == 300 for s in steps)
+    assert len(ev.escalation_steps(params(allow_postcopy=True, allow_suspend=True, max_attempts=2))) == 2
+
+
+def test_defaults_never_risk_postcopy():
+    steps = ev.escalation_steps(params())
+    assert all(s["postcopy"] == "never" and s["timeout_action"] == "abort" for s in steps)
+    assert len(steps) == 2  # ladder, then auto-converge
+
+
+def test_limits_default_and_validation():
+    assert ev._limits(params()) == {"per_source": 2, "per_destination": 2, "fleet": 4}  # pylint: disable=protected-access
+    assert ev._limits(params(limits={"fleet": 8}))["fleet"] == 8  # pylint: disable=protected-access
+    for bad in ({"fleet": 0}, {"per_host": 2}):
+        with pytest.raises(FleetmaintError, match="invalid limits"):
+            ev._limits(params(limits=bad))  # pylint: disable=protected-access
+
+
+def test_run_moves_with_nothing_to_do():
+    out = ev.run_moves([], {}, dict(params(), limits={"per_source": 1, "per_destination": 1, "fleet": 1}))
+    assert out["totals"]["moved"] == 0 and out["vms"] == [] and out["stopped"] is None
