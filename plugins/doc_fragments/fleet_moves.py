@@ -99,6 +99,22 @@ options:
     type: str
     choices: [stop, continue]
     default: stop
+  allow_cold_move:
+    description:
+      - When a VM still does not converge after its attempts, shut it down, move its definition with libvirt's
+        offline migration (it is never defined on two hosts) and start it on the destination. Only for VMs whose
+        disks are all on shared storage. The VM is down meanwhile; the result says for how long.
+    type: bool
+    default: false
+  cold_shutdown_timeout:
+    description: Seconds a cold move waits for the guest to shut down (ACPI).
+    type: int
+    default: 120
+  cold_move_force:
+    description: Force the guest off when it does not shut down in time (like pulling the plug). Without it, a
+      guest that does not shut down keeps running on its source and the VM is reported failed.
+    type: bool
+    default: false
   overall_timeout:
     description: Seconds after which no new migration starts.
     type: int

@@ -40,6 +40,57 @@ def escalation_steps(p: Dict[str, Any]) -> List[Dict[str, Any]]:
     return steps[:p["max_attempts"]]
 
 
+def cold_move(vm: str, src_uri: str, dest_uri: str, p: Dict[str, Any]) -> Dict[str, Any]:
+    """Shut the VM down, move its definition with libvirt's offline migration, start it on the destination.
+
+    Only for VMs whose disks are all on shared storage (an offline migration copies no disk). The
+    guest gets an ACPI shutdown and ``cold_shutdown_timeout`` seconds; it is forced off only with
+    ``cold_move_force``. libvirt moves the definition in one step (persist on the destination,
+    undefine on the source), so it is never defined on two hosts.
+    """
+    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
+        connection, libvirt, libvirt_message,
+    )
+    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.live_migration import _record_home
+    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import HostContext, vm_facts
+
+    with connection(src_uri) as sconn, connection(dest_uri) as dconn:
+        src = HostContext(sconn, src_uri, p["shared_pools"])
+        dom = sconn.lookupByName(vm)
+        facts = vm_facts(dom, src)[0]
+        local = [d["target"] for d in facts["disks"] if d["storage"] != "shared" and d["device"] == "disk"]
+        if local:
+            raise FleetmaintError(f"{vm}: cold move needs shared storage; disk(s) {', '.join(local)} are local",
+                                  step="cold move", vm=vm)
+        _record_home(dom, facts.get("home_host") or src.hostname, True)
+        t0 = time.monotonic()
+        if dom.isActive():
+            dom.shutdown()
+            deadline = time.monotonic() + p["cold_shutdown_timeout"]
+            while dom.isActive() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            if dom.isActive():
+                if not p["cold_move_force"]:
+                    raise FleetmaintError(f"{vm} did not shut down within {p['cold_shutdown_timeout']} s and "
+                                          "cold_move_force is false; it still runs on its source", step="cold move",
+                                          vm=vm)
+                dom.destroy()
+        flags = libvirt.VIR_MIGRATE_OFFLINE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+        try:
+            dom.migrate3(dconn, {}, flags)
+            ddom = dconn.lookupByName(vm)
+            ddom.create()
+        except libvirt.libvirtError as exc:
+            # Put it back where it was if the definition did not leave the source.
+            try:
+                sconn.lookupByName(vm).create()
+            except libvirt.libvirtError:
+                pass
+            raise FleetmaintError(f"{vm}: cold move failed: {libvirt_message(exc)}", step="cold move", vm=vm) from exc
+        return {"msg": f"cold-moved {vm} from {src.hostname} to {dconn.getHostname()}: stopped for "
+                       f"{time.monotonic() - t0:.1f} s", "downtime_s": round(time.monotonic() - t0, 1)}
+
+
 def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, Any],
               progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
     """Execute moves [{vm, source, destination}] within p['limits']; returns per-VM results and totals."""
@@ -89,6 +140,17 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
                        home_host=r.get("home_host"))
             say(kind="moved", vm=m["vm"], msg=r.get("msg"))
             return
+        if p.get("allow_cold_move") and res["attempts"] and "timeout" in res["attempts"][-1]["msg"]:
+            say(kind="cold_move", vm=m["vm"], source=m["source"], destination=m["destination"])
+            try:
+                c = cold_move(m["vm"], uri_of[m["source"]], uri_of[m["destination"]], p)
+                res["attempts"].append({"attempt": len(res["attempts"]) + 1, "why": "cold move", "ok": True,
+                                        "msg": c["msg"], "metrics": {"downtime_s": c["downtime_s"]}})
+                res.update(result="cold_moved", msg=c["msg"])
+                return
+            except FleetmaintError as exc:
+                res["attempts"].append({"attempt": len(res["attempts"]) + 1, "why": "cold move", "ok": False,
+                                        "msg": exc.msg, "metrics": None})
         res["result"] = "failed"
         res["msg"] = res["attempts"][-1]["msg"] if res["attempts"] else "not attempted"
 
@@ -129,7 +191,8 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     for m in pending:
         results[m["vm"]]["msg"] = f"not started: {stop['why']}"
     ordered = [results[m["vm"]] for m in moves]
-    totals = {k: sum(1 for r in ordered if r["result"] == k) for k in ("moved", "already_there", "failed", "not_started")}
+    totals = {k: sum(1 for r in ordered if r["result"] == k)
+              for k in ("moved", "cold_moved", "already_there", "failed", "not_started")}
     totals["elapsed_s"] = round(time.monotonic() - t0, 1)
     return {"vms": ordered, "totals": totals, "stopped": stop["why"]}
 
@@ -156,6 +219,9 @@ COMMON_SPEC: Dict[str, Any] = dict(
     allow_postcopy=dict(type="bool", default=False),
     allow_suspend=dict(type="bool", default=False),
     on_failure=dict(type="str", default="stop", choices=["stop", "continue"]),
+    allow_cold_move=dict(type="bool", default=False),
+    cold_shutdown_timeout=dict(type="int", default=120),
+    cold_move_force=dict(type="bool", default=False),
     overall_timeout=dict(type="int"),
     poll_interval=dict(type="float", default=0.5),
 )
@@ -238,9 +304,11 @@ def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
         progress({"kind": "plan", "vm": host, "moves": len(plan["moves"]), "makespan_est_s": plan["makespan_s"]})
     run = run_moves(plan["moves"], uri_of, dict(p, limits=lim), progress)
     result.update(run)
-    result["changed"] = result["changed"] or run["totals"]["moved"] > 0
+    result["changed"] = result["changed"] or run["totals"]["moved"] + run["totals"]["cold_moved"] > 0
     left = [r["vm"] for r in run["vms"] if r["result"] in ("failed", "not_started")]
-    result["msg"] = (f"{host}: moved {run['totals']['moved']} of {len(plan['moves'])} VMs in {run['totals']['elapsed_s']} s"
+    cold = f" ({run['totals']['cold_moved']} more cold-moved)" if run["totals"]["cold_moved"] else ""
+    result["msg"] = (f"{host}: moved {run['totals']['moved']} of {len(plan['moves'])} VMs live{cold} in "
+                     f"{run['totals']['elapsed_s']} s"
                      + (f"; still on {host}: {', '.join(left)}" if left else "; the host is empty of running VMs"))
     if left:
         raise FleetmaintError(result["msg"] + (f" ({run['stopped']})" if run["stopped"] else ""), step="evacuate",

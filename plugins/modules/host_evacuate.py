@@ -99,7 +99,8 @@ skipped:
   type: list
   elements: dict
 vms:
-  description: Per VM - C(vm), C(source), C(destination), C(result) (moved, already_there, failed, not_started),
+  description: Per VM - C(vm), C(source), C(destination), C(result) (moved, cold_moved, already_there, failed,
+    not_started),
     C(attempts) (each with why, ok, msg, metrics), C(metrics) of the successful attempt.
   returned: when migrations ran
   type: list

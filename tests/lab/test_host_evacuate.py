@@ -179,7 +179,8 @@ def test_non_converging_vm_escalates_while_the_others_complete(lab, fleet):
         where = lab.invariant(vms)
         assert where["ev-hot"] == "lab1" and all(where[v] != "lab1" for v in fleet)
         # Escalation allowed: the second attempt throttles the guest and it finishes.
-        r = lab.evacuate(uris=lab.uris(), host="lab1", copy_storage="all", bandwidth=16, vm_timeout=15,
+        # (Auto-converge raises the throttle once per pass, so its attempt needs more than 15 s at 16 MiB/s.)
+        r = lab.evacuate(uris=lab.uris(), host="lab1", copy_storage="all", bandwidth=16, vm_timeout=60,
                          max_attempts=2, allow_auto_converge=True)
         assert not r.get("failed"), r.get("msg")
         hot = r["vms"][0]
@@ -192,3 +193,32 @@ def test_non_converging_vm_escalates_while_the_others_complete(lab, fleet):
         assert set(lab.invariant(vms).values()) == {"lab1"}
     finally:
         lab.ctl("vm", "delete", "ev-hot", check=False)
+
+
+def test_cold_move_fallback_only_when_allowed_and_never_two_definitions(lab, fleet):
+    lab.ctl("vm", "create", "ev-cold", "--host", "lab1", "--memory", "160", "--dirty-mb", "80", "--dirty-rate", "40")
+    vms = fleet + ["ev-cold"]
+    try:
+        wait_for(lambda: lab.marker("ev-cold")["intact"], 60, what="ev-cold to boot")
+        common = dict(uris=lab.uris(), host="lab1", copy_storage="all", bandwidth=16, vm_timeout=10, max_attempts=1,
+                      on_failure="continue", allow_cold_move=True, cold_shutdown_timeout=3)
+        # The lab guest ignores ACPI shutdown: without force it keeps running where it is.
+        r = lab.evacuate(**common)
+        res = {v["vm"]: v for v in r["vms"]}
+        assert res["ev-cold"]["result"] == "failed" and "did not shut down within 3 s" in res["ev-cold"]["msg"]
+        where = lab.invariant(vms)
+        assert where["ev-cold"] == "lab1" and lab.where("ev-cold")["states"]["lab1"] == "running"
+        # With force it is cold-moved: down for a moment, then running and defined on one other host.
+        r = lab.evacuate(**dict(common, cold_move_force=True))
+        assert not r.get("failed"), r.get("msg")
+        cold = r["vms"][0]
+        assert cold["vm"] == "ev-cold" and cold["result"] == "cold_moved"
+        assert [a["why"] for a in cold["attempts"]] == ["pre-copy with the downtime ladder", "cold move"]
+        where = lab.invariant(vms)
+        assert where["ev-cold"] != "lab1"
+        assert lab.marker("ev-cold")["intact"]
+        r = lab.restore(uris=lab.uris(), host="lab1", copy_storage="all")
+        assert not r.get("failed"), r.get("msg")
+        assert set(lab.invariant(vms).values()) == {"lab1"}
+    finally:
+        lab.ctl("vm", "delete", "ev-cold", check=False)
