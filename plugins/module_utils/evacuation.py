@@ -98,9 +98,10 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     lock = threading.Lock()
     out_busy: Dict[str, int] = {}
     in_busy: Dict[str, int] = {}
-    results: Dict[str, Dict[str, Any]] = {m["vm"]: {"vm": m["vm"], "source": m["source"],
-                                                      "destination": m["destination"], "result": "not_started",
-                                                      "attempts": []} for m in moves}
+    results: Dict[str, Dict[str, Any]] = {
+        m["vm"]: {"vm": m["vm"], "source": m["source"], "destination": m["destination"], "result": "not_started",
+                  "attempts": []}
+        for m in moves}
     pending = list(moves)
     running: List[threading.Thread] = []
     stop = {"flag": False, "why": None}
@@ -305,7 +306,9 @@ def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
     run = run_moves(plan["moves"], uri_of, dict(p, limits=lim), progress)
     result.update(run)
     result["changed"] = result["changed"] or run["totals"]["moved"] + run["totals"]["cold_moved"] > 0
-    left = [r["vm"] for r in run["vms"] if r["result"] in ("failed", "not_started")]
+    # Pinned or unplaceable VMs stay too: the host is not empty, and saying so is the point.
+    left = [r["vm"] for r in run["vms"] if r["result"] in ("failed", "not_started")] + \
+        [u["vm"] for u in plan["unplaceable"]]
     cold = f" ({run['totals']['cold_moved']} more cold-moved)" if run["totals"]["cold_moved"] else ""
     result["msg"] = (f"{host}: moved {run['totals']['moved']} of {len(plan['moves'])} VMs live{cold} in "
                      f"{run['totals']['elapsed_s']} s"

@@ -20,6 +20,8 @@ description:
   - Runs the migrations concurrently within O(limits), each through M(fleetmaint.libvirt.live_migrate)'s code,
     escalating per VM and never retrying forever (O(max_attempts)).
   - Re-running after an interruption (even a killed controller) moves only what is still on the host.
+  - Fails, after moving what it can, when any running VM stays on the host (a failed move, or a VM that cannot
+    be placed, such as one with a passthrough device), naming each; the host must not be taken down then.
   - Prints progress when run on the controller (local connection).
 author:
   - fleetmaint.libvirt contributors (@fleetmaint)
@@ -49,11 +51,11 @@ options:
     type: float
     default: 4.0
   anti_affinity:
-    description: Groups of VMs that must not share a host, as C(group: [vm, ...]).
+    description: Groups of VMs that must not share a host, as a dict of group name to a list of VM names.
     type: dict
     default: {}
   priority:
-    description: VM priorities (higher moves first), as C(vm: number).
+    description: VM priorities (higher moves first), as a dict of VM name to number.
     type: dict
     default: {}
   pinned:

@@ -57,11 +57,11 @@ options:
     type: float
     default: 4.0
   anti_affinity:
-    description: Groups of VMs that must not share a host, as C(group: [vm, ...]).
+    description: Groups of VMs that must not share a host, as a dict of group name to a list of VM names.
     type: dict
     default: {}
   priority:
-    description: VM priorities (higher first), as C(vm: number).
+    description: VM priorities (higher first), as a dict of VM name to number.
     type: dict
     default: {}
   pinned:

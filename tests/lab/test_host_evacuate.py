@@ -222,3 +222,30 @@ def test_cold_move_fallback_only_when_allowed_and_never_two_definitions(lab, fle
         assert set(lab.invariant(vms).values()) == {"lab1"}
     finally:
         lab.ctl("vm", "delete", "ev-cold", check=False)
+
+
+def test_a_vm_that_cannot_move_makes_the_evacuation_fail_loudly(lab, fleet):
+    r = lab.evacuate(uris=lab.uris(), host="lab1", copy_storage="all", pinned=["ev-f"])
+    assert r.get("failed") is True
+    assert "still on lab1: ev-f" in r["msg"], r["msg"]
+    assert r["plan"]["unplaceable"][0]["vm"] == "ev-f"
+    where = lab.invariant(fleet)
+    assert where["ev-f"] == "lab1" and sum(1 for h in where.values() if h == "lab1") == 1
+
+    # An operator re-homes ev-a on purpose (where it runs now): restore leaves it there.
+    now = where["ev-a"]
+    set_home(lab, "ev-a", now, now)
+    r = lab.restore(uris=lab.uris(), host="lab1", copy_storage="all")
+    assert not r.get("failed"), r.get("msg")
+    assert "ev-a" not in [m["vm"] for m in r["moves"]]
+    where = lab.invariant(fleet)
+    assert where["ev-a"] == now and all(where[v] == "lab1" for v in fleet if v != "ev-a")
+    set_home(lab, "ev-a", now, "lab1")
+    r = lab.restore(uris=lab.uris(), host="lab1", copy_storage="all")
+    assert not r.get("failed"), r.get("msg")
+    assert set(lab.invariant(fleet).values()) == {"lab1"}
+
+
+def set_home(lab, vm, on, home):
+    lab.virsh(on, "metadata", vm, "https://github.com/fleetmaint/libvirt/xmlns/1", "--key", "fleetmaint",
+              "--set", f"<instance><home>{home}</home></instance>", "--live", "--config")
