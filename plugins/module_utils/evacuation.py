@@ -17,8 +17,19 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import FleetmaintError
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.live_migration import ARGUMENT_SPEC, migrate
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.fleet import Fleet
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
+    FleetmaintError, connection, libvirt, libvirt_message,
+)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.live_migration import ARGUMENT_SPEC, record_home, migrate
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import clear_mark, set_mark
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import (
+    HostContext, check_pair, vm_facts,
+)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import blockers
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import (
+    DEFAULT_LIMITS, PlanRefused, plan_evacuation,
+)
 
 MIGRATION_KEYS = ("tls", "unsafe", "bandwidth", "max_downtime", "downtime_steps", "parallel_connections",
                   "compression", "copy_storage", "memory_headroom", "shared_pools", "poll_interval")
@@ -48,11 +59,6 @@ def cold_move(vm: str, src_uri: str, dest_uri: str, p: Dict[str, Any]) -> Dict[s
     ``cold_move_force``. libvirt moves the definition in one step (persist on the destination,
     undefine on the source), so it is never defined on two hosts.
     """
-    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-        connection, libvirt, libvirt_message,
-    )
-    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.live_migration import _record_home
-    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import HostContext, vm_facts
 
     with connection(src_uri) as sconn, connection(dest_uri) as dconn:
         src = HostContext(sconn, src_uri, p["shared_pools"])
@@ -62,7 +68,7 @@ def cold_move(vm: str, src_uri: str, dest_uri: str, p: Dict[str, Any]) -> Dict[s
         if local:
             raise FleetmaintError(f"{vm}: cold move needs shared storage; disk(s) {', '.join(local)} are local",
                                   step="cold move", vm=vm)
-        _record_home(dom, facts.get("home_host") or src.hostname, True)
+        record_home(dom, facts.get("home_host") or src.hostname, True)
         t0 = time.monotonic()
         if dom.isActive():
             dom.shutdown()
@@ -240,7 +246,6 @@ RESTORE_SPEC: Dict[str, Any] = dict(COMMON_SPEC, clear_maintenance=dict(type="bo
 
 
 def _limits(p: Dict[str, Any]) -> Dict[str, int]:
-    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import DEFAULT_LIMITS
 
     lim = dict(DEFAULT_LIMITS, **{k: int(v) for k, v in (p.get("limits") or {}).items()})
     unknown = set(lim) - set(DEFAULT_LIMITS)
@@ -252,8 +257,6 @@ def _limits(p: Dict[str, Any]) -> Dict[str, int]:
 
 def _preflight(fleet: Any, moves: List[Dict[str, Any]], p: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Check every move with the shared rules before anything moves; returns the blocked ones."""
-    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import check_pair, vm_facts
-    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import blockers
 
     blocked = []
     for m in moves:
@@ -272,9 +275,6 @@ def _preflight(fleet: Any, moves: List[Dict[str, Any]], p: Dict[str, Any]) -> Li
 def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
                   progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
     """Empty one host: plan, check every move, mark maintenance, move, report."""
-    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.fleet import Fleet
-    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import set_mark
-    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import PlanRefused, plan_evacuation
 
     lim = _limits(p)
     with Fleet(p["uris"], p["shared_pools"], tls=p["tls"]) as fleet:
@@ -322,8 +322,6 @@ def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
 def restore_host(p: Dict[str, Any], check_mode: bool = False,
                  progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
     """Bring back every VM whose recorded home is this host, then clear its maintenance mark."""
-    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.fleet import Fleet
-    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import clear_mark
 
     lim = _limits(p)
     with Fleet(p["uris"], p["shared_pools"], tls=p["tls"]) as fleet:

@@ -117,10 +117,28 @@ def require_libvirt(module: Any) -> None:
                          exception=LIBVIRT_IMPORT_ERROR)
 
 
+def run_engine(module: Any, engine: Any) -> None:
+    """Run ``engine(params, check_mode=...)`` for a module; exit with its result or a clear failure.
+
+    A FleetmaintError may carry the partial result (what ran before the failure) in its context.
+    """
+    require_libvirt(module)
+    try:
+        result = engine(module.params, check_mode=module.check_mode)
+    except FleetmaintError as exc:
+        fail_from_exception(module, exc, **(exc.context.pop("result", None) or {}))
+    except Exception as exc:  # pylint: disable=broad-except
+        fail_from_exception(module, exc)
+    module.exit_json(**result)
+
+
 def fail_from_exception(module: Any, exc: BaseException, **result: Any) -> None:
     """Report an exception as a module failure, with context and a traceback."""
     result.pop("msg", None)
     if isinstance(exc, FleetmaintError):
         result.update({k: v for k, v in exc.context.items() if v is not None})
         module.fail_json(msg=exc.msg, exception=traceback.format_exc(), **result)
+    if is_libvirt_error(exc):
+        module.fail_json(msg=f"libvirt error: {libvirt_message(exc)}", libvirt_code=libvirt_code(exc),
+                         exception=traceback.format_exc(), **result)
     module.fail_json(msg=f"unexpected error: {exc}", exception=traceback.format_exc(), **result)

@@ -326,7 +326,7 @@ def _migrate(p: Dict[str, Any], sconn: Any, dconn: Any, peer_uri: str, check_mod
 
     created_vols, copy_bytes = _precreate_volumes(sconn, dconn, copy_disks, name, ctx)
     result["options"]["copy_bytes"] = copy_bytes
-    _record_home(sdom, home, vm["persistent"])
+    record_home(sdom, home, vm["persistent"])
     try:
         return _run(p, sdom, sconn, dconn, peer_uri, flags, params, ladder, result, ctx, progress)
     except FleetmaintError:
@@ -384,7 +384,7 @@ def _delete_volumes(vols: List[Any]) -> None:
             pass
 
 
-def _record_home(dom: Any, home: str, persistent: bool) -> None:
+def record_home(dom: Any, home: str, persistent: bool) -> None:
     """Write the home host into the VM's metadata (live and persistent) if it is not there yet."""
     try:
         current = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, libvirt.VIR_DOMAIN_AFFECT_LIVE)

@@ -25,7 +25,8 @@ def _lookup(conn: Any) -> Any:
     try:
         return conn.secretLookupByUsage(libvirt.VIR_SECRET_USAGE_TYPE_TLS, USAGE_NAME)
     except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_SECRET:
+        # No such secret, or a driver that cannot store secrets (it cannot hold a mark either).
+        if exc.get_error_code() in (libvirt.VIR_ERR_NO_SECRET, libvirt.VIR_ERR_NO_SUPPORT):
             return None
         raise
 

@@ -27,6 +27,7 @@ author:
   - fleetmaint.libvirt contributors (@fleetmaint)
 extends_documentation_fragment:
   - fleetmaint.libvirt.fleet_moves
+  - fleetmaint.libvirt.placement
 attributes:
   check_mode:
     support: full
@@ -42,27 +43,6 @@ attributes:
     support: full
     description: The action plugin runs on the controller for local connections and prints progress.
 options:
-  memory_overcommit:
-    description: Memory overcommit ratio of destinations.
-    type: float
-    default: 1.0
-  cpu_overcommit:
-    description: vCPU overcommit ratio of destinations.
-    type: float
-    default: 4.0
-  anti_affinity:
-    description: Groups of VMs that must not share a host, as a dict of group name to a list of VM names.
-    type: dict
-    default: {}
-  priority:
-    description: VM priorities (higher moves first), as a dict of VM name to number.
-    type: dict
-    default: {}
-  pinned:
-    description: VMs to leave on the host, besides those with passthrough devices.
-    type: list
-    elements: str
-    default: []
   mark_maintenance:
     description: Mark the host as in maintenance before moving anything.
     type: bool
@@ -124,21 +104,11 @@ maintenance_marked:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.evacuation import EVACUATE_SPEC, evacuate_host
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-    FleetmaintError, fail_from_exception, require_libvirt,
-)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import run_engine
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=EVACUATE_SPEC, supports_check_mode=True)
-    require_libvirt(module)
-    try:
-        result = evacuate_host(module.params, check_mode=module.check_mode)
-    except FleetmaintError as exc:
-        fail_from_exception(module, exc, **(exc.context.pop("result", None) or {}))
-    except Exception as exc:  # pylint: disable=broad-except
-        fail_from_exception(module, exc)
-    module.exit_json(**result)
+    run_engine(AnsibleModule(argument_spec=EVACUATE_SPEC, supports_check_mode=True), evacuate_host)
 
 
 if __name__ == "__main__":

@@ -80,21 +80,11 @@ maintenance_cleared:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.evacuation import RESTORE_SPEC, restore_host
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-    FleetmaintError, fail_from_exception, require_libvirt,
-)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import run_engine
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=RESTORE_SPEC, supports_check_mode=True)
-    require_libvirt(module)
-    try:
-        result = restore_host(module.params, check_mode=module.check_mode)
-    except FleetmaintError as exc:
-        fail_from_exception(module, exc, **(exc.context.pop("result", None) or {}))
-    except Exception as exc:  # pylint: disable=broad-except
-        fail_from_exception(module, exc)
-    module.exit_json(**result)
+    run_engine(AnsibleModule(argument_spec=RESTORE_SPEC, supports_check_mode=True), restore_host)
 
 
 if __name__ == "__main__":

@@ -297,26 +297,15 @@ placement:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-    FleetmaintError, fail_from_exception, require_libvirt,
-)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import run_engine
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.live_migration import (
     ARGUMENT_SPEC, MUTUALLY_EXCLUSIVE, REQUIRED_ONE_OF, migrate,
 )
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, mutually_exclusive=MUTUALLY_EXCLUSIVE,
-                           required_one_of=REQUIRED_ONE_OF, supports_check_mode=True)
-    require_libvirt(module)
-    try:
-        result = migrate(module.params, check_mode=module.check_mode)
-    except FleetmaintError as exc:
-        partial = exc.context.pop("result", None) or {}
-        fail_from_exception(module, exc, **partial)
-    except Exception as exc:  # pylint: disable=broad-except
-        fail_from_exception(module, exc)
-    module.exit_json(**result)
+    run_engine(AnsibleModule(argument_spec=ARGUMENT_SPEC, mutually_exclusive=MUTUALLY_EXCLUSIVE,
+                             required_one_of=REQUIRED_ONE_OF, supports_check_mode=True), migrate)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ description:
   - Read-only.
 author:
   - fleetmaint.libvirt contributors (@fleetmaint)
+extends_documentation_fragment:
+  - fleetmaint.libvirt.placement
 attributes:
   check_mode:
     support: full
@@ -48,27 +50,6 @@ options:
     description: MiB each destination keeps free for itself.
     type: int
     default: 1024
-  memory_overcommit:
-    description: Memory overcommit ratio of destinations.
-    type: float
-    default: 1.0
-  cpu_overcommit:
-    description: vCPU overcommit ratio of destinations.
-    type: float
-    default: 4.0
-  anti_affinity:
-    description: Groups of VMs that must not share a host, as a dict of group name to a list of VM names.
-    type: dict
-    default: {}
-  priority:
-    description: VM priorities (higher first), as a dict of VM name to number.
-    type: dict
-    default: {}
-  pinned:
-    description: VMs to leave where they are, besides those with passthrough devices.
-    type: list
-    elements: str
-    default: []
   limits:
     description:
       - Concurrency limits, C(per_source) (outgoing per host, default 2 like oVirt), C(per_destination)
