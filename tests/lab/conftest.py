@@ -122,6 +122,18 @@ class Lab:
             where[vm] = v["running_on"][0]
         return where
 
+    def start_playbook(self, cmd: list, **popen) -> subprocess.Popen:
+        """Start an ansible-playbook command in the background (for faults injected while it runs)."""
+        popen.setdefault("stdout", subprocess.DEVNULL)
+        popen.setdefault("stderr", subprocess.DEVNULL)
+        return subprocess.Popen(cmd, text=True, env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "tests" / "ansible.cfg")),
+                                **popen)
+
+    def wait_for_migration_job(self, host: str, vms: list, timeout: float = 90) -> None:
+        """Wait until one of ``vms`` has a migration job running on ``host``."""
+        wait_for(lambda: any("Unbounded" in self.virsh(host, "domjobinfo", vm, check=False).stdout for vm in vms),
+                 timeout, interval=0.3, what=f"a migration to start on {host}")
+
     def placement(self, vm: str) -> tuple:
         w = self.where(vm)
         return sorted(w["running_on"]), sorted(w["defined_on"])

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 
 import pytest
 
-from conftest import REPO, wait_for
+from conftest import wait_for
 
 MIXED = {"ev-a": 256, "ev-b": 192, "ev-c": 160, "ev-d": 128, "ev-e": 128, "ev-f": 96}
 
@@ -111,10 +110,8 @@ def test_destination_killed_mid_evacuation(lab, fleet):
         cmd, out = lab.playbook_cmd("host_move.yml", "hm", dict(uris=lab.uris(), host="lab1", copy_storage="all",
                                                                 on_failure="continue", max_attempts=1),
                                     "-e", "action=evacuate")
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "tests" / "ansible.cfg")))
-        wait_for(lambda: any("Unbounded" in lab.virsh("lab1", "domjobinfo", vm, check=False).stdout
-                             for vm in fleet), 90, interval=0.3, what="a migration to start")
+        proc = lab.start_playbook(cmd)
+        lab.wait_for_migration_job("lab1", fleet)
         time.sleep(2)
         lab.ctl("fault", "kill-libvirtd", "lab3")
         proc.communicate(timeout=600)
@@ -141,10 +138,8 @@ def test_controller_killed_mid_evacuation_then_rerun(lab, fleet):
     try:
         cmd, _out = lab.playbook_cmd("host_move.yml", "hm", dict(uris=lab.uris(), host="lab1", copy_storage="all"),
                                      "-e", "action=evacuate")
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                                env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "tests" / "ansible.cfg")))
-        wait_for(lambda: any("Unbounded" in lab.virsh("lab1", "domjobinfo", vm, check=False).stdout
-                             for vm in fleet), 90, interval=0.3, what="a migration to start")
+        proc = lab.start_playbook(cmd, start_new_session=True)
+        lab.wait_for_migration_job("lab1", fleet)
         time.sleep(3)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

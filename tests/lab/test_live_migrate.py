@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 
 import pytest
@@ -264,10 +263,8 @@ def test_destination_libvirtd_killed_mid_migration(lab, vms):
     lab.ctl("fault", "slow", "lab2", "lab3", "4")
     try:
         cmd, out = lab.migrate_cmd(dict(name="lm-plain", uri=lab.uri("lab2"), dest_uri=lab.uri("lab3")))
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "tests" / "ansible.cfg")))
-        wait_for(lambda: "Unbounded" in lab.virsh("lab2", "domjobinfo", "lm-plain", check=False).stdout, 60,
-                 interval=0.3, what="the migration job to start")
+        proc = lab.start_playbook(cmd)
+        lab.wait_for_migration_job("lab2", ["lm-plain"])
         time.sleep(2)
         lab.ctl("fault", "kill-libvirtd", "lab3")
         proc.communicate(timeout=300)

@@ -40,5 +40,3 @@ def run_module(monkeypatch):
             module.main()
         return info.value.args[0]
     return run
-
-
