@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# 'make demo' before the rolling patch exists: a lab fleet with a few VMs, and the facts
-# fleetmaint.libvirt.hypervisor_info gathers from every host.
+# 'make demo': a lab fleet of 3 hosts and 7 VMs (two dirtying memory as they run), then the main job -
+# a rolling patch of every host (evacuate live, patch, health check with a canary, bring the VMs home) -
+# and its report. Re-running it patches to a new level (each run's level is the time it starts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 labctl() { python3 lab/labctl.py --state-dir "${FLEETMAINT_LAB_DIR:-/var/tmp/fleetmaint-lab}" "$@"; }
@@ -16,22 +17,34 @@ while read -r name host mem disk dmb drate; do
 done <<'VMS'
 web1   lab1 128 shared
 web2   lab2 128 shared
+web3   lab3 128 shared
 db1    lab3 256 local
 cache1 lab1 192 shared 64 20
+queue1 lab2 160 shared 48 10
+batch1 lab2 96  local
 VMS
 
-sleep 3
+LEVEL="${FLEETMAINT_DEMO_LEVEL:-demo-$(date -u +%Y%m%dT%H%M%S)}"
+REPORTS="$PWD/.build/reports"
 echo
-echo "=== fleet facts (ansible-playbook playbooks/fleet_facts.yml) ==="
-ansible-playbook -i "${FLEETMAINT_INVENTORY}" playbooks/fleet_facts.yml
+echo "=== rolling patch of the lab fleet to level $LEVEL (ansible-playbook playbooks/rolling_patch.yml) ==="
+start=$(date +%s)
+ansible-playbook -i "${FLEETMAINT_INVENTORY}" playbooks/rolling_patch.yml \
+  -e rolling_patch_target_level="$LEVEL" -e rolling_patch_tasks=patch_lab.yml \
+  -e rolling_patch_copy_storage=all -e rolling_patch_memory_headroom=256 \
+  -e '{"rolling_patch_canary_xml": "{{ fleetmaint_lab_canary_xml }}"}' \
+  -e rolling_patch_report_dir="$REPORTS/rolling-patch-$LEVEL"
 echo
-echo "=== live migration: cache1 (dirtying memory) lab1 -> lab2 and back home ==="
-for hop in lab1:lab2 lab2:lab1; do
-  ansible-playbook -i "${FLEETMAINT_INVENTORY}" playbooks/live_migrate.yml -e vm=cache1 \
-    -e from="${hop%%:*}" -e to="${hop##*:}"
-done
-echo
-echo "=== lab status ==="
+echo "=== lab status after $(( $(date +%s) - start )) s: every VM on its home host ==="
 labctl status
+python3 - "$(labctl --json status)" <<'PY'
+import json, sys
+st = json.loads(sys.argv[1])
+away = {n: v for n, v in st["vms"].items()
+        if v["created_on"] and (v["running_on"] != [v["created_on"]] or v["defined_on"] != [v["created_on"]])}
+print("every VM runs, and is defined, on its home host only" if not away else f"NOT HOME: {away}")
+sys.exit(1 if away else 0)
+PY
 echo
+echo "Report: $REPORTS/rolling-patch-$LEVEL/report.md (also report.json, report.html)"
 echo "The lab keeps running: 'make lab-status', 'make lab-down'."

@@ -526,6 +526,8 @@ class Lab:
                     v["running_on"].append(h["name"])
                 if name in persistent:
                     v["defined_on"].append(h["name"])
+        for name, v in vms.items():
+            v["created_on"] = state["vms"].get(name, {}).get("created_on")
         return {"state_dir": str(self.root), "hosts": hosts, "vms": vms,
                 "faults": {"cuts": state["cuts"], "slows": state["slows"]}}
 
@@ -545,6 +547,10 @@ class Lab:
             "        fleetmaint_migration_tls: false",
             "        fleetmaint_migration_unsafe: true",
             f"        fleetmaint_lab_pkipath: {self.root / 'client-pki'}",
+            "        # The lab's own tool and its state, for the lab patch step (roles/rolling_patch/tasks/patch_lab.yml).",
+            f"        fleetmaint_lab_labctl: {HERE / 'labctl'}",
+            f"        fleetmaint_lab_dir: {self.root}",
+            f"        fleetmaint_lab_canary_xml: {json.dumps(self.canary_xml())}",
             "      hosts:",
         ]
         for h in state["hosts"]:
@@ -554,6 +560,40 @@ class Lab:
                       f"          fleetmaint_libvirt_migration_uri: {self.uri(h)}",
                       f"          fleetmaint_lab_addr: {h['addr']}"]
         return "\n".join(lines) + "\n"
+
+    # --------------------------------------------------------------- patch
+    def patch(self, name: str, level: str) -> dict:
+        """The lab's patch step: restart the host's libvirtd (as a package upgrade would) and record the
+        "installed" patch level in the host's directory. Running guests survive a libvirtd restart."""
+        state = self.load()
+        h = self.host(state, name)
+        f = self.hdir(h) / "patch-level"
+        previous = f.read_text().strip() if f.exists() else None
+        pid = self.host_pid(h)
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.time() + 30
+            while os.path.exists(f"/proc/{pid}") and time.time() < deadline:
+                time.sleep(0.1)
+            if os.path.exists(f"/proc/{pid}"):
+                os.kill(pid, signal.SIGKILL)
+                while os.path.exists(f"/proc/{pid}"):
+                    time.sleep(0.05)
+        self.start_host(state, h)
+        f.write_text(level + "\n")
+        return {"host": h["name"], "previous": previous, "level": level, "libvirtd_before": pid,
+                "libvirtd_after": self.host_pid(h)}
+
+    def canary_xml(self) -> str:
+        """A tiny guest for health checks: no disk, no NIC, gone on reboot or crash."""
+        g = self.root / "guest"
+        return (f"<domain type='qemu'><name>fleetmaint-canary</name><memory unit='MiB'>{MIN_GUEST_MIB}</memory>"
+                f"<vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type><kernel>{g / 'vmlinuz'}</kernel>"
+                f"<initrd>{g / 'initrd.img'}</initrd><cmdline>console=ttyS0 panic=-1 quiet fm.name=canary</cmdline>"
+                "</os><cpu mode='custom' match='exact' check='none'><model fallback='forbid'>qemu64</model></cpu>"
+                "<on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>"
+                "<devices><emulator>/usr/bin/qemu-system-x86_64</emulator><memballoon model='none'/></devices>"
+                "</domain>")
 
     # -------------------------------------------------------------- faults
     def _ipt(self, table: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -714,6 +754,9 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("reach", help="can host A's processes reach host B's libvirtd? (exit 0 if yes)")
     r.add_argument("src")
     r.add_argument("dst")
+    pa = sub.add_parser("patch", help="the lab's patch step: restart a host's libvirtd, record its patch level")
+    pa.add_argument("host")
+    pa.add_argument("--level", required=True)
     f = sub.add_parser("fault", help="inject faults")
     f.add_argument("action", choices=["kill-host", "revive-host", "kill-libvirtd", "cut", "heal", "slow"])
     f.add_argument("args", nargs="+")
@@ -752,6 +795,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 out = lab.marker(a.name)
                 text = json.dumps(out)
+        elif a.cmd == "patch":
+            out = lab.patch(a.host, a.level)
+            text = f"{out['host']}: libvirtd restarted, patch level {out['previous']} -> {out['level']}"
         elif a.cmd == "reach":
             out = lab.reach(a.src, a.dst)
             text = json.dumps(out)

@@ -240,6 +240,7 @@ EVACUATE_SPEC: Dict[str, Any] = dict(
     priority=dict(type="dict", default={}),
     pinned=dict(type="list", elements="str", default=[]),
     mark_maintenance=dict(type="bool", default=True),
+    exclude_destinations=dict(type="list", elements="str", default=[]),
     reason=dict(type="str", default="maintenance"),
 )
 RESTORE_SPEC: Dict[str, Any] = dict(COMMON_SPEC, clear_maintenance=dict(type="bool", default=True))
@@ -281,6 +282,10 @@ def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
         host = fleet.resolve([p["host"]])[0]
         inp = fleet.planner_input(p["memory_headroom"], p["memory_overcommit"], p["cpu_overcommit"],
                                   p["anti_affinity"], {k: int(v) for k, v in p["priority"].items()}, p["pinned"])
+        # Hosts leaving at the same time (a rolling patch batch) take no VMs, as if in maintenance.
+        excluded = set(fleet.resolve(p["exclude_destinations"]))
+        for h in inp["hosts"]:
+            h["maintenance"] = h["maintenance"] or h["name"] in excluded
         try:
             plan = plan_evacuation(inp["hosts"], inp["vms"], [host], limits=lim,
                                    bandwidth_mib_s=p["bandwidth"] or 128, max_downtime_ms=p["max_downtime"])

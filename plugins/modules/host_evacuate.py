@@ -47,6 +47,13 @@ options:
     description: Mark the host as in maintenance before moving anything.
     type: bool
     default: true
+  exclude_destinations:
+    description:
+      - Hosts (names or URIs) that must take none of the VMs, for example the other hosts of a rolling patch
+        batch that are emptied at the same time. Hosts with a maintenance mark are always excluded.
+    type: list
+    elements: str
+    default: []
   reason:
     description: Reason recorded in the maintenance mark.
     type: str

@@ -1,0 +1,174 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) fleetmaint.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The maintenance report: per-host records in, JSON, Markdown and HTML out. Pure (no libvirt, no Ansible).
+
+A host record is what the rolling patch role collects for one host::
+
+    {host, target_level, level_before, level_after, status (patched, already_at_level, failed),
+     failed_phase, msg, state_after, marks: [[phase, epoch], ..., ["end", epoch]],
+     evacuate: <host_evacuate result>, restore: <host_restore result>, health: [checks]}
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Any, Dict, List, Optional
+
+PHASES = ("preflight", "evacuate", "patch", "health", "restore")
+
+
+def _metric(a: Optional[Dict[str, Any]], key: str) -> Optional[float]:
+    m = (a or {}).get("metrics") or {}
+    return m.get(key)
+
+
+def vm_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One row per VM move (out of a host for its maintenance, or home again)."""
+    rows = []
+    for rec in records:
+        for direction, key in (("out", "evacuate"), ("home", "restore")):
+            for v in (rec.get(key) or {}).get("vms") or []:
+                attempts = v.get("attempts") or []
+                ok = [a for a in attempts if a.get("ok")]
+                last = ok[-1] if ok else (attempts[-1] if attempts else None)
+                total_ms = _metric(last, "total_time_ms")
+                downtime_ms = _metric(last, "downtime_ms")
+                if downtime_ms is None and _metric(last, "downtime_s") is not None:  # cold move
+                    downtime_ms = _metric(last, "downtime_s") * 1000
+                rows.append({
+                    "vm": v.get("vm"), "maintenance_of": rec.get("host"), "direction": direction,
+                    "source": v.get("source"), "destination": v.get("destination"), "result": v.get("result"),
+                    "attempts": len(attempts),
+                    "escalations": [a.get("why") for a in attempts[1:]],
+                    "total_time_s": round(total_ms / 1000.0, 1) if total_ms is not None else None,
+                    "downtime_ms": downtime_ms,
+                    "msg": v.get("msg") if v.get("result") not in ("moved", "already_there") else None,
+                })
+    return rows
+
+
+def phase_durations(marks: List[Any]) -> Dict[str, float]:
+    """[[phase, epoch], ..., ['end', epoch]] -> seconds per phase (a phase lasts until the next mark)."""
+    out: Dict[str, float] = {}
+    for (name, t0), (_n, t1) in zip(marks, marks[1:]):
+        if name in PHASES and t0 is not None and t1 is not None:
+            out[name] = round(out.get(name, 0.0) + float(t1) - float(t0), 1)
+    return out
+
+
+def host_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    rows = []
+    for rec in records:
+        durations = phase_durations(rec.get("marks") or [])
+        ev = (rec.get("evacuate") or {}).get("totals") or {}
+        rs = (rec.get("restore") or {}).get("totals") or {}
+        rows.append({
+            "host": rec.get("host"), "status": rec.get("status"), "failed_phase": rec.get("failed_phase"),
+            "level_before": rec.get("level_before"), "level_after": rec.get("level_after"),
+            "state_after": rec.get("state_after"), "durations_s": durations,
+            "vms_out": ev.get("moved", 0) + ev.get("cold_moved", 0), "vms_home": rs.get("moved", 0),
+            "msg": rec.get("msg") or ("at the level already when the run was repeated" if rec.get("rechecked")
+                                      else None),
+        })
+    return rows
+
+
+def build(records: List[Dict[str, Any]], title: str = "Rolling patch") -> Dict[str, Any]:
+    """The whole report as one JSON-able dict."""
+    records = sorted(records, key=lambda r: (float((r.get("marks") or [[None, 0]])[0][1] or 0), r.get("host") or ""))
+    hosts = host_rows(records)
+    vms = vm_rows(records)
+    moved = [v for v in vms if v["result"] in ("moved", "cold_moved")]
+    downtimes = [v["downtime_ms"] for v in moved if v["downtime_ms"] is not None]
+    count = {s: sum(1 for h in hosts if h["status"] == s) for s in ("patched", "already_at_level", "failed")}
+    summary = {
+        "hosts": len(hosts), **count,
+        "vm_moves": len(moved), "vm_moves_failed": sum(1 for v in vms if v["result"] == "failed"),
+        "escalations": sum(len(v["escalations"]) for v in vms),
+        "max_downtime_ms": max(downtimes) if downtimes else None,
+        "mean_downtime_ms": round(sum(downtimes) / len(downtimes), 1) if downtimes else None,
+        "targets": sorted({r.get("target_level") for r in records if r.get("target_level")}),
+    }
+    return {"title": title, "generated": int(time.time()), "summary": summary, "hosts": hosts, "vms": vms,
+            "records": records}
+
+
+def _fmt(v: Any) -> str:
+    if v is None or v == []:
+        return "-"
+    if isinstance(v, list):
+        return ", ".join(str(x) for x in v)
+    return str(v).replace("\n", " ")
+
+
+def sentence(rep: Dict[str, Any]) -> str:
+    s = rep["summary"]
+    return (f"Target level {_fmt(s['targets'])}: {s['hosts']} hosts - {s['patched']} patched, "
+            f"{s['already_at_level']} already at the level, {s['failed']} failed. "
+            f"{s['vm_moves']} live moves, {s['vm_moves_failed']} failed, {s['escalations']} escalations; "
+            f"downtime max {_fmt(s['max_downtime_ms'])} ms, mean {_fmt(s['mean_downtime_ms'])} ms.")
+
+
+def tables(rep: Dict[str, Any]) -> List[Any]:
+    """(title, header, rows) of the report's tables, as text cells."""
+    hosts = [[_fmt(h["host"]), h["status"] + (f" ({h['failed_phase']})" if h.get("failed_phase") else ""),
+              _fmt(h["level_before"]), _fmt(h["level_after"])]
+             + [_fmt(h["durations_s"].get(p)) for p in PHASES]
+             + [str(h["vms_out"]), str(h["vms_home"]), _fmt(h["state_after"]), _fmt(h["msg"])]
+             for h in rep["hosts"]]
+    vms = [[_fmt(v["vm"]), _fmt(v["maintenance_of"]), v["direction"], _fmt(v["source"]), _fmt(v["destination"]),
+            _fmt(v["result"]), str(v["attempts"]), _fmt(v["escalations"]), _fmt(v["total_time_s"]),
+            _fmt(v["downtime_ms"])] for v in rep["vms"]]
+    out = [("Hosts", ["host", "status", "level before", "level after"] + [f"{p} s" for p in PHASES]
+            + ["VMs out", "VMs home", "state after", "note"], hosts),
+           ("VM moves", ["VM", "for", "direction", "from", "to", "result", "attempts", "escalations", "time s",
+                         "downtime ms"], vms)]
+    failures = [[_fmt(v["vm"]), _fmt(v["msg"])] for v in rep["vms"] if v["msg"]] + \
+        [[_fmt(h["host"]), _fmt(h["msg"])] for h in rep["hosts"] if h["status"] == "failed"]
+    if failures:
+        out.append(("Failures", ["who", "what happened"], failures))
+    return out
+
+
+def markdown(rep: Dict[str, Any]) -> str:
+    out = [f"# {rep['title']} report", "", sentence(rep)]
+    for title, header, rows in tables(rep):
+        out += ["", f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def _bars(vms: List[Dict[str, Any]], key: str, unit: str, colour: str) -> str:
+    rows = [v for v in vms if v.get(key) is not None and v["result"] in ("moved", "cold_moved")]
+    if not rows:
+        return "<p>No moves.</p>"
+    top = max(v[key] for v in rows) or 1
+    h, w, label = 18, 420, 220
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{label + w + 90}' height='{h * len(rows) + 10}' "
+             f"role='img' aria-label='{html.escape(key)} per VM move'>"]
+    for i, v in enumerate(rows):
+        y = 5 + i * h
+        bw = max(1, int(w * v[key] / top))
+        name = html.escape(f"{v['vm']} {v['direction']} ({v['source']} → {v['destination']})")
+        parts.append(f"<text x='0' y='{y + 13}' font-size='12'>{name}</text>"
+                     f"<rect x='{label}' y='{y + 2}' width='{bw}' height='{h - 5}' fill='{colour}'/>"
+                     f"<text x='{label + bw + 4}' y='{y + 13}' font-size='12'>{v[key]} {unit}</text>")
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def html_page(rep: Dict[str, Any]) -> str:
+    e = html.escape
+    parts = [f"<h1>{e(rep['title'])} report</h1><p>{e(sentence(rep))}</p>"]
+    for title, header, rows in tables(rep):
+        parts.append(f"<h2>{e(title)}</h2><table><tr>" + "".join(f"<th>{e(c)}</th>" for c in header) + "</tr>"
+                     + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows)
+                     + "</table>")
+    parts.append(f"<h2>Downtime per move</h2>{_bars(rep['vms'], 'downtime_ms', 'ms', '#c0392b')}"
+                 f"<h2>Time per move</h2>{_bars(rep['vms'], 'total_time_s', 's', '#2874a6')}")
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>"
+            f"{e(rep['title'])} report</title><style>body{{font-family:sans-serif}}"
+            "td,th{border:1px solid #ccc;padding:2px 6px}table{border-collapse:collapse}</style></head><body>"
+            + "".join(parts) + "</body></html>\n")

@@ -1,0 +1,200 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) fleetmaint.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: host_health
+short_description: Check that a hypervisor is fit to take VMs back (after patching or a reboot)
+version_added: 0.1.0
+description:
+  - Waits until libvirt answers on O(uri) (a patched host may still be rebooting), then checks that the host
+    reports its capabilities (host CPU, memory, a hypervisor), that every autostart network and storage pool is
+    active, and optionally boots a canary VM from O(canary_xml) and sees it keep running.
+  - Fails with a message naming every failed check. Used by the rolling patch role between the patch step and
+    bringing VMs home, so VMs never return to a host that cannot run them.
+author:
+  - fleetmaint.libvirt contributors (@fleetmaint)
+extends_documentation_fragment:
+  - fleetmaint.libvirt.connection
+attributes:
+  check_mode:
+    support: partial
+    description: Can run in check mode.
+    details: Every read-only check runs; the canary VM is not started.
+  diff_mode:
+    support: none
+    description: Changes nothing.
+  platform:
+    support: full
+    platforms: posix
+    description: Runs wherever libvirt-python reaches O(uri).
+options:
+  wait:
+    description: Seconds to wait for libvirt to answer before failing.
+    type: int
+    default: 300
+  require_autostart_active:
+    description: Fail when an autostart network or storage pool is not active.
+    type: bool
+    default: true
+  canary_xml:
+    description:
+      - Domain XML of a canary VM, started as a transient domain (nothing is defined) and destroyed after the
+        check. It passes when it is still running after O(canary_seconds); make the XML destroy the domain on
+        reboot and crash (C(on_reboot) and C(on_crash) C(destroy)) so a failed boot shows.
+      - A domain of the same name must not exist on the host.
+    type: str
+  canary_seconds:
+    description: How long the canary must keep running.
+    type: int
+    default: 10
+'''
+
+EXAMPLES = r'''
+- name: hv1 answers, reports capabilities and boots a canary
+  fleetmaint.libvirt.host_health:
+    uri: qemu+tls://hv1.example.com/system
+    canary_xml: "{{ lookup('ansible.builtin.file', 'canary.xml') }}"
+  delegate_to: localhost
+'''
+
+RETURN = r'''
+healthy:
+  description: Whether every check passed (the task fails otherwise).
+  returned: always
+  type: bool
+checks:
+  description: Each check with C(name), C(ok) and C(detail).
+  returned: always
+  type: list
+  elements: dict
+host:
+  description: Host name, libvirt and hypervisor versions, CPU model, memory (MiB) as the host reports them.
+  returned: when libvirt answered
+  type: dict
+waited_s:
+  description: Seconds spent waiting for libvirt to answer.
+  returned: always
+  type: float
+canary:
+  description: The canary's name, whether it ran, and for how long.
+  returned: when O(canary_xml) is set and not in check mode
+  type: dict
+'''
+
+import time
+import xml.etree.ElementTree as ET
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
+    FleetmaintError, libvirt, libvirt_message, open_uri, redact_uri, run_engine,
+)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_facts import host_facts
+
+
+def _connect(uri: str, wait: int):
+    start = time.monotonic()
+    while True:
+        try:
+            return open_uri(uri), time.monotonic() - start
+        except FleetmaintError as exc:
+            if exc.context.get("step") != "connect" or time.monotonic() - start >= wait:
+                raise FleetmaintError(f"{redact_uri(uri)} is not healthy: {exc.msg} (waited {wait} s)",
+                                      step="health: connect") from exc
+        time.sleep(2)
+
+
+def _autostart_inactive(conn) -> list:
+    bad = []
+    for kind, objs in (("network", conn.listAllNetworks(0)), ("pool", conn.listAllStoragePools(0))):
+        for o in objs:
+            if o.autostart() and not o.isActive():
+                bad.append(f"{kind} {o.name()}")
+    return bad
+
+
+def _canary(conn, xml: str, seconds: int) -> dict:
+    name = ET.fromstring(xml).findtext("name")
+    if not name:
+        raise FleetmaintError("canary_xml has no <name>", step="health: canary")
+    try:
+        conn.lookupByName(name)
+        raise FleetmaintError(f"a domain named '{name}' already exists; the canary needs a name of its own",
+                              step="health: canary")
+    except libvirt.libvirtError:
+        pass
+    start = time.monotonic()
+    try:
+        dom = conn.createXML(xml, 0)
+    except libvirt.libvirtError as exc:
+        return {"name": name, "ok": False, "detail": f"canary {name} did not start: {libvirt_message(exc)}"}
+    try:
+        while time.monotonic() - start < seconds:
+            time.sleep(1)
+            try:
+                state = dom.state()[0]
+            except libvirt.libvirtError:
+                state = None
+            if state != libvirt.VIR_DOMAIN_RUNNING:
+                return {"name": name, "ok": False, "ran_s": round(time.monotonic() - start, 1),
+                        "detail": f"canary {name} stopped after {time.monotonic() - start:.0f} s"}
+        return {"name": name, "ok": True, "ran_s": round(time.monotonic() - start, 1),
+                "detail": f"canary {name} ran {seconds} s"}
+    finally:
+        try:
+            dom.destroy()
+        except libvirt.libvirtError:
+            pass  # already gone (a transient domain vanishes when it stops)
+
+
+def health(p: dict, check_mode: bool = False) -> dict:
+    conn, waited = _connect(p["uri"], p["wait"])
+    checks = [{"name": "libvirt answers", "ok": True, "detail": f"after {waited:.0f} s"}]
+    result = {"changed": False, "waited_s": round(waited, 1)}
+    try:
+        try:
+            h = host_facts(conn, redact_uri(p["uri"]))
+            ok = bool(h["cpu"].get("arch")) and bool(h["guests"]) and h["memory_total_mib"] > 0
+            keys = ("hostname", "libvirt_version", "hypervisor", "hypervisor_version", "memory_total_mib")
+            result["host"] = {k: h.get(k) for k in keys}
+            result["host"]["cpu_model"] = h["cpu"].get("model")
+            checks.append({"name": "capabilities", "ok": ok,
+                           "detail": f"{len(h['guests'])} guest types, arch {h['cpu'].get('arch')}"})
+        except FleetmaintError as exc:
+            checks.append({"name": "capabilities", "ok": False, "detail": exc.msg})
+        if p["require_autostart_active"]:
+            bad = _autostart_inactive(conn)
+            checks.append({"name": "autostart networks and pools active", "ok": not bad,
+                           "detail": ("inactive: " + ", ".join(bad)) if bad else "all active"})
+        if p["canary_xml"] and not check_mode:
+            c = _canary(conn, p["canary_xml"], p["canary_seconds"])
+            result["canary"] = c
+            checks.append({"name": "canary boots", "ok": c["ok"], "detail": c["detail"]})
+    finally:
+        conn.close()
+    result["checks"] = checks
+    result["healthy"] = all(c["ok"] for c in checks)
+    if not result["healthy"]:
+        raise FleetmaintError(f"{redact_uri(p['uri'])} is not healthy: " + "; ".join(
+            f"{c['name']}: {c['detail']}" for c in checks if not c["ok"]), step="health", result=result)
+    result["msg"] = f"{redact_uri(p['uri'])} is healthy ({len(checks)} checks)"
+    return result
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=dict(uri=dict(type="str", default="qemu:///system"),
+                                              wait=dict(type="int", default=300),
+                                              require_autostart_active=dict(type="bool", default=True),
+                                              canary_xml=dict(type="str"),
+                                              canary_seconds=dict(type="int", default=10)),
+                           supports_check_mode=True)
+    run_engine(module, health)
+
+
+if __name__ == "__main__":
+    main()

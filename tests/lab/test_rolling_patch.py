@@ -1,0 +1,169 @@
+"""The rolling patch on the lab: every host evacuated live, patched (libvirtd restarted), checked and refilled."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, wait_for
+
+VMS = {"rp-a": ("lab1", 160, "shared", 32), "rp-b": ("lab1", 128, "local", 0), "rp-c": ("lab2", 128, "shared", 0),
+       "rp-d": ("lab2", 96, "local", 0), "rp-e": ("lab3", 128, "shared", 0)}
+LAB_PATCH = str(REPO / "roles" / "rolling_patch" / "tasks" / "patch_lab.yml")
+FAIL_PATCH = str(REPO / "tests" / "lab" / "playbooks" / "patch_fail.yml")
+
+
+@pytest.fixture(scope="module")
+def fleet(lab):
+    for name, (host, mem, disk, dirty) in VMS.items():
+        extra = ["--dirty-mb", str(dirty), "--dirty-rate", "10"] if dirty else []
+        lab.ctl("vm", "create", name, "--host", host, "--memory", str(mem), "--disk", disk, *extra)
+    wait_for(lambda: all(lab.marker(n)["intact"] for n in VMS), 90, what="guests to write markers")
+    yield list(VMS)
+    for name in VMS:
+        lab.ctl("vm", "delete", name, check=False)
+
+
+def levels(lab) -> dict:
+    """Each host's recorded patch level, read through libvirt as any controller would."""
+    out = {}
+    for h in ("lab1", "lab2", "lab3"):
+        uuid = next((ln.split()[0] for ln in lab.virsh(h, "secret-list").stdout.splitlines()
+                     if "fleetmaint-patch-level" in ln), None)
+        out[h] = json.loads(lab.virsh(h, "secret-dumpxml", uuid).stdout.split("<description>")[1]
+                            .split("</description>")[0].replace("&quot;", '"'))["level"] if uuid else None
+    return out
+
+
+def in_maintenance(lab, host) -> bool:
+    return "fleetmaint-maintenance" in lab.virsh(host, "secret-list").stdout
+
+
+def all_home(lab, vms) -> None:
+    where = lab.invariant(vms)
+    assert where == {v: VMS[v][0] for v in vms}, where
+    assert all(lab.marker(v)["intact"] for v in vms)
+
+
+def rolling_patch(lab, tmp_path, level, **extra):
+    report = tmp_path / f"report-{level}"
+    args = dict(rolling_patch_target_level=level, rolling_patch_tasks=LAB_PATCH, rolling_patch_copy_storage="all",
+                rolling_patch_memory_headroom=256, rolling_patch_report_dir=str(report))
+    res = lab.playbook("playbooks/rolling_patch.yml", check=False, **dict(args, **extra))
+    rep = json.loads((report / "report.json").read_text()) if (report / "report.json").exists() else None
+    return res, rep, report
+
+
+def test_rolling_patch_patches_every_host_and_brings_every_vm_home(lab, fleet, tmp_path):
+    res, rep, report = rolling_patch(lab, tmp_path, "L1", rolling_patch_canary_xml="{{ fleetmaint_lab_canary_xml }}")
+    assert res.returncode == 0, res.stdout[-5000:]
+    assert levels(lab) == {"lab1": "L1", "lab2": "L1", "lab3": "L1"}
+    assert not any(in_maintenance(lab, h) for h in ("lab1", "lab2", "lab3"))
+    all_home(lab, fleet)
+    # The lab patch step really restarted each libvirtd and recorded the level on the host.
+    for h in ("lab1", "lab2", "lab3"):
+        assert (Path(lab.status()["state_dir"]) / "hosts" / h / "patch-level").read_text().strip() == "L1"
+    # The report: every host patched, every VM out and home, with timings and downtime; three formats.
+    assert rep["summary"]["patched"] == 3 and rep["summary"]["failed"] == 0
+    moves = {(v["vm"], v["direction"]) for v in rep["vms"] if v["result"] == "moved"}
+    assert moves == {(v, d) for v in fleet for d in ("out", "home")}
+    assert all(v["downtime_ms"] is not None and v["total_time_s"] is not None for v in rep["vms"])
+    assert all(set(h["durations_s"]) >= {"preflight", "evacuate", "patch", "health", "restore"} for h in rep["hosts"])
+    assert all(any(c["name"] == "canary boots" and c["ok"] for c in r["health"]) for r in rep["records"])
+    md = (report / "report.md").read_text()
+    assert "| rp-a | lab1 | out | lab1 |" in md and "3 patched" in md
+    assert "<svg" in (report / "report.html").read_text()
+    assert str(report / "report.md") in res.stdout, "the report's path is printed at the end of the run"
+
+    # Idempotent: a second run at the same level skips every host and moves nothing (a VM that moved
+    # away and back would have a new domain id).
+    ids = {v: lab.virsh(VMS[v][0], "domid", v).stdout.strip() for v in fleet}
+    res2, rep2, _report2 = rolling_patch(lab, tmp_path, "L1")
+    assert res2.returncode == 0, res2.stdout[-3000:]
+    assert {v: lab.virsh(VMS[v][0], "domid", v).stdout.strip() for v in fleet} == ids
+    assert "host_evacuate : Evacuate the host" not in res2.stdout
+    assert rep2["summary"]["patched"] == 3 and all(r.get("rechecked") for r in rep2["records"]), \
+        "hosts already at the level keep their record, marked as re-checked"
+    all_home(lab, fleet)
+
+
+def test_failed_patch_stops_leaves_host_empty_in_maintenance_then_resume_finishes(lab, fleet, tmp_path):
+    before = levels(lab)
+    res, rep, report = rolling_patch(lab, tmp_path, "L2", rolling_patch_tasks=FAIL_PATCH,
+                                     rolling_patch_fail_host="lab2", rolling_patch_lab_tasks=LAB_PATCH)
+    assert res.returncode != 0
+    assert "lab2: patch failed (test patch step failed on lab2 on purpose)" in res.stdout
+    assert "maintenance, empty" in res.stdout and str(report / "report.md") in res.stdout
+    # Stopped at lab2 (serial 1, max_fail_percentage 0): lab1 done, lab3 never started.
+    assert levels(lab) == {"lab1": "L2", "lab2": before["lab2"], "lab3": before["lab3"]}
+    assert in_maintenance(lab, "lab2") and not in_maintenance(lab, "lab3")
+    where = lab.invariant(fleet)  # never lost, never twice
+    assert "lab2" not in where.values(), "the failed host is left empty"
+    assert all(lab.marker(v)["intact"] for v in fleet)
+    hosts = {h["host"]: h for h in rep["hosts"]}
+    assert hosts["lab2"]["status"] == "failed" and hosts["lab2"]["failed_phase"] == "patch"
+    assert hosts["lab2"]["state_after"] == "maintenance, empty"
+    assert hosts["lab1"]["status"] == "patched" and "lab3" not in hosts
+
+    # Resume: the same run with a working patch step skips lab1 and finishes lab2 and lab3.
+    res2, rep2, _report2 = rolling_patch(lab, tmp_path, "L2")
+    assert res2.returncode == 0, res2.stdout[-5000:]
+    assert levels(lab) == {"lab1": "L2", "lab2": "L2", "lab3": "L2"}
+    assert not any(in_maintenance(lab, h) for h in ("lab1", "lab2", "lab3"))
+    all_home(lab, fleet)
+    lab1 = [r for r in rep2["records"] if r["host"] == "lab1"][0]
+    assert lab1["status"] == "patched" and lab1.get("rechecked"), "lab1 was skipped, its first record kept"
+    lab2 = [r for r in rep2["records"] if r["host"] == "lab2"][0]
+    assert lab2["status"] == "patched" and lab2["level_before"] == before["lab2"]
+    assert [v["vm"] for v in rep2["vms"] if v["maintenance_of"] == "lab2" and v["direction"] == "out"] == [], \
+        "lab2 was already empty when the run resumed"
+    assert {v["vm"] for v in rep2["vms"] if v["maintenance_of"] == "lab2" and v["direction"] == "home"} == \
+        {"rp-c", "rp-d"}
+
+
+def test_on_failure_continue_goes_on_and_fails_at_the_end(lab, fleet, tmp_path):
+    before = levels(lab)
+    res, rep, _report = rolling_patch(lab, tmp_path, "L3", rolling_patch_tasks=FAIL_PATCH,
+                                      rolling_patch_fail_host="lab1", rolling_patch_lab_tasks=LAB_PATCH,
+                                      rolling_patch_on_failure="continue")
+    assert res.returncode != 0
+    assert "rolling patch failed on lab1; see the report" in res.stdout
+    assert levels(lab) == {"lab1": before["lab1"], "lab2": "L3", "lab3": "L3"}
+    assert {h["host"]: h["status"] for h in rep["hosts"]} == {"lab1": "failed", "lab2": "patched", "lab3": "patched"}
+    where = lab.invariant(fleet)
+    assert "lab1" not in where.values() and in_maintenance(lab, "lab1")
+    # Put lab1 back the way an operator would: the restore playbook.
+    lab.playbook("playbooks/restore_host.yml", host="lab1", host_restore_copy_storage="all")
+    assert not in_maintenance(lab, "lab1")
+    all_home(lab, fleet)
+
+
+def test_rolling_patch_through_ansible_runner_as_awx_runs_it(lab, fleet, tmp_path):
+    """A private data dir, an inventory, extra vars: what an AWX job template hands ansible-runner."""
+    import ansible_runner  # pylint: disable=import-outside-toplevel
+
+    pdd = tmp_path / "pdd"
+    (pdd / "inventory").mkdir(parents=True)
+    shutil.copytree(REPO / "playbooks", pdd / "project")
+    shutil.copy(lab.inventory, pdd / "inventory" / "hosts.yml")
+    report = tmp_path / "runner-report"
+    run = ansible_runner.run(
+        private_data_dir=str(pdd), playbook="rolling_patch.yml", quiet=True,
+        extravars={"rolling_patch_target_level": "L4", "rolling_patch_tasks": LAB_PATCH,
+                   "rolling_patch_copy_storage": "all", "rolling_patch_memory_headroom": 256,
+                   "rolling_patch_report_dir": str(report)},
+        envvars={"ANSIBLE_COLLECTIONS_PATH": os.environ.get("ANSIBLE_COLLECTIONS_PATH", "")})
+    assert run.status == "successful", run.stdout.read()[-5000:]
+    assert levels(lab) == {"lab1": "L4", "lab2": "L4", "lab3": "L4"}
+    all_home(lab, fleet)
+    events = list(run.events)
+    ok = [e for e in events if e.get("event") == "runner_on_ok"]
+    assert any(e["event_data"].get("task_action") == "fleetmaint.libvirt.host_evacuate" for e in ok)
+    assert any(e["event_data"].get("task_action") == "fleetmaint.libvirt.host_restore" for e in ok)
+    assert any("live_migrate rp-a:" in e.get("stdout", "") for e in events), "progress lines are job events"
+    assert list((pdd / "artifacts").glob("*/job_events/*.json")), "job events are in the artifacts"
+    assert json.loads((report / "report.json").read_text())["summary"]["patched"] == 3

@@ -1,0 +1,87 @@
+"""The maintenance report from per-host records (pure)."""
+
+from html.parser import HTMLParser
+
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils import report
+
+
+def attempt(ok, why, total_ms=None, downtime_ms=None, msg="done"):
+    return {"ok": ok, "why": why, "msg": msg, "metrics": {"total_time_ms": total_ms, "downtime_ms": downtime_ms}}
+
+
+RECORDS = [
+    {"host": "hv1", "target_level": "2026-11", "level_before": "2026-10", "level_after": "2026-11",
+     "status": "patched", "state_after": "in service",
+     "marks": [["preflight", 100.0], ["evacuate", 102.0], ["patch", 110.5], ["health", 140.0], ["restore", 145.0],
+               ["end", 150.0]],
+     "evacuate": {"totals": {"moved": 2, "cold_moved": 0}, "vms": [
+         {"vm": "web1", "source": "hv1", "destination": "hv2", "result": "moved",
+          "attempts": [attempt(False, "pre-copy with the downtime ladder", msg="timeout"),
+                       attempt(True, "auto-converge (vCPU throttling)", 8400, 120)]},
+         {"vm": "db1", "source": "hv1", "destination": "hv3", "result": "moved",
+          "attempts": [attempt(True, "pre-copy with the downtime ladder", 2100, 40)]}]},
+     "restore": {"totals": {"moved": 2}, "vms": [
+         {"vm": "web1", "source": "hv2", "destination": "hv1", "result": "moved",
+          "attempts": [attempt(True, "pre-copy with the downtime ladder", 1900, 30)]},
+         {"vm": "db1", "source": "hv3", "destination": "hv1", "result": "moved",
+          "attempts": [attempt(True, "pre-copy with the downtime ladder", 2000, 35)]}]}},
+    {"host": "hv2", "target_level": "2026-11", "level_before": "2026-10", "level_after": "2026-10",
+     "status": "failed", "failed_phase": "patch", "msg": "apt failed | badly", "state_after": "maintenance, empty",
+     "marks": [["preflight", 200.0], ["evacuate", 201.0], ["patch", 205.0], ["end", 206.0]],
+     "evacuate": {"totals": {"moved": 0}, "vms": [
+         {"vm": "app1", "source": "hv2", "destination": "hv3", "result": "failed", "msg": "no progress",
+          "attempts": [attempt(False, "pre-copy with the downtime ladder", msg="no progress")]}]}},
+]
+
+
+def test_phase_durations_until_the_next_mark():
+    want = {"preflight": 2.0, "evacuate": 8.5, "patch": 29.5, "health": 5.0, "restore": 5.0}
+    assert report.phase_durations(RECORDS[0]["marks"]) == want
+    assert report.phase_durations([["preflight", 1.0]]) == {}
+
+
+def test_vm_rows_take_the_successful_attempt_and_list_escalations():
+    rows = report.vm_rows(RECORDS)
+    web1_out = next(r for r in rows if r["vm"] == "web1" and r["direction"] == "out")
+    assert web1_out["attempts"] == 2 and web1_out["escalations"] == ["auto-converge (vCPU throttling)"]
+    assert web1_out["total_time_s"] == 8.4 and web1_out["downtime_ms"] == 120 and web1_out["msg"] is None
+    app1 = next(r for r in rows if r["vm"] == "app1")
+    assert app1["result"] == "failed" and app1["msg"] == "no progress"
+
+
+def test_build_summary_counts_and_downtime():
+    rep = report.build(list(reversed(RECORDS)))
+    s = rep["summary"]
+    assert (s["hosts"], s["patched"], s["failed"], s["already_at_level"]) == (2, 1, 1, 0)
+    assert s["vm_moves"] == 4 and s["vm_moves_failed"] == 1 and s["escalations"] == 1
+    assert s["max_downtime_ms"] == 120 and s["mean_downtime_ms"] == 56.2
+    assert [h["host"] for h in rep["hosts"]] == ["hv1", "hv2"], "hosts in the order they started"
+
+
+def test_markdown_tables_escape_pipes_and_list_failures():
+    md = report.markdown(report.build(RECORDS))
+    assert "| hv2 | failed (patch) | 2026-10 | 2026-10 |" in md
+    assert "apt failed \\| badly" in md
+    assert "| web1 | hv1 | out | hv1 | hv2 | moved | 2 | auto-converge (vCPU throttling) | 8.4 | 120 |" in md
+    assert "## Failures" in md
+    failures = md.split("## Failures", maxsplit=1)[1]
+    assert "| hv2 | apt failed \\| badly |" in failures and "| app1 | no progress |" in failures
+
+
+def test_html_is_well_formed_and_charts_every_move():
+    page = report.html_page(report.build(RECORDS))
+    stack = []
+
+    class P(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag not in ("meta", "rect"):
+                stack.append(tag)
+
+        def handle_endtag(self, tag):
+            if tag == "rect":
+                return
+            assert stack and stack.pop() == tag, f"unbalanced </{tag}>"
+
+    P().feed(page)
+    assert stack == []
+    assert page.count("<rect") == 8, "4 moves x (downtime, time)"
