@@ -76,6 +76,8 @@ sanity: deps sync
 
 lint: deps collection
 	ansible-lint --offline playbooks/ roles/ molecule/
+	rm -rf $(BUILD)/ee && ansible-builder create -f execution-environment.yml -c $(BUILD)/ee >/dev/null
+	@echo "execution-environment.yml: build context written to $(BUILD)/ee"
 	antsibull-changelog lint
 
 lab-up: apt collection
@@ -93,7 +95,7 @@ integration: deps collection
 
 # Molecule scenarios for the roles, each against a lab of its own (127.0.0.32-34).
 molecule: deps collection
-	for s in host_evacuate host_restore; do molecule test -s $$s || exit 1; done
+	for s in host_evacuate host_restore rolling_patch; do molecule test -s $$s || exit 1; done
 
 test: deps unit sanity lint integration molecule
 	@echo "make test: all suites passed"

@@ -69,8 +69,7 @@ def host_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
             "level_before": rec.get("level_before"), "level_after": rec.get("level_after"),
             "state_after": rec.get("state_after"), "durations_s": durations,
             "vms_out": ev.get("moved", 0) + ev.get("cold_moved", 0), "vms_home": rs.get("moved", 0),
-            "msg": rec.get("msg") or ("at the level already when the run was repeated" if rec.get("rechecked")
-                                      else None),
+            "msg": rec.get("msg"),
         })
     return rows
 

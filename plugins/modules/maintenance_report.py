@@ -14,7 +14,8 @@ description:
   - Keeps one record per host in O(path)C(/hosts/) and renders the whole report from them, as
     C(report.json), C(report.md) and C(report.html) (tables, and bar charts of downtime and time per VM move).
   - The rolling patch role calls it after each host, finished or failed, so the report is current even when a
-    run stops half-way; a re-run that finds a host already at the target level keeps that host's earlier record.
+    run stops half-way; a re-run that finds a host already at the target level keeps that host's earlier record
+    unchanged (so a repeated run changes nothing).
   - Runs where the report is written (usually the controller, with C(delegate_to=localhost)). Records are
     written atomically and rendering holds a lock, so hosts of one batch can report at the same time.
 author:
@@ -130,7 +131,7 @@ def main() -> None:
             keep = (old is not None and rec.get("status") == "already_at_level"
                     and old.get("status") == "patched" and old.get("target_level") == rec.get("target_level"))
             if keep:
-                rec = dict(old, rechecked=(rec.get("marks") or [[None, None]])[0][1])
+                rec = old  # the run that patched it tells more than 'already there'; and re-runs change nothing
             records = [r for r in records if r.get("host") != rec["host"]] + [rec]
             text = json.dumps(rec, indent=1, sort_keys=True, default=str)
             changed = old is None or json.dumps(old, indent=1, sort_keys=True, default=str) != text

@@ -25,8 +25,11 @@ def test_report_keeps_the_record_of_a_host_found_already_at_the_level(run_module
     run_module({"path": str(tmp_path), "record": rec("hv1", "patched")}, maintenance_report)
     r = run_module({"path": str(tmp_path), "record": rec("hv1", "already_at_level", t=500.0)}, maintenance_report)
     saved = json.loads((tmp_path / "hosts" / "hv1.json").read_text())
-    assert saved["status"] == "patched" and saved["rechecked"] == 500.0
+    assert saved == rec("hv1", "patched") and r["changed"] is False
     assert r["summary"]["patched"] == 1 and r["summary"]["already_at_level"] == 0
+    # A host found at the level with no earlier record is recorded as such.
+    r = run_module({"path": str(tmp_path), "record": rec("hv2", "already_at_level")}, maintenance_report)
+    assert r["changed"] is True and r["summary"]["already_at_level"] == 1
 
 
 def test_report_check_mode_writes_nothing(run_module, tmp_path):
