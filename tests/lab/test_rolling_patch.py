@@ -169,3 +169,13 @@ def test_rolling_patch_through_ansible_runner_as_awx_runs_it(lab, fleet, tmp_pat
     assert any("live_migrate rp-a:" in e.get("stdout", "") for e in events), "progress lines are job events"
     assert list((pdd / "artifacts").glob("*/job_events/*.json")), "job events are in the artifacts"
     assert json.loads((report / "report.json").read_text())["summary"]["patched"] == 3
+
+
+def test_batches_of_two_evacuate_onto_the_rest_of_the_fleet_only(lab, fleet, tmp_path):
+    res, rep, _report = rolling_patch(lab, tmp_path, "L5", rolling_patch_serial=2)
+    assert res.returncode == 0, res.stdout[-5000:]
+    assert levels(lab) == {"lab1": "L5", "lab2": "L5", "lab3": "L5"}
+    all_home(lab, fleet)
+    # lab1 and lab2 were emptied together: none of their VMs may have gone to the other one.
+    outs = [v for v in rep["vms"] if v["direction"] == "out" and v["maintenance_of"] in ("lab1", "lab2")]
+    assert outs and all(v["destination"] == "lab3" for v in outs), outs
