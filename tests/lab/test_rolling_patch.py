@@ -179,3 +179,23 @@ def test_batches_of_two_evacuate_onto_the_rest_of_the_fleet_only(lab, fleet, tmp
     # lab1 and lab2 were emptied together: none of their VMs may have gone to the other one.
     outs = [v for v in rep["vms"] if v["direction"] == "out" and v["maintenance_of"] in ("lab1", "lab2")]
     assert outs and all(v["destination"] == "lab3" for v in outs), outs
+
+
+def test_preflight_evacuate_and_restore_playbooks(lab, fleet):
+    # Local disks without copy_storage: preflight says which hosts cannot be emptied, and why; nothing moves.
+    ids = {v: lab.virsh(VMS[v][0], "domid", v).stdout.strip() for v in fleet}
+    res = lab.playbook("playbooks/preflight.yml", check=False, rolling_patch_memory_headroom=256)
+    assert res.returncode != 0
+    assert "cannot empty lab1, lab2:" in res.stdout and "rp-b's disk vda" in res.stdout
+    assert {v: lab.virsh(VMS[v][0], "domid", v).stdout.strip() for v in fleet} == ids
+    assert lab.playbook("playbooks/preflight.yml", check=False, rolling_patch_memory_headroom=256,
+                        rolling_patch_copy_storage="all").returncode == 0
+    # Empty lab1 with the playbook, then bring its VMs home with the other.
+    res = lab.playbook("playbooks/evacuate_host.yml", host="lab1", host_evacuate_copy_storage="all",
+                       host_evacuate_memory_headroom=256)
+    assert "lab1: moved 2 of 2 VMs live" in res.stdout
+    assert in_maintenance(lab, "lab1") and "lab1" not in lab.invariant(fleet).values()
+    res = lab.playbook("playbooks/restore_host.yml", host="lab1", host_restore_copy_storage="all")
+    assert "lab1: brought 2 VMs home" in res.stdout
+    assert not in_maintenance(lab, "lab1")
+    all_home(lab, fleet)
