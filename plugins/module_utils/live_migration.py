@@ -22,7 +22,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-    FleetmaintError, connection, libvirt, libvirt_message, redact_uri,
+    FleetmaintError, connection, libvirt, libvirt_message, open_uri, redact_uri,
 )
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import (
     METADATA_NS, METADATA_PREFIX, build_metadata, parse_domain,
@@ -230,6 +230,59 @@ class _Runner:
             self.done.set()
 
 
+CONTROL_TIMEOUT_S = 30.0
+
+
+class ControlStuck(Exception):
+    """A job-control call did not return in time."""
+
+
+class _Control:
+    """Watch and steer the migration job on a connection of its own, each call bounded in time.
+
+    The migration call occupies the source connection for the whole migration. Polling and steering
+    it over that same connection once hung in the lab: a call was never answered, so the timeout and
+    the abort it should trigger never happened. Here every call runs on a separate connection and is
+    abandoned after ``timeout`` seconds (ControlStuck); the next call opens a fresh connection.
+    """
+
+    def __init__(self, uri: str, uuid: str, timeout: float = 30.0) -> None:
+        self.uri, self.uuid, self.timeout = uri, uuid, timeout
+        self.conn: Any = None
+        self.dom: Any = None
+
+    def call(self, method: str, *args: Any) -> Any:
+        if self.dom is None:
+            self.conn = open_uri(self.uri)
+            self.dom = self.conn.lookupByUUIDString(self.uuid)
+        dom, box = self.dom, {}
+
+        def run() -> None:
+            try:
+                box["value"] = getattr(dom, method)(*args)
+            except BaseException as exc:  # pylint: disable=broad-except
+                box["error"] = exc
+
+        th = threading.Thread(target=run, name=f"fleetmaint-control-{method}", daemon=True)
+        th.start()
+        th.join(self.timeout)
+        if th.is_alive():
+            # Leave the connection to its stuck thread (closing it could block too); reconnect next time.
+            self.conn = self.dom = None
+            raise ControlStuck(f"{method} did not return within {self.timeout:g} s")
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:  # pylint: disable=broad-except
+                pass
+            self.conn = self.dom = None
+
+
 def migrate(p: Dict[str, Any], check_mode: bool = False, progress: Optional[ProgressFn] = None) -> Dict[str, Any]:
     """Do (or in check mode, plan) one live migration. Returns the result dict; raises FleetmaintError."""
     validate_options(p)
@@ -416,7 +469,20 @@ def _run(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, peer_uri: str, fl
     event("start", destination=ctx["destination"])
     runner.thread.start()
 
+    ctl = _Control(p["uri"], sdom.UUIDString(), CONTROL_TIMEOUT_S)
+    try:
+        return _watch(p, sdom, sconn, dconn, runner, ctl, ladder, result, ctx, event, t0, progress)
+    finally:
+        ctl.close()
+
+
+def _watch(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, runner: _Runner, ctl: _Control,
+           ladder: List[Tuple[float, int]], result: Dict[str, Any], ctx: Dict[str, Any],
+           event: Callable[..., None], t0: float, progress: Optional[ProgressFn]) -> Dict[str, Any]:
+    name = ctx["vm"]
+    events: List[Dict[str, Any]] = result["events"]
     last: Optional[Dict[str, Any]] = None
+    abort_at: Optional[float] = None
     postcopy_used = suspended = False
     throttle_max = 0
     ladder_i = 0
@@ -427,10 +493,21 @@ def _run(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, peer_uri: str, fl
     aborted_reason: Optional[str] = None
     while not runner.done.wait(p["poll_interval"]):
         elapsed = time.monotonic() - t0
+        if aborted_reason and abort_at is not None and time.monotonic() - abort_at > 10:
+            # An abort that did not take (or a control call that got stuck): ask again.
+            abort_at = time.monotonic()
+            try:
+                ctl.call("abortJob")
+                event("abort", why="retry")
+            except (libvirt.libvirtError, ControlStuck, FleetmaintError) as exc:
+                event("control_error", error=str(exc))
         try:
-            st = sdom.jobStats(0)
+            st = ctl.call("jobStats", 0)
         except libvirt.libvirtError:
             continue  # the job just ended, or the domain left the source
+        except (ControlStuck, FleetmaintError) as exc:
+            event("control_error", error=str(exc))
+            continue
         if st.get("type", 0) == 0 or not st.get("data_total"):
             continue  # no job, or a cancelled job's empty record: keep the last real sample
         last = st
@@ -446,11 +523,11 @@ def _run(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, peer_uri: str, fl
                       "throttle": st.get("auto_converge_throttle")})
         try:
             while ladder_i < len(ladder) and elapsed >= ladder[ladder_i][0]:
-                sdom.migrateSetMaxDowntime(ladder[ladder_i][1], 0)
+                ctl.call("migrateSetMaxDowntime", ladder[ladder_i][1], 0)
                 event("downtime", downtime_ms=ladder[ladder_i][1])
                 ladder_i += 1
             if p["postcopy"] == "immediate" and not postcopy_used:
-                sdom.migrateStartPostCopy(0)
+                ctl.call("migrateStartPostCopy", 0)
                 postcopy_used, phase = True, "postcopy"
                 event("postcopy", why="postcopy=immediate")
             if p.get("timeout") and elapsed >= p["timeout"] and not timed_out and not postcopy_used:
@@ -458,27 +535,31 @@ def _run(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, peer_uri: str, fl
                 action = effective_timeout_action(p)
                 event("timeout", after_s=p["timeout"], action=action, data_remaining=remaining)
                 if action == "postcopy":
-                    sdom.migrateStartPostCopy(0)
+                    ctl.call("migrateStartPostCopy", 0)
                     postcopy_used, phase = True, "postcopy"
                     event("postcopy", why="timeout")
                 elif action == "suspend":
-                    sdom.suspend()
+                    ctl.call("suspend")
                     suspended = True
                     event("suspend", why="timeout")
                 else:
                     aborted_reason = (f"timeout after {p['timeout']} s with {remaining} bytes remaining "
                                       f"(dirty rate {st.get('memory_dirty_rate')} pages/s, "
                                       f"throughput {st.get('memory_bps')} B/s)")
-                    sdom.abortJob()
+                    abort_at = time.monotonic()
+                    ctl.call("abortJob")
                     event("abort", why="timeout")
             if p.get("progress_timeout") and not postcopy_used and not aborted_reason and not suspended \
                     and time.monotonic() - best_at >= p["progress_timeout"]:
                 aborted_reason = (f"no progress for {p['progress_timeout']} s: remaining data stayed above "
                                   f"{best_remaining} bytes")
-                sdom.abortJob()
+                abort_at = time.monotonic()
+                ctl.call("abortJob")
                 event("abort", why="progress_timeout")
         except libvirt.libvirtError as exc:
             event("control_error", error=libvirt_message(exc))
+        except (ControlStuck, FleetmaintError) as exc:
+            event("control_error", error=str(exc))
     wall_ms = int((time.monotonic() - t0) * 1000)
 
     if runner.error is not None:

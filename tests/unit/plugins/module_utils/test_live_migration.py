@@ -85,3 +85,41 @@ def test_metrics_prefer_destination_completed_job():
     # A source sample predates the end, and its 'downtime' is the configured limit, not a measurement.
     assert m["source"] == "source_last_sample" and m["total_time_ms"] == 1200 and m["downtime_ms"] is None
     assert m["postcopy_used"] is True and m["auto_converge_throttle"] == 30
+
+
+def test_control_calls_run_on_their_own_connection():
+    pytest.importorskip("libvirt")
+    ctl = lm._Control("test:///default", "6695eb01-f6a4-8304-79aa-97f2502e193f", timeout=5)
+    try:
+        assert ctl.call("name") == "test"
+        first = ctl.conn
+        assert ctl.call("isActive") == 1 and ctl.conn is first, "one control connection, reused"
+    finally:
+        ctl.close()
+    assert ctl.conn is None
+
+
+def test_a_stuck_control_call_is_abandoned_and_the_next_one_reconnects():
+    import threading
+    import time
+
+    release = threading.Event()
+
+    class StuckDom:
+        def jobStats(self, _flags):
+            release.wait(10)
+            return {}
+
+    ctl = lm._Control("test:///default", "6695eb01-f6a4-8304-79aa-97f2502e193f", timeout=0.2)
+    ctl.conn, ctl.dom = object(), StuckDom()
+    t = time.monotonic()
+    with pytest.raises(lm.ControlStuck, match="jobStats did not return within 0.2 s"):
+        ctl.call("jobStats", 0)
+    assert time.monotonic() - t < 2
+    assert ctl.dom is None and ctl.conn is None
+    release.set()
+    pytest.importorskip("libvirt")
+    try:
+        assert ctl.call("name") == "test", "a fresh connection after a stuck call"
+    finally:
+        ctl.close()
