@@ -104,8 +104,9 @@ demo: deps collection lab-up
 	bash lab/demo.sh
 
 # Benchmarks write bench/results/; they are measurements, never pass/fail tests.
-bench: deps sync
+bench: deps collection sync
 	PYTHONPATH=$(BUILD)/src python bench/plan_scale.py
+	python bench/evacuate_vs_naive.py
 
 clean: lab-down
 	rm -rf $(BUILD)

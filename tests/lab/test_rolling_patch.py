@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -69,7 +70,8 @@ def test_rolling_patch_patches_every_host_and_brings_every_vm_home(lab, fleet, t
         assert (Path(lab.status()["state_dir"]) / "hosts" / h / "patch-level").read_text().strip() == "L1"
     # The report: every host patched, every VM out and home, with timings and downtime; three formats.
     assert rep["summary"]["patched"] == 3 and rep["summary"]["failed"] == 0
-    moves = {(v["vm"], v["direction"]) for v in rep["vms"] if v["result"] == "moved"}
+    # (VMs other test modules left on the shared test lab move too; only ours are asserted on.)
+    moves = {(v["vm"], v["direction"]) for v in rep["vms"] if v["result"] == "moved" and v["vm"] in fleet}
     assert moves == {(v, d) for v in fleet for d in ("out", "home")}
     assert all(v["downtime_ms"] is not None and v["total_time_s"] is not None for v in rep["vms"])
     assert all(set(h["durations_s"]) >= {"preflight", "evacuate", "patch", "health", "restore"} for h in rep["hosts"])
@@ -186,16 +188,17 @@ def test_preflight_evacuate_and_restore_playbooks(lab, fleet):
     ids = {v: lab.virsh(VMS[v][0], "domid", v).stdout.strip() for v in fleet}
     res = lab.playbook("playbooks/preflight.yml", check=False, rolling_patch_memory_headroom=256)
     assert res.returncode != 0
-    assert "cannot empty lab1, lab2:" in res.stdout and "rp-b's disk vda" in res.stdout
+    assert "cannot empty lab1, lab2" in res.stdout
+    assert "rp-b's disk vda" in res.stdout and "rp-d's disk vda" in res.stdout
     assert {v: lab.virsh(VMS[v][0], "domid", v).stdout.strip() for v in fleet} == ids
     assert lab.playbook("playbooks/preflight.yml", check=False, rolling_patch_memory_headroom=256,
                         rolling_patch_copy_storage="all").returncode == 0
     # Empty lab1 with the playbook, then bring its VMs home with the other.
     res = lab.playbook("playbooks/evacuate_host.yml", host="lab1", host_evacuate_copy_storage="all",
                        host_evacuate_memory_headroom=256)
-    assert "lab1: moved 2 of 2 VMs live" in res.stdout
+    assert re.search(r"lab1: moved (\d+) of \1 VMs live .*; the host is empty of running VMs", res.stdout)
     assert in_maintenance(lab, "lab1") and "lab1" not in lab.invariant(fleet).values()
     res = lab.playbook("playbooks/restore_host.yml", host="lab1", host_restore_copy_storage="all")
-    assert "lab1: brought 2 VMs home" in res.stdout
+    assert re.search(r"lab1: brought \d+ VMs home", res.stdout)
     assert not in_maintenance(lab, "lab1")
     all_home(lab, fleet)

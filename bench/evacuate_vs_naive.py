@@ -1,0 +1,220 @@
+"""Evacuation against the naive loop operators write today, measured side by side in one run on a lab.
+
+Not a test: numbers only. Brings up a lab of its own (127.0.0.42-44, state in
+/var/tmp/fleetmaint-lab-bench), then:
+
+1. makespan - the same VMs on lab1 emptied (a) by a sequential loop of
+   ``virsh migrate --live --p2p --persistent --undefinesource`` to lab2, and (b) by
+   ``playbooks/evacuate_host.yml`` (host_evacuate: planned, concurrent, checked). Wall time of each,
+   the ratio, per-VM downtime of both; for (b) also the engine's own time, so Ansible's overhead per
+   VM shows.
+2. convergence - one VM dirtying memory faster than a bandwidth cap: the naive loop gives up at a
+   deadline (``virsh migrate --timeout`` then abort), host_evacuate escalates (downtime ladder,
+   auto-converge, post-copy). Completed or not, time, downtime.
+3. estimate accuracy - the planner's predicted time and downtime for each move against what was measured.
+
+Writes bench/results/evacuate_vs_naive.json and bench/results/evacuate_vs_naive.md.
+
+    python bench/evacuate_vs_naive.py [--vms 6] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+STATE = "/var/tmp/fleetmaint-lab-bench"
+LABCTL = [sys.executable, str(REPO / "lab" / "labctl.py"), "--state-dir", STATE]
+SIZES = [256, 192, 160, 128, 128, 96, 224, 160]
+
+
+def sh(cmd, check=True, timeout=900, **kw):
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, **kw)
+    if check and res.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, cmd))[:200]} failed:\n{res.stdout[-3000:]}\n{res.stderr[-2000:]}")
+    return res
+
+
+def lab(*args, **kw):
+    return sh(LABCTL + list(args), **kw)
+
+
+def uris():
+    return {h["name"]: h["uri"] for h in json.loads(lab("status", "--json").stdout)["hosts"]}
+
+
+def where():
+    return {n: v["running_on"] for n, v in json.loads(lab("status", "--json").stdout)["vms"].items()}
+
+
+def completed_downtime_ms(uri, vm):
+    out = sh(["virsh", "-c", uri, "domjobinfo", "--completed", vm], check=False).stdout
+    m = re.search(r"Total downtime:\s+(\d+)", out)
+    return int(m.group(1)) if m else None
+
+
+def playbook(inventory, name, **extra):
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json")
+    t0 = time.monotonic()
+    res = sh(["ansible-playbook", "-i", inventory, str(REPO / "playbooks" / name), "-e", json.dumps(extra)],
+             check=False, env=env)
+    wall = time.monotonic() - t0
+    try:
+        # Progress lines of the action plugins come first; the json callback's document starts a line with '{'.
+        start = 0 if res.stdout.startswith("{") else res.stdout.index("\n{") + 1
+        data = json.loads(res.stdout[start:])
+    except ValueError as exc:
+        raise SystemExit(f"{name}: no JSON output\n{res.stdout[-3000:]}\n{res.stderr[-2000:]}") from exc
+    return wall, data, res.returncode
+
+
+def evacuation_result(data):
+    """The host_evacuate result in ansible-playbook's JSON output (the task with a plan and totals)."""
+    for play in data["plays"]:
+        for task in play["tasks"]:
+            for _host, r in task["hosts"].items():
+                if "plan" in r and "totals" in r:
+                    return r
+    raise SystemExit("no host_evacuate result in the playbook output")
+
+
+def bring_home(inventory, n):
+    playbook(inventory, "restore_host.yml", host="lab1")
+    w = where()
+    assert all(w.get(f"bn-{i}") == ["lab1"] for i in range(n)), w
+
+
+def naive_loop(vms, src, dst, extra=(), deadline=None):
+    rows = []
+    t0 = time.monotonic()
+    for vm in vms:
+        t = time.monotonic()
+        cmd = ["virsh", "-c", src, "migrate", "--live", "--p2p", "--persistent", "--undefinesource", "--unsafe",
+               *extra, vm, dst]
+        try:
+            res = sh(cmd, check=False, timeout=deadline)
+            ok, err = res.returncode == 0, res.stderr.strip()
+        except subprocess.TimeoutExpired:
+            sh(["virsh", "-c", src, "domjobabort", vm], check=False)
+            ok, err = False, f"gave up after {deadline} s (deadline), job aborted"
+        rows.append({"vm": vm, "ok": ok, "time_s": round(time.monotonic() - t, 2),
+                     "downtime_ms": completed_downtime_ms(dst, vm) if ok else None, "error": err or None})
+    return time.monotonic() - t0, rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--vms", type=int, default=6)
+    ap.add_argument("--keep", action="store_true", help="leave the bench lab up")
+    ap.add_argument("--out", default=str(HERE / "results"))
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lab("down", check=False)
+    lab("up", "--first-addr", "127.0.0.42", "--bridge", "br-labbench", timeout=1200)
+    inventory = str(out / "bench-inventory.yml")
+    Path(inventory).write_text(lab("inventory").stdout)
+    u = uris()
+    names = [f"bn-{i}" for i in range(a.vms)]
+    for i, vm in enumerate(names):
+        dirty = ["--dirty-mb", "32", "--dirty-rate", "4"] if i % 3 == 0 else []
+        lab("vm", "create", vm, "--host", "lab1", "--memory", str(SIZES[i % len(SIZES)]), *dirty)
+    time.sleep(8)
+    report = {"vms": {vm: SIZES[i % len(SIZES)] for i, vm in enumerate(names)}, "machine": os.uname().nodename}
+
+    # 1. makespan, naive first, then ours on the same VMs back on lab1.
+    naive_wall, naive_rows = naive_loop(names, u["lab1"], u["lab2"])
+    bring_home(inventory, a.vms)
+    ours_wall, data, rc = playbook(inventory, "evacuate_host.yml", host="lab1")
+    ev = evacuation_result(data)
+    engine_s = ev["totals"]["elapsed_s"]
+    ours_rows = [{"vm": v["vm"], "ok": v["result"] == "moved", "destination": v["destination"],
+                  "time_s": round((v.get("metrics") or {}).get("total_time_ms", 0) / 1000, 2),
+                  "downtime_ms": (v.get("metrics") or {}).get("downtime_ms")} for v in ev["vms"]]
+    est = {m["vm"]: m for m in ev["plan"]["moves"]}
+    accuracy = [{"vm": r["vm"], "memory_mib": report["vms"][r["vm"]],
+                 "est_time_s": est[r["vm"]].get("est_time_s"), "time_s": r["time_s"],
+                 "est_downtime_ms": est[r["vm"]].get("est_downtime_ms"), "downtime_ms": r["downtime_ms"]}
+                for r in ours_rows if r["vm"] in est]
+    bring_home(inventory, a.vms)
+    report["makespan"] = {
+        "naive_s": round(naive_wall, 1), "fleetmaint_s": round(ours_wall, 1), "fleetmaint_rc": rc,
+        "fleetmaint_engine_s": engine_s, "ratio_naive_over_fleetmaint": round(naive_wall / ours_wall, 2),
+        "ansible_overhead_per_vm_s": round((ours_wall - engine_s) / a.vms, 2),
+        "naive": naive_rows, "fleetmaint": ours_rows}
+    report["estimate_accuracy"] = accuracy
+
+    # 2. convergence: 80 MB dirtied at 40 MB/s over links from lab1 slowed to 16 MB/s (the same for both).
+    for vm in names:
+        lab("vm", "delete", vm, check=False)
+    lab("vm", "create", "bn-hot", "--host", "lab1", "--memory", "160", "--dirty-mb", "80", "--dirty-rate", "40")
+    time.sleep(8)
+    lab("fault", "slow", "lab1", "lab2", "16")
+    lab("fault", "slow", "lab1", "lab3", "16")
+    n_wall, n_rows = naive_loop(["bn-hot"], u["lab1"], u["lab2"], deadline=60)
+    w = where()
+    if w.get("bn-hot") != ["lab1"]:
+        raise SystemExit(f"naive convergence run left bn-hot on {w.get('bn-hot')}")
+    o_wall, data, rc = playbook(inventory, "evacuate_host.yml", host="lab1",
+                                host_evacuate_vm_timeout=30, host_evacuate_allow_postcopy=True)
+    ev = evacuation_result(data)
+    hot = ev["vms"][0]
+    report["convergence"] = {
+        "naive": dict(n_rows[0], wall_s=round(n_wall, 1)),
+        "fleetmaint": {"ok": hot["result"] == "moved", "wall_s": round(o_wall, 1),
+                       "time_s": round(((hot.get("metrics") or {}).get("total_time_ms") or 0) / 1000, 1),
+                       "downtime_ms": (hot.get("metrics") or {}).get("downtime_ms"),
+                       "attempts": [x["why"] for x in hot["attempts"]],
+                       "postcopy_used": (hot.get("metrics") or {}).get("postcopy_used")}}
+    lab("fault", "heal", "lab1", "lab2")
+    lab("fault", "heal", "lab1", "lab3")
+    lab("vm", "delete", "bn-hot", check=False)
+    if not a.keep:
+        lab("down", check=False)
+
+    (out / "evacuate_vs_naive.json").write_text(json.dumps(report, indent=1))
+    md = summary(report)
+    (out / "evacuate_vs_naive.md").write_text(md)
+    print(md)
+    return 0
+
+
+def summary(r) -> str:
+    m, c = r["makespan"], r["convergence"]
+    lines = ["# Evacuation against the naive loop (one run, side by side)", "",
+             f"{len(r['vms'])} VMs ({', '.join(f'{v} MiB' for v in r['vms'].values())}), every third dirtying "
+             "4 MB/s, on shared storage, lab hosts on one machine (TCG).", "",
+             "| | naive `virsh migrate` loop | fleetmaint host_evacuate |", "|---|---|---|",
+             f"| wall time | {m['naive_s']} s | {m['fleetmaint_s']} s (engine {m['fleetmaint_engine_s']} s) |",
+             f"| ratio naive / fleetmaint | {m['ratio_naive_over_fleetmaint']} | |",
+             f"| Ansible overhead per VM | | {m['ansible_overhead_per_vm_s']} s |",
+             f"| VMs moved | {sum(x['ok'] for x in m['naive'])} | {sum(x['ok'] for x in m['fleetmaint'])} |",
+             "", "| VM | naive downtime ms | fleetmaint downtime ms | fleetmaint destination |", "|---|---|---|---|"]
+    ours = {x["vm"]: x for x in m["fleetmaint"]}
+    for n in m["naive"]:
+        o = ours.get(n["vm"], {})
+        lines.append(f"| {n['vm']} | {n['downtime_ms']} | {o.get('downtime_ms')} | {o.get('destination')} |")
+    lines += ["", "## Convergence (80 MB dirtied at 40 MB/s, links from lab1 slowed to 16 MB/s)", "",
+              "| | completed | time s | downtime ms | how |", "|---|---|---|---|---|",
+              f"| naive (60 s deadline) | {c['naive']['ok']} | {c['naive']['time_s']} | {c['naive']['downtime_ms']} | "
+              f"{c['naive']['error'] or 'plain pre-copy'} |",
+              f"| fleetmaint | {c['fleetmaint']['ok']} | {c['fleetmaint']['time_s']} | {c['fleetmaint']['downtime_ms']} | "
+              f"{' -> '.join(c['fleetmaint']['attempts'])}{' (post-copy)' if c['fleetmaint']['postcopy_used'] else ''} |",
+              "", "## Estimates against measurements", "",
+              "| VM | MiB | est. time s | time s | est. downtime ms | downtime ms |", "|---|---|---|---|---|---|"]
+    for x in r["estimate_accuracy"]:
+        lines.append(f"| {x['vm']} | {x['memory_mib']} | {x['est_time_s']} | {x['time_s']} | {x['est_downtime_ms']} | "
+                     f"{x['downtime_ms']} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
