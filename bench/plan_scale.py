@@ -71,6 +71,11 @@ def main() -> int:
     for r in rows:
         print(f"{r['vms_to_move']:>7} {r['destinations']:>6} {r['plan_time_s']:>7} {r['max_load']:>9} "
               f"{r['lower_bound']:>7} {r['max_over_lower_bound']:>7} {r['makespan_s']:>11}")
+    md = ["# Planner scale", "", "| VMs to move | destinations | plan time s | max load | lower bound | ratio |",
+          "|---|---|---|---|---|---|"]
+    md += [f"| {r['vms_to_move']} | {r['destinations']} | {r['plan_time_s']} | {r['max_load']} | {r['lower_bound']} | "
+           f"{r['max_over_lower_bound']} |" for r in rows]
+    Path(args.out).with_suffix(".md").write_text("\n".join(md) + "\n")
     return 0
 
 
