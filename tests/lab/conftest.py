@@ -57,9 +57,9 @@ class Lab:
             raise AssertionError(f"virsh {' '.join(args)} on {host} failed: {res.stderr}")
         return res
 
-    def playbook(self, playbook: str, check: bool = True, **extra_vars) -> subprocess.CompletedProcess:
+    def playbook(self, playbook: str, *flags: str, check: bool = True, **extra_vars) -> subprocess.CompletedProcess:
         cmd = ["ansible-playbook", "-i", str(self.inventory), str(REPO / playbook),
-               "-e", json.dumps(extra_vars)]
+               "-e", json.dumps(extra_vars), *flags]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
                              env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "tests" / "ansible.cfg")), check=False)
         if check and res.returncode != 0:
