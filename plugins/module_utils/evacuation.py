@@ -121,7 +121,10 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     def one(m: Dict[str, Any]) -> None:
         res = results[m["vm"]]
         res["result"] = "running"
-        for i, step in enumerate(steps, 1):
+        i, restarted = 0, False
+        while i < len(steps):
+            step = steps[i]
+            i += 1
             args = {k: v.get("default") for k, v in ARGUMENT_SPEC.items()}
             args.update({k: p[k] for k in MIGRATION_KEYS if k in p and p[k] is not None})
             args.update({k: v for k, v in step.items() if k != "why"})
@@ -136,6 +139,15 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
                 res["attempts"].append({"attempt": i, "why": step["why"], "ok": False, "msg": exc.msg,
                                         "metrics": partial.get("metrics")})
                 say(kind="attempt_failed", vm=m["vm"], attempt=i, msg=exc.msg)
+                # Refused at the very start (nothing sent, the VM untouched on its source), for example a
+                # destination resource busy for a moment: the same attempt once more, after a pause.
+                if not restarted and exc.context.get("step") == "precopy" and \
+                        (partial.get("metrics") or {}).get("source") == "none" and "still runs on" in exc.msg:
+                    restarted = True
+                    i -= 1
+                    say(kind="attempt_restart", vm=m["vm"], attempt=i, why="failed before any data moved")
+                    time.sleep(2)
+                    continue
                 # Retrying helps only when the VM did not converge; a blocker or a dead host will not change.
                 if exc.context.get("step") in ("preflight", "locate", "validate options", "connect", "create volumes") \
                         or "timeout" not in exc.msg and "no progress" not in exc.msg:

@@ -534,14 +534,24 @@ def _watch(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, runner: _Runner
                 timed_out = True
                 action = effective_timeout_action(p)
                 event("timeout", after_s=p["timeout"], action=action, data_remaining=remaining)
-                if action == "postcopy":
-                    ctl.call("migrateStartPostCopy", 0)
-                    postcopy_used, phase = True, "postcopy"
-                    event("postcopy", why="timeout")
-                elif action == "suspend":
-                    ctl.call("suspend")
-                    suspended = True
-                    event("suspend", why="timeout")
+                if action in ("postcopy", "suspend"):
+                    try:
+                        if action == "postcopy":
+                            ctl.call("migrateStartPostCopy", 0)
+                            postcopy_used, phase = True, "postcopy"
+                        else:
+                            ctl.call("suspend")
+                            suspended = True
+                        event(action, why="timeout")
+                    except (libvirt.libvirtError, ControlStuck, FleetmaintError) as exc:
+                        # The timeout must end the migration one way or the other: abort it (retried if needed).
+                        msg = libvirt_message(exc) if isinstance(exc, libvirt.libvirtError) else str(exc)
+                        event("control_error", error=msg)
+                        aborted_reason = (f"timeout after {p['timeout']} s; {action} could not be started ({msg}), "
+                                          "so the migration was aborted")
+                        abort_at = time.monotonic()
+                        ctl.call("abortJob")
+                        event("abort", why=f"timeout; {action} did not start")
                 else:
                     aborted_reason = (f"timeout after {p['timeout']} s with {remaining} bytes remaining "
                                       f"(dirty rate {st.get('memory_dirty_rate')} pages/s, "

@@ -41,7 +41,9 @@ def vm_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
                     "vm": v.get("vm"), "maintenance_of": rec.get("host"), "direction": direction,
                     "source": v.get("source"), "destination": v.get("destination"), "result": v.get("result"),
                     "attempts": len(attempts),
-                    "escalations": [a.get("why") for a in attempts[1:]],
+                    # A change of method is an escalation; the same attempt restarted is not.
+                    "escalations": [b.get("why") for a, b in zip(attempts, attempts[1:])
+                                    if b.get("why") != a.get("why")],
                     "total_time_s": round(total_ms / 1000.0, 1) if total_ms is not None else None,
                     "downtime_ms": downtime_ms,
                     "msg": v.get("msg") if v.get("result") not in ("moved", "already_there") else None,

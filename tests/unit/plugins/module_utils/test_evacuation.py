@@ -37,3 +37,31 @@ def test_limits_default_and_validation():
 def test_run_moves_with_nothing_to_do():
     out = ev.run_moves([], {}, dict(params(), limits={"per_source": 1, "per_destination": 1, "fleet": 1}))
     assert out["totals"]["moved"] == 0 and out["vms"] == [] and out["stopped"] is None
+
+
+def _start_failure():
+    return FleetmaintError("migrating web1 from hv1 to hv2 failed during precopy: Unable to create tap device "
+                           "vnet3: Device or resource busy; it still runs on hv1", step="precopy",
+                           result={"metrics": {"source": "none"}})
+
+
+@pytest.mark.parametrize("failures,result,oks", [
+    (1, "moved", [False, True]),     # refused at the start once: the same attempt again, then it moves
+    (2, "failed", [False, False]),   # refused twice: failed, not retried forever
+])
+def test_a_move_refused_before_any_data_moved_is_restarted_once(monkeypatch, failures, result, oks):
+    calls = []
+
+    def fake_migrate(args, progress=None):
+        calls.append(args["name"])
+        if len(calls) <= failures:
+            raise _start_failure()
+        return {"changed": True, "msg": "migrated", "metrics": {"source": "destination_completed_job"}}
+
+    monkeypatch.setattr(ev, "migrate", fake_migrate)
+    monkeypatch.setattr(ev.time, "sleep", lambda _s: None)
+    out = ev.run_moves([{"vm": "web1", "source": "hv1", "destination": "hv2"}], {"hv1": "u1", "hv2": "u2"},
+                       dict(params(max_attempts=1), limits={"per_source": 1, "per_destination": 1, "fleet": 1}))
+    vm = out["vms"][0]
+    assert vm["result"] == result and [a["ok"] for a in vm["attempts"]] == oks
+    assert len({a["why"] for a in vm["attempts"]}) == 1, "a restart is not an escalation"

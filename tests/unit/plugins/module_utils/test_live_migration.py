@@ -123,3 +123,55 @@ def test_a_stuck_control_call_is_abandoned_and_the_next_one_reconnects():
         assert ctl.call("name") == "test", "a fresh connection after a stuck call"
     finally:
         ctl.close()
+
+
+def test_a_timeout_whose_postcopy_cannot_start_aborts_the_migration():
+    """timeout_action postcopy, but starting post-copy gets stuck: the job is aborted, not left running."""
+    libvirt = pytest.importorskip("libvirt")
+
+    class Dom:
+        def state(self):
+            return (1, 1)
+
+        def isPersistent(self):
+            return True
+
+    class Conn:
+        def lookupByName(self, _name):
+            return Dom()
+
+        def getHostname(self):
+            return "hv1"
+
+    class DestConn(Conn):
+        def lookupByName(self, _name):
+            err = libvirt.libvirtError("no domain")
+            err.get_error_code = lambda: libvirt.VIR_ERR_NO_DOMAIN
+            raise err
+
+    runner = lm._Runner(lambda: None)
+    calls = []
+
+    class Ctl:
+        def call(self, method, *args):
+            calls.append(method)
+            if method == "jobStats":
+                return {"type": 2, "data_total": 100, "data_remaining": 60, "memory_dirty_rate": 9}
+            if method == "migrateStartPostCopy":
+                raise lm.ControlStuck("migrateStartPostCopy did not return within 30 s")
+            if method == "abortJob":
+                runner.error = libvirt.libvirtError("operation aborted: migration job: canceled by client")
+                runner.done.set()
+            return None
+
+    p = {"poll_interval": 0.01, "timeout": 0.05, "timeout_action": "abort", "postcopy": "after_timeout",
+         "progress_timeout": None}
+    events, result = [], {"events": []}
+    ctx = {"vm": "web1", "source": "hv1", "destination": "hv2"}
+    t0 = lm.time.monotonic()
+    with pytest.raises(FleetmaintError) as info:
+        lm._watch(p, Dom(), Conn(), DestConn(), runner, Ctl(), [], result, ctx,
+                  lambda kind, **kw: events.append(dict(kw, event=kind)), t0, None)
+    assert "postcopy could not be started" in info.value.msg and "it still runs on hv1" in info.value.msg
+    assert calls.index("migrateStartPostCopy") < calls.index("abortJob")
+    assert [e["event"] for e in events if e["event"] in ("control_error", "abort")] == ["control_error", "abort"]
