@@ -88,32 +88,16 @@ path:
 import hashlib
 import json
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
     connection, fail_from_exception, libvirt, require_libvirt,
 )
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import read_home_host
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.files import read_text, write_atomic
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import DOMAIN_STATES, read_home_host
 
-STATES = {1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff", 6: "crashed", 7: "pmsuspended"}
-
-
-def _write(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o600)  # definitions can name storage and networks: not world-readable
-    os.replace(tmp, path)
-
-
-def _read(path: str):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
+PRIVATE = 0o600  # definitions name storage and networks: not world-readable
 
 
 def gather(uris):
@@ -128,7 +112,7 @@ def gather(uris):
                                           "home_host": None, "xml": None})
                 if dom.isActive():
                     v["running_on"].append(host)
-                    v["state"] = STATES.get(dom.state()[0], "unknown")
+                    v["state"] = DOMAIN_STATES.get(dom.state()[0], "unknown")
                 if dom.isPersistent():
                     v["defined_on"].append(host)
                     xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
@@ -151,14 +135,15 @@ def main() -> None:
         fail_from_exception(module, exc, changed=False)
     index = {}
     written, diffs = [], []
-    old_index = json.loads(_read(os.path.join(path, "index.json")) or "{}")
+    old_index_text = read_text(os.path.join(path, "index.json"))
+    old_index = json.loads(old_index_text or "{}")
     for name, v in sorted(vms.items()):
         if v["xml"] is None:
             continue  # transient: nothing to restore from
         entry = {k: v[k] for k in ("uuid", "defined_on", "running_on", "state", "home_host")}
         entry["sha256"] = hashlib.sha256(v["xml"].encode()).hexdigest()
         index[name] = entry
-        before = _read(os.path.join(path, f"{name}.xml"))
+        before = read_text(os.path.join(path, f"{name}.xml"))
         if before != v["xml"]:
             written.append(name)
             diffs.append({"before_header": f"{name}.xml", "after_header": f"{name}.xml",
@@ -166,7 +151,6 @@ def main() -> None:
     removed = sorted(set(old_index) - set(index))
     twice = {n: e["defined_on"] for n, e in index.items() if len(e["defined_on"]) > 1}
     new_index_text = json.dumps(index, indent=1, sort_keys=True) + "\n"
-    old_index_text = _read(os.path.join(path, "index.json"))
     changed = bool(written or removed) or old_index_text != new_index_text
     if changed:
         diffs.insert(0, {"before_header": "index.json", "after_header": "index.json",
@@ -175,13 +159,13 @@ def main() -> None:
         try:
             os.makedirs(path, mode=0o700, exist_ok=True)
             for name in written:
-                _write(os.path.join(path, f"{name}.xml"), vms[name]["xml"])
+                write_atomic(os.path.join(path, f"{name}.xml"), vms[name]["xml"], PRIVATE)
             for name in removed:
                 src = os.path.join(path, f"{name}.xml")
                 if os.path.exists(src):
                     os.makedirs(os.path.join(path, "removed"), mode=0o700, exist_ok=True)
                     os.replace(src, os.path.join(path, "removed", f"{name}.xml"))
-            _write(os.path.join(path, "index.json"), new_index_text)  # last: the index names only saved files
+            write_atomic(os.path.join(path, "index.json"), new_index_text, PRIVATE)  # last: the index names only saved files
         except OSError as exc:
             module.fail_json(msg=f"cannot write the backup in {path}: {exc}", changed=False)
     result = dict(changed=changed, vms=index, written=written, removed=removed, defined_twice=twice, path=path,

@@ -89,19 +89,11 @@ import fcntl
 import json
 import os
 import re
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.files import read_text, write_atomic
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.report import build, html_page, markdown
-
-
-def _write(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def _records(hdir: str) -> list:
@@ -137,25 +129,21 @@ def main() -> None:
             changed = old is None or json.dumps(old, indent=1, sort_keys=True, default=str) != text
             if changed and not module.check_mode:
                 os.makedirs(hdir, exist_ok=True)
-                _write(fname, text)
-        rep = build(records, module.params["title"])
-        md = markdown(rep)
+                write_atomic(fname, text)
         paths = {k: os.path.join(path, f"report.{k}") for k in ("json", "md", "html")}
-        if not module.check_mode:
+        if module.check_mode:
+            rep = build(records, module.params["title"])
+            md = markdown(rep)
+        else:
             os.makedirs(path, exist_ok=True)
             with open(os.path.join(path, ".lock"), "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
-                rep = build(_records(hdir), module.params["title"])  # every record, under the lock
+                rep = build(_records(hdir), module.params["title"])  # every record, other hosts' included
                 md = markdown(rep)
-                try:
-                    with open(paths["md"]) as f:
-                        same = f.read() == md
-                except OSError:
-                    same = False
-                if not same:
-                    _write(paths["json"], json.dumps(rep, indent=1, sort_keys=True, default=str))
-                    _write(paths["md"], md)
-                    _write(paths["html"], html_page(rep))
+                if read_text(paths["md"]) != md:
+                    write_atomic(paths["json"], json.dumps(rep, indent=1, sort_keys=True, default=str))
+                    write_atomic(paths["md"], md)
+                    write_atomic(paths["html"], html_page(rep))
                     changed = True
     except (OSError, ValueError) as exc:
         module.fail_json(msg=f"cannot write the report in {path}: {exc}")
