@@ -380,6 +380,8 @@ def _migrate(p: Dict[str, Any], sconn: Any, dconn: Any, peer_uri: str, check_mod
     created_vols, copy_bytes = _precreate_volumes(sconn, dconn, copy_disks, name, ctx)
     result["options"]["copy_bytes"] = copy_bytes
     record_home(sdom, home, vm["persistent"])
+    # libvirt does not carry the autostart flag with the definition: set it again on the destination.
+    result["autostart"] = bool(vm.get("autostart"))
     try:
         return _run(p, sdom, sconn, dconn, peer_uri, flags, params, ladder, result, ctx, progress)
     except FleetmaintError:
@@ -598,6 +600,11 @@ def _watch(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, runner: _Runner
     if placement["running_on"] != [ctx["destination"]]:
         raise _fail(f"{name}: after migration it runs on {placement['running_on']}, expected "
                     f"{ctx['destination']}", "verify", **ctx)
+    if result.get("autostart") and ddom.isPersistent() and not ddom.autostart():
+        try:
+            ddom.setAutostart(1)
+        except libvirt.libvirtError as exc:
+            event("autostart_error", error=libvirt_message(exc))
     result["msg"] = (f"migrated {name} from {ctx['source']} to {ctx['destination']} in "
                      f"{result['metrics']['total_time_ms']} ms"
                      + (f", downtime {result['metrics']['downtime_ms']} ms" if result['metrics']['downtime_ms']

@@ -254,6 +254,11 @@ home_host:
   description: The VM's home host, recorded in its metadata (the source on the first move).
   returned: when found
   type: str
+autostart:
+  description: Whether the VM was set to autostart on the source; the flag is set again on the destination
+    (libvirt does not migrate it).
+  returned: when the VM was migrated
+  type: bool
 findings:
   description: What the pre-flight checks found (code, severity, message), including warnings.
   returned: when the VM was checked
