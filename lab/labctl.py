@@ -509,7 +509,8 @@ class Lab:
         for h in state["hosts"]:
             up = self.host_up(h)
             hosts.append({"name": h["name"], "addr": h["addr"], "uri": self.uri(h), "up": up,
-                          "tls_uri": self.uri(h, tls=True, pkipath=str(self.root / "client-pki"))})
+                          "tls_uri": self.uri(h, tls=True, pkipath=str(self.root / "client-pki")),
+                          "cgroup": str(Path(CGROUP_ROOT) / self.cgroup(h))})
             if not up:
                 continue
             listing = self.virsh(h, "list", "--all", check=False, timeout=15).stdout
@@ -558,7 +559,9 @@ class Lab:
                       f"          fleetmaint_libvirt_uri: {self.uri(h)}",
                       f"          fleetmaint_libvirt_tls_uri: {self.uri(h, True, str(self.root / 'client-pki'))}",
                       f"          fleetmaint_libvirt_migration_uri: {self.uri(h)}",
-                      f"          fleetmaint_lab_addr: {h['addr']}"]
+                      f"          fleetmaint_lab_addr: {h['addr']}",
+                      # Where this host's libvirtd reads /etc/libvirt from (the DR guard hook goes there).
+                      f"          fleetmaint_libvirt_etc_dir: {self.hdir(h) / 'etc'}"]
         return "\n".join(lines) + "\n"
 
     # --------------------------------------------------------------- patch
@@ -639,10 +642,18 @@ class Lab:
 
     def fault(self, action: str, args: list[str]) -> dict:
         state = self.load()
-        if action in ("kill-host", "kill-libvirtd", "revive-host"):
+        if action in ("kill-host", "kill-libvirtd", "revive-host", "power"):
             h = self.host(state, args[0])
             if action == "kill-host":
                 pids = self.kill_host(h)
+                # A power cut empties /run (tmpfs): the next libvirtd starts as after a boot, so it
+                # autostarts domains (libvirt autostarts once per boot, remembered under /run/libvirt).
+                run_dir = self.hdir(h) / "run"
+                for p in run_dir.iterdir() if run_dir.is_dir() else ():
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        p.unlink(missing_ok=True)
                 return {"host": h["name"], "killed": pids}
             if action == "kill-libvirtd":
                 pid = self.host_pid(h)
@@ -651,6 +662,9 @@ class Lab:
                     while os.path.exists(f"/proc/{pid}"):
                         time.sleep(0.05)
                 return {"host": h["name"], "killed": [pid] if pid else []}
+            if action == "power":
+                # What a BMC would say: "on" while any process of the host (libvirtd or a guest) lives.
+                return {"host": h["name"], "power": "on" if self.host_processes(h) else "off"}
             self.start_host(state, h)
             return {"host": h["name"], "up": self.host_up(h)}
         a, b = (self.host(state, x)["addr"] for x in args[:2])
@@ -758,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
     pa.add_argument("host")
     pa.add_argument("--level", required=True)
     f = sub.add_parser("fault", help="inject faults")
-    f.add_argument("action", choices=["kill-host", "revive-host", "kill-libvirtd", "cut", "heal", "slow"])
+    f.add_argument("action", choices=["kill-host", "revive-host", "kill-libvirtd", "power", "cut", "heal", "slow"])
     f.add_argument("args", nargs="+")
     a = p.parse_args(argv)
     lab = Lab(a.state_dir)
@@ -806,6 +820,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             out = lab.fault(a.action, a.args)
             text = json.dumps(out)
+            if a.action == "power":  # exit 0 when on, 3 when off: usable as a DR probe
+                print(json.dumps(out, indent=2) if as_json else out["power"])
+                return 0 if out["power"] == "on" else 3
     except LabError as exc:
         print(f"labctl: error: {exc}", file=sys.stderr)
         return 1
