@@ -95,7 +95,7 @@ integration: deps collection
 
 # Molecule scenarios for the roles, each against a lab of its own (127.0.0.32-34).
 molecule: deps collection
-	for s in host_evacuate host_restore rolling_patch; do molecule test -s $$s || exit 1; done
+	for s in host_evacuate host_restore rolling_patch disaster_recovery; do molecule test -s $$s || exit 1; done
 
 test: deps unit sanity lint integration molecule
 	@echo "make test: all suites passed"

@@ -62,7 +62,8 @@ EXAMPLES = r'''
 
 RETURN = r'''
 vms:
-  description: Per VM name - uuid, defined_on, running_on, state, home_host, sha256 of the saved definition.
+  description: Per VM name - uuid, defined_on, running_on, state, home_host, autostart, sha256 of the saved
+    definition.
   returned: always
   type: dict
 written:
@@ -109,7 +110,7 @@ def gather(uris):
             for dom in conn.listAllDomains(0):
                 name = dom.name()
                 v = vms.setdefault(name, {"uuid": dom.UUIDString(), "defined_on": [], "running_on": [], "state": None,
-                                          "home_host": None, "xml": None})
+                                          "home_host": None, "xml": None, "autostart": False})
                 if dom.isActive():
                     v["running_on"].append(host)
                     v["state"] = DOMAIN_STATES.get(dom.state()[0], "unknown")
@@ -117,6 +118,7 @@ def gather(uris):
                     v["defined_on"].append(host)
                     xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
                     v["xml"] = xml
+                    v["autostart"] = bool(dom.autostart())
                     v["home_host"] = read_home_host(xml) or v["home_host"]
                     v["state"] = v["state"] or "shutoff"
     return vms
@@ -140,7 +142,7 @@ def main() -> None:
     for name, v in sorted(vms.items()):
         if v["xml"] is None:
             continue  # transient: nothing to restore from
-        entry = {k: v[k] for k in ("uuid", "defined_on", "running_on", "state", "home_host")}
+        entry = {k: v[k] for k in ("uuid", "defined_on", "running_on", "state", "home_host", "autostart")}
         entry["sha256"] = hashlib.sha256(v["xml"].encode()).hexdigest()
         index[name] = entry
         before = read_text(os.path.join(path, f"{name}.xml"))

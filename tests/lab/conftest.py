@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -49,6 +50,13 @@ class Lab:
 
     def marker(self, vm: str) -> dict:
         return json.loads(self.ctl("vm", "marker", vm).stdout)
+
+    def home_host(self, vm: str, host: str):
+        """The home host recorded in the VM's own metadata (as the collection writes it), or None."""
+        xml = self.virsh(host, "metadata", vm, "https://github.com/fleetmaint/libvirt/xmlns/1",
+                         check=False).stdout
+        m = re.search(r"<home>([^<]+)</home>", xml)
+        return m.group(1).strip() if m else None
 
     def virsh(self, host: str, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
         res = subprocess.run(["virsh", "-q", "-c", self.uri(host), *args], capture_output=True, text=True,
