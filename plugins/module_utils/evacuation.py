@@ -22,7 +22,7 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connect
     FleetmaintError, connection, libvirt, libvirt_message,
 )
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.live_migration import ARGUMENT_SPEC, record_home, migrate
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import clear_mark, set_mark
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import HostLease, clear_mark, set_mark
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import (
     HostContext, check_pair, vm_facts,
 )
@@ -290,50 +290,58 @@ def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
     """Empty one host: plan, check every move, mark maintenance, move, report."""
 
     lim = _limits(p)
-    with Fleet(p["uris"], p["shared_pools"], tls=p["tls"]) as fleet:
-        host = fleet.resolve([p["host"]])[0]
-        inp = fleet.planner_input(p["memory_headroom"], p["memory_overcommit"], p["cpu_overcommit"],
-                                  p["anti_affinity"], {k: int(v) for k, v in p["priority"].items()}, p["pinned"])
-        # Hosts leaving at the same time (a rolling patch batch) take no VMs, as if in maintenance.
-        excluded = set(fleet.resolve(p["exclude_destinations"]))
-        for h in inp["hosts"]:
-            h["maintenance"] = h["maintenance"] or h["name"] in excluded
-        try:
-            plan = plan_evacuation(inp["hosts"], inp["vms"], [host], limits=lim,
-                                   bandwidth_mib_s=p["bandwidth"] or 128, max_downtime_ms=p["max_downtime"])
-        except PlanRefused as exc:
-            raise FleetmaintError(f"refusing to evacuate {host}, nothing was moved: {exc}", step="plan",
-                                  host=host) from exc
-        blocked = _preflight(fleet, plan["moves"], p)
-        if blocked:
-            raise FleetmaintError(f"refusing to evacuate {host}, nothing was moved: " + "; ".join(
-                f"{b['vm']} -> {b['destination']}: {' / '.join(b['blockers'])}" for b in blocked),
-                step="preflight", host=host, blocked=blocked)
-        result: Dict[str, Any] = {"host": host, "plan": plan, "skipped": [s for s in inp["skipped"] if s["host"] == host],
-                                  "changed": bool(plan["moves"]) or (p["mark_maintenance"] and not fleet.marks[host])}
-        if check_mode:
-            result["msg"] = f"would move {len(plan['moves'])} VMs off {host}"
-            return result
-        if p["mark_maintenance"]:
-            result["maintenance_marked"] = set_mark(fleet.hosts[host].conn, fleet.uri_of[host], p["reason"],
-                                                    "fleetmaint.libvirt.host_evacuate")
-        uri_of = dict(fleet.uri_of)
-    if progress:
-        progress({"kind": "plan", "vm": host, "moves": len(plan["moves"]), "makespan_est_s": plan["makespan_s"]})
-    run = run_moves(plan["moves"], uri_of, dict(p, limits=lim), progress)
-    result.update(run)
-    result["changed"] = result["changed"] or run["totals"]["moved"] + run["totals"]["cold_moved"] > 0
-    # Pinned or unplaceable VMs stay too: the host is not empty, and saying so is the point.
-    left = [r["vm"] for r in run["vms"] if r["result"] in ("failed", "not_started")] + \
-        [u["vm"] for u in plan["unplaceable"]]
-    cold = f" ({run['totals']['cold_moved']} more cold-moved)" if run["totals"]["cold_moved"] else ""
-    result["msg"] = (f"{host}: moved {run['totals']['moved']} of {len(plan['moves'])} VMs live{cold} in "
-                     f"{run['totals']['elapsed_s']} s"
-                     + (f"; still on {host}: {', '.join(left)}" if left else "; the host is empty of running VMs"))
-    if left:
-        raise FleetmaintError(result["msg"] + (f" ({run['stopped']})" if run["stopped"] else ""), step="evacuate",
-                              host=host, result=result)
-    return result
+    lease = None
+    try:
+        with Fleet(p["uris"], p["shared_pools"], tls=p["tls"]) as fleet:
+            host = fleet.resolve([p["host"]])[0]
+            if not check_mode:  # one job per host at a time, across controllers
+                lease = HostLease(fleet.uri_of[host], host, "evacuate")
+                lease.acquire()
+            inp = fleet.planner_input(p["memory_headroom"], p["memory_overcommit"], p["cpu_overcommit"],
+                                      p["anti_affinity"], {k: int(v) for k, v in p["priority"].items()}, p["pinned"])
+            # Hosts leaving at the same time (a rolling patch batch) take no VMs, as if in maintenance.
+            excluded = set(fleet.resolve(p["exclude_destinations"]))
+            for h in inp["hosts"]:
+                h["maintenance"] = h["maintenance"] or h["name"] in excluded
+            try:
+                plan = plan_evacuation(inp["hosts"], inp["vms"], [host], limits=lim,
+                                       bandwidth_mib_s=p["bandwidth"] or 128, max_downtime_ms=p["max_downtime"])
+            except PlanRefused as exc:
+                raise FleetmaintError(f"refusing to evacuate {host}, nothing was moved: {exc}", step="plan",
+                                      host=host) from exc
+            blocked = _preflight(fleet, plan["moves"], p)
+            if blocked:
+                raise FleetmaintError(f"refusing to evacuate {host}, nothing was moved: " + "; ".join(
+                    f"{b['vm']} -> {b['destination']}: {' / '.join(b['blockers'])}" for b in blocked),
+                    step="preflight", host=host, blocked=blocked)
+            result: Dict[str, Any] = {"host": host, "plan": plan, "skipped": [s for s in inp["skipped"] if s["host"] == host],
+                                      "changed": bool(plan["moves"]) or (p["mark_maintenance"] and not fleet.marks[host])}
+            if check_mode:
+                result["msg"] = f"would move {len(plan['moves'])} VMs off {host}"
+                return result
+            if p["mark_maintenance"]:
+                result["maintenance_marked"] = set_mark(fleet.hosts[host].conn, fleet.uri_of[host], p["reason"],
+                                                        "fleetmaint.libvirt.host_evacuate")
+            uri_of = dict(fleet.uri_of)
+        if progress:
+            progress({"kind": "plan", "vm": host, "moves": len(plan["moves"]), "makespan_est_s": plan["makespan_s"]})
+        run = run_moves(plan["moves"], uri_of, dict(p, limits=lim), progress)
+        result.update(run)
+        result["changed"] = result["changed"] or run["totals"]["moved"] + run["totals"]["cold_moved"] > 0
+        # Pinned or unplaceable VMs stay too: the host is not empty, and saying so is the point.
+        left = [r["vm"] for r in run["vms"] if r["result"] in ("failed", "not_started")] + \
+            [u["vm"] for u in plan["unplaceable"]]
+        cold = f" ({run['totals']['cold_moved']} more cold-moved)" if run["totals"]["cold_moved"] else ""
+        result["msg"] = (f"{host}: moved {run['totals']['moved']} of {len(plan['moves'])} VMs live{cold} in "
+                         f"{run['totals']['elapsed_s']} s"
+                         + (f"; still on {host}: {', '.join(left)}" if left else "; the host is empty of running VMs"))
+        if left:
+            raise FleetmaintError(result["msg"] + (f" ({run['stopped']})" if run["stopped"] else ""), step="evacuate",
+                                  host=host, result=result)
+        return result
+    finally:
+        if lease is not None:
+            lease.release()
 
 
 def restore_host(p: Dict[str, Any], check_mode: bool = False,
@@ -341,32 +349,40 @@ def restore_host(p: Dict[str, Any], check_mode: bool = False,
     """Bring back every VM whose recorded home is this host, then clear its maintenance mark."""
 
     lim = _limits(p)
-    with Fleet(p["uris"], p["shared_pools"], tls=p["tls"]) as fleet:
-        host = fleet.resolve([p["host"]])[0]
-        moves = [{"vm": d["name"], "source": other, "destination": host}
-                 for other in sorted(fleet.vms) if other != host
-                 for d in fleet.vms[other] if d["home_host"] == host and d["state"] in ("running", "paused")]
-        blocked = _preflight(fleet, moves, p)
-        if blocked:
-            raise FleetmaintError(f"refusing to restore {host}, nothing was moved: " + "; ".join(
-                f"{b['vm']} from {b['source']}: {' / '.join(b['blockers'])}" for b in blocked),
-                step="preflight", host=host, blocked=blocked)
-        marked = fleet.marks[host] is not None
-        result: Dict[str, Any] = {"host": host, "moves": [{k: m[k] for k in ("vm", "source", "destination")}
-                                                          for m in moves],
-                                  "changed": bool(moves) or (marked and p["clear_maintenance"])}
-        if check_mode:
-            result["msg"] = f"would bring {len(moves)} VMs home to {host}"
-            return result
-        uri_of = dict(fleet.uri_of)
-    run = run_moves(moves, uri_of, dict(p, limits=lim), progress)
-    result.update(run)
-    left = [r["vm"] for r in run["vms"] if r["result"] in ("failed", "not_started")]
-    if left:
-        result["msg"] = f"{host}: {len(left)} VMs could not come home: {', '.join(left)}; maintenance mark kept"
-        raise FleetmaintError(result["msg"], step="restore", host=host, result=result)
-    if p["clear_maintenance"] and marked:
-        with Fleet([uri_of[host]], p["shared_pools"]) as one:
-            result["maintenance_cleared"] = clear_mark(one.hosts[host].conn, uri_of[host])
-    result["msg"] = f"{host}: brought {run['totals']['moved']} VMs home in {run['totals']['elapsed_s']} s"
-    return result
+    lease = None
+    try:
+        with Fleet(p["uris"], p["shared_pools"], tls=p["tls"]) as fleet:
+            host = fleet.resolve([p["host"]])[0]
+            if not check_mode:  # one job per host at a time, across controllers
+                lease = HostLease(fleet.uri_of[host], host, "restore")
+                lease.acquire()
+            moves = [{"vm": d["name"], "source": other, "destination": host}
+                     for other in sorted(fleet.vms) if other != host
+                     for d in fleet.vms[other] if d["home_host"] == host and d["state"] in ("running", "paused")]
+            blocked = _preflight(fleet, moves, p)
+            if blocked:
+                raise FleetmaintError(f"refusing to restore {host}, nothing was moved: " + "; ".join(
+                    f"{b['vm']} from {b['source']}: {' / '.join(b['blockers'])}" for b in blocked),
+                    step="preflight", host=host, blocked=blocked)
+            marked = fleet.marks[host] is not None
+            result: Dict[str, Any] = {"host": host, "moves": [{k: m[k] for k in ("vm", "source", "destination")}
+                                                              for m in moves],
+                                      "changed": bool(moves) or (marked and p["clear_maintenance"])}
+            if check_mode:
+                result["msg"] = f"would bring {len(moves)} VMs home to {host}"
+                return result
+            uri_of = dict(fleet.uri_of)
+        run = run_moves(moves, uri_of, dict(p, limits=lim), progress)
+        result.update(run)
+        left = [r["vm"] for r in run["vms"] if r["result"] in ("failed", "not_started")]
+        if left:
+            result["msg"] = f"{host}: {len(left)} VMs could not come home: {', '.join(left)}; maintenance mark kept"
+            raise FleetmaintError(result["msg"], step="restore", host=host, result=result)
+        if p["clear_maintenance"] and marked:
+            with Fleet([uri_of[host]], p["shared_pools"]) as one:
+                result["maintenance_cleared"] = clear_mark(one.hosts[host].conn, uri_of[host])
+        result["msg"] = f"{host}: brought {run['totals']['moved']} VMs home in {run['totals']['elapsed_s']} s"
+        return result
+    finally:
+        if lease is not None:
+            lease.release()

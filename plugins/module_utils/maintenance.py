@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) fleetmaint.libvirt contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Notes kept on a host itself so they survive the controller: the maintenance mark and the patch level.
+"""Notes kept on a host itself so they survive the controller: the maintenance mark, the patch level, and
+the lease of the job running on it.
 
 libvirt has no place for host metadata, so each note is a persistent libvirt secret with no
 value: usage type ``tls``, usage name ``fleetmaint-maintenance`` (or ``fleetmaint-patch-level``),
@@ -12,11 +13,16 @@ choose a marked host as a destination, and a rolling patch skips hosts already a
 from __future__ import annotations
 
 import json
+import os
+import socket
+import threading
 import time
 from typing import Any, Dict, Optional
 from xml.sax.saxutils import escape
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import libvirt, wrap_error
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
+    FleetmaintError, libvirt, open_uri, wrap_error,
+)
 
 USAGE_NAME = "fleetmaint-maintenance"
 PATCH_LEVEL_USAGE = "fleetmaint-patch-level"
@@ -90,3 +96,106 @@ def set_patch_level(conn: Any, uri: str, level: str, by: str) -> Dict[str, Any]:
     except libvirt.libvirtError as exc:
         raise wrap_error(exc, "recording the patch level", uri) from exc
     return note
+
+
+# ---------------------------------------------------------------------------- job lease
+LEASE_USAGE = "fleetmaint-job"
+LEASE_STALE_S = 60  # a lease not renewed for this long belongs to a controller that is gone
+LEASE_RENEW_S = 10
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def lease_is_stale(note: Dict[str, Any], now: Optional[float] = None, stale_after: float = LEASE_STALE_S) -> bool:
+    """Not renewed for stale_after seconds, or held by a process of this controller that no longer exists."""
+    now = time.time() if now is None else now
+    if now - float(note.get("renewed", 0)) > stale_after:
+        return True
+    return note.get("controller") == socket.gethostname() and not _pid_alive(int(note.get("pid", 0)))
+
+
+class HostLease:
+    """One fleetmaint job (evacuate, restore) per host at a time, whichever controller runs it.
+
+    The lease is a libvirt secret on the host: libvirt refuses a second secret with the same usage, so
+    defining it is atomic. A thread renews it every LEASE_RENEW_S seconds; a controller that dies stops
+    renewing, and after LEASE_STALE_S (at once, on the same controller) the next job takes it over.
+    """
+
+    def __init__(self, uri: str, host: str, job: str) -> None:
+        self.uri, self.host, self.job = uri, host, job
+        self.conn: Any = None
+        self.uuid: Optional[str] = None
+        self.note: Dict[str, Any] = {}
+        self._halt = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def __enter__(self) -> "HostLease":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        self.conn = open_uri(self.uri)
+        now = time.time()
+        self.note = {"job": self.job, "controller": socket.gethostname(), "pid": os.getpid(), "started": int(now),
+                     "renewed": now}
+        for _attempt in range(2):
+            try:
+                sec = self.conn.secretDefineXML(_note_xml(LEASE_USAGE, self.note), 0)
+                self.uuid = sec.UUIDString()
+                break
+            except libvirt.libvirtError as exc:
+                held = get_mark(self.conn, LEASE_USAGE)
+                if held is None:
+                    raise wrap_error(exc, f"taking the job lease on {self.host}", self.uri) from exc
+                if not lease_is_stale(held):
+                    self.conn.close()
+                    raise FleetmaintError(
+                        f"{self.host} is busy: '{held.get('job')}' runs on it from {held.get('controller')} "
+                        f"(pid {held.get('pid')}, since {time.strftime('%H:%M:%S', time.localtime(held.get('started', 0)))}"
+                        f", lease renewed {int(now - float(held.get('renewed', 0)))} s ago); refusing to start "
+                        f"'{self.job}' on it at the same time, nothing was changed", step="lease", host=self.host,
+                        lease=held) from exc
+                sec = _lookup(self.conn, LEASE_USAGE)
+                if sec is not None:
+                    sec.undefine()  # stale: its controller is gone
+        else:
+            raise FleetmaintError(f"could not take the job lease on {self.host}", step="lease", host=self.host)
+        self._thread = threading.Thread(target=self._renew, name=f"lease-{self.host}", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._halt.wait(LEASE_RENEW_S):
+            try:
+                self.note["renewed"] = time.time()
+                self.conn.secretDefineXML(_note_xml(LEASE_USAGE, self.note, self.uuid), 0)
+            except Exception:  # pylint: disable=broad-except
+                pass  # the host may be restarting; the next renewal tries again
+
+    def release(self) -> None:
+        self._halt.set()
+        if self._thread is not None:
+            self._thread.join(timeout=35)
+        try:
+            sec = _lookup(self.conn, LEASE_USAGE) if self.conn is not None else None
+            if sec is not None and sec.UUIDString() == self.uuid:
+                sec.undefine()
+        except Exception:  # pylint: disable=broad-except
+            pass  # unreachable host: the lease goes stale by itself
+        finally:
+            if self.conn is not None:
+                try:
+                    self.conn.close()
+                except Exception:  # pylint: disable=broad-except
+                    pass

@@ -1,0 +1,88 @@
+"""The job lease on libvirt's test:///default driver: one job per host at a time; stale leases are taken over."""
+
+import json
+import time
+
+import pytest
+
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils import maintenance as m
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import FleetmaintError
+
+libvirt = pytest.importorskip("libvirt")
+URI = "qemu+tcp://hv1/system"
+
+
+class FakeSecret:
+    def __init__(self, store, uuid, xml):
+        self.store, self.uuid, self.xml = store, uuid, xml
+
+    def UUIDString(self):  # noqa: N802 - libvirt's names
+        return self.uuid
+
+    def XMLDesc(self, _flags):  # noqa: N802
+        return self.xml
+
+    def undefine(self):
+        del self.store.secrets[self.uuid]
+
+
+class FakeConn:
+    """Secrets as libvirtd keeps them: one per usage; redefining with the same UUID updates it."""
+
+    def __init__(self):
+        self.secrets = {}
+
+    def secretDefineXML(self, xml, _flags):  # noqa: N802
+        import re
+        import uuid as uuidlib
+        usage = re.search(r"<name>(.*)</name>", xml).group(1)
+        given = re.search(r"<uuid>(.*)</uuid>", xml)
+        for s in self.secrets.values():
+            if usage in s.xml and (given is None or s.uuid != given.group(1)):
+                raise libvirt.libvirtError(f"a secret with UUID {s.uuid} already defined for use with {usage}")
+        u = given.group(1) if given else str(uuidlib.uuid4())
+        self.secrets[u] = FakeSecret(self, u, xml)
+        return self.secrets[u]
+
+    def secretLookupByUsage(self, _type, usage):  # noqa: N802
+        for s in self.secrets.values():
+            if f"<name>{usage}</name>" in s.xml:
+                return s
+        err = libvirt.libvirtError("no secret")
+        err.get_error_code = lambda: libvirt.VIR_ERR_NO_SECRET
+        raise err
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def conn(monkeypatch):
+    c = FakeConn()
+    monkeypatch.setattr(m, "open_uri", lambda uri: c)
+    return c
+
+
+def test_a_second_job_on_the_same_host_is_refused_and_the_lease_goes_at_the_end(conn):
+    with m.HostLease(URI, "hv1", "evacuate"):
+        held = m.get_mark(conn, m.LEASE_USAGE)
+        assert held["job"] == "evacuate" and held["pid"] > 0
+        with pytest.raises(FleetmaintError, match=r"hv1 is busy: 'evacuate' runs on it .* refusing to start 'restore'"):
+            m.HostLease(URI, "hv1", "restore").acquire()
+    assert m.get_mark(conn, m.LEASE_USAGE) is None
+
+
+def test_a_stale_lease_is_taken_over(conn):
+    old = {"job": "evacuate", "controller": "elsewhere", "pid": 1, "started": 0, "renewed": time.time() - 600}
+    conn.secretDefineXML(m._note_xml(m.LEASE_USAGE, old), 0)  # pylint: disable=protected-access
+    with m.HostLease(URI, "hv1", "restore") as lease:
+        assert m.get_mark(conn, m.LEASE_USAGE)["job"] == "restore" and lease.uuid
+
+
+def test_staleness_rules():
+    now = time.time()
+    assert m.lease_is_stale({"renewed": now - 61, "controller": "x", "pid": 1}, now)
+    assert not m.lease_is_stale({"renewed": now - 5, "controller": "other-controller", "pid": 1}, now)
+    gone = {"renewed": now, "controller": __import__("socket").gethostname(), "pid": 2 ** 22 + 7}
+    assert m.lease_is_stale(gone, now), "a dead process of this controller holds nothing"
+    assert json.dumps(gone)
