@@ -331,6 +331,10 @@ def _migrate(p: Dict[str, Any], sconn: Any, dconn: Any, peer_uri: str, check_mod
     if sdom is None:
         raise _fail(f"VM '{ident}' not found on {src_host['hostname']} ({redact_uri(p['uri'])}) nor on "
                     f"{dst_host['hostname']}", "locate", **ctx)
+    if ddom is not None and sdom is not None and ddom.UUIDString() == sdom.UUIDString() and not check_mode:
+        leftover = _finish_interrupted(p, sdom, sconn, dconn, peer_uri, result, ctx)
+        if leftover is not None:
+            return leftover
     if ddom is not None and sdom is not None:
         raise _fail(f"{ident} exists on both {src_host['hostname']} ({_state(sdom)[0]}) and "
                     f"{dst_host['hostname']} ({_state(ddom)[0]}): refusing to migrate onto a second copy; "
@@ -629,6 +633,77 @@ def _placement(sconn: Any, dconn: Optional[Any], name: str) -> Dict[str, Any]:
     return out
 
 
+POSTCOPY_SETTLE_S = 180  # how long a broken post-copy is watched (and resumed) before giving up
+POSTCOPY_RESUME_EVERY_S = 10
+
+
+def _postcopy_failed(dom: Any) -> bool:
+    st, reason = dom.state()
+    return (st == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED) or \
+        (st == libvirt.VIR_DOMAIN_RUNNING and reason == libvirt.VIR_DOMAIN_RUNNING_POSTCOPY_FAILED)
+
+
+def _settle_postcopy(p: Dict[str, Any], name: str, sconn: Any, dconn: Any, peer_uri: str,
+                     event: Callable[..., None], wait_s: float = POSTCOPY_SETTLE_S) -> str:
+    """After a post-copy migration broke: 'completed' when the guest ended on the destination alone (its stale
+    source definition removed), 'broken' when it did not within wait_s. A source left paused in
+    'post-copy failed' is resumed (libvirt post-copy recovery) as soon as the link allows."""
+    flags, _names = build_flags(dict(p, copy_storage="none"), True)
+    flags |= libvirt.VIR_MIGRATE_POSTCOPY_RESUME
+    deadline = time.monotonic() + wait_s
+    last_resume = 0.0
+    while True:
+        try:
+            sdom = _lookup(sconn, name, None)
+            ddom = _lookup(dconn, name, None)
+        except libvirt.libvirtError as exc:
+            event("settle_error", error=libvirt_message(exc))
+            sdom = ddom = None
+        if ddom is not None and ddom.isActive() and not _postcopy_failed(ddom) and \
+                (sdom is None or not sdom.isActive()):
+            if sdom is not None and sdom.isPersistent() and ddom.isPersistent():
+                sdom.undefine()  # the definition only: the guest and its disks are on the destination
+                event("stale_definition_removed", on=sconn.getHostname())
+            return "completed"
+        if sdom is not None and sdom.isActive() and _postcopy_failed(sdom) and \
+                time.monotonic() - last_resume >= POSTCOPY_RESUME_EVERY_S:
+            last_resume = time.monotonic()
+            try:
+                event("postcopy_resume")
+                sdom.migrateToURI3(peer_uri, {}, flags)
+            except libvirt.libvirtError as exc:
+                event("postcopy_resume_failed", error=libvirt_message(exc))
+        if time.monotonic() >= deadline:
+            return "broken"
+        time.sleep(2)
+
+
+def _finish_interrupted(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, peer_uri: str,
+                        result: Dict[str, Any], ctx: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The VM is on both hosts because an earlier migration was interrupted: a post-copy that broke (resume
+    it), or a migration that completed but whose source definition stayed (remove it). None otherwise."""
+    if sdom.isActive() and not _postcopy_failed(sdom):
+        return None  # running on the source: a real second copy or a migration in progress - not ours to fix
+    ddom = _lookup(dconn, sdom.name(), None)
+    if not sdom.isActive() and not (ddom.isActive() and ddom.isPersistent()):
+        return None
+
+    def event(kind: str, **kw: Any) -> None:
+        result["events"].append(dict(event=kind, **kw))
+
+    outcome = _settle_postcopy(p, sdom.name(), sconn, dconn, peer_uri, event)
+    result.update(vm=sdom.name(), uuid=sdom.UUIDString(), changed=True, placement=_placement(sconn, dconn, sdom.name()))
+    if outcome != "completed":
+        raise _fail(f"{ctx['vm']}: an interrupted post-copy migration from {ctx['source']} to {ctx['destination']} "
+                    f"could not be resumed within {POSTCOPY_SETTLE_S} s: {ctx['destination']} runs the guest, part of "
+                    f"its memory is still on {ctx['source']}; keep both, restore the link between them and re-run",
+                    "postcopy", result=result, **ctx)
+    result["home_host"] = parse_domain(ddom.XMLDesc(0))["home_host"]
+    result["msg"] = (f"{ctx['vm']} finished on {ctx['destination']}: an interrupted migration was completed "
+                     f"({', '.join(e['event'] for e in result['events'])})")
+    return result
+
+
 def _after_failure(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, error: BaseException,
                    aborted_reason: Optional[str], postcopy_used: bool, suspended: bool, result: Dict[str, Any],
                    ctx: Dict[str, Any], event: Callable[..., None], last: Optional[Dict[str, Any]],
@@ -638,6 +713,16 @@ def _after_failure(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, error: 
     cause = libvirt_message(error)
     event("failed", error=cause)
     phase = "postcopy" if postcopy_used else "precopy"
+    if postcopy_used:
+        # The guest already runs on the destination: it cannot go back. Wait for the outcome, resuming
+        # the post-copy when the link allows; a dropped control connection alone often ends in success.
+        if _settle_postcopy(p, name, sconn, dconn, p.get("peer_uri") or p["dest_uri"], event) == "completed":
+            result["placement"] = _placement(sconn, dconn, name)
+            result["metrics"] = _metrics(None, last, result["events"], wall_ms, postcopy_used, throttle_max)
+            if result["placement"]["running_on"] == [ctx["destination"]]:
+                result["msg"] = (f"migrated {name} from {ctx['source']} to {ctx['destination']} (post-copy; "
+                                 f"completed after the migration call failed: {cause})")
+                return result
     sdom_now = _lookup(sconn, name, None)
     if sdom_now is not None and not postcopy_used:
         state, reason = _state(sdom_now)
@@ -663,6 +748,10 @@ def _after_failure(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, error: 
             where += f" ({ctx['destination']} could not be checked: {placement['destination_unknown']})"
     else:
         where = f"; it now runs on {placement['running_on'] or 'no host checked'}"
+    if postcopy_used:
+        where += (f". Post-copy could not be completed or resumed within {POSTCOPY_SETTLE_S} s: the guest runs on "
+                  f"{ctx['destination']} with part of its memory still on {ctx['source']}; keep both, restore the "
+                  "link and re-run (libvirt post-copy recovery); a host that died in post-copy loses the guest")
     raise FleetmaintError(f"migrating {name} from {ctx['source']} to {ctx['destination']} failed during "
                           f"{phase}: {why}{where}", step=phase, cause=cause, result=result,
                           **ctx)

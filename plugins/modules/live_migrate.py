@@ -114,8 +114,11 @@ options:
       - C(never) - pre-copy only.
       - C(after_timeout) - switch to post-copy when O(timeout) expires (then O(timeout_action) is C(postcopy)).
       - C(immediate) - switch as soon as the job runs.
-      - After the switch the guest runs on the destination and pulls missing pages; if either host or the
-        link dies then, the guest is lost. Bounded time, higher risk.
+      - After the switch the guest runs on the destination and pulls missing pages. Bounded time, higher risk -
+        if either host dies then, the guest is lost. A broken link is recoverable - the module watches the
+        migration for up to 180 s after the call fails, resumes it with libvirt's post-copy recovery
+        (C(VIR_MIGRATE_POSTCOPY_RESUME)) once the link allows, and removes the definition a half-finished
+        migration leaves on the source; after that a re-run does the same.
     type: str
     choices: [never, after_timeout, immediate]
     default: never

@@ -175,3 +175,89 @@ def test_a_timeout_whose_postcopy_cannot_start_aborts_the_migration():
     assert "postcopy could not be started" in info.value.msg and "it still runs on hv1" in info.value.msg
     assert calls.index("migrateStartPostCopy") < calls.index("abortJob")
     assert [e["event"] for e in events if e["event"] in ("control_error", "abort")] == ["control_error", "abort"]
+
+
+class _Dom:
+    def __init__(self, host, state, reason=0, persistent=True):
+        self.host, self.st, self.reason, self.persistent, self.undefined = host, state, reason, persistent, False
+        self.resumes = 0
+
+    def name(self):
+        return "vm1"
+
+    def UUIDString(self):  # noqa: N802 - libvirt's names
+        return "u-1"
+
+    def state(self):
+        return [self.st, self.reason]
+
+    def isActive(self):  # noqa: N802
+        return self.st in (1, 3)
+
+    def isPersistent(self):  # noqa: N802
+        return self.persistent and not self.undefined
+
+    def undefine(self):
+        self.undefined = True
+
+    def XMLDesc(self, _flags=0):  # noqa: N802
+        return "<domain type='qemu'><name>vm1</name><memory unit='MiB'>64</memory><vcpu>1</vcpu></domain>"
+
+    def migrateToURI3(self, _uri, _params, flags):  # noqa: N802
+        import libvirt
+        assert flags & libvirt.VIR_MIGRATE_POSTCOPY_RESUME
+        self.resumes += 1
+        self.st, self.reason = 5, 0  # the resumed post-copy completes: the source is shut off (migrated)
+
+
+class _Conn:
+    def __init__(self, host, dom):
+        self.host, self.dom = host, dom
+
+    def getHostname(self):  # noqa: N802
+        return self.host
+
+    def lookupByName(self, _name):  # noqa: N802
+        import libvirt
+        if self.dom is None or (self.dom.undefined and not self.dom.isActive()):
+            err = libvirt.libvirtError("no domain")
+            err.get_error_code = lambda: libvirt.VIR_ERR_NO_DOMAIN
+            raise err
+        return self.dom
+
+
+def test_a_rerun_finishes_an_interrupted_migration():
+    """Source shut off but still defined, destination running: the stale source definition goes."""
+    pytest.importorskip("libvirt")
+    src, dst = _Dom("hv1", 5), _Dom("hv2", 1)
+    result = {"events": []}
+    out = lm._finish_interrupted(params(), src, _Conn("hv1", src), _Conn("hv2", dst), "qemu+tcp://hv2/system",
+                                 result, {"vm": "vm1", "source": "hv1", "destination": "hv2"})
+    assert out["changed"] is True and src.undefined and not dst.undefined
+    assert out["placement"] == {"running_on": ["hv2"], "defined_on": ["hv2"]}
+    assert "stale_definition_removed" in [e["event"] for e in out["events"]]
+
+
+def test_a_rerun_resumes_a_broken_postcopy():
+    libvirt = pytest.importorskip("libvirt")
+    src = _Dom("hv1", libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)
+    dst = _Dom("hv2", libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_POSTCOPY_FAILED)
+    sconn, dconn = _Conn("hv1", src), _Conn("hv2", dst)
+    orig = src.migrateToURI3
+
+    def resume(uri, params_, flags):
+        orig(uri, params_, flags)
+        dst.reason = 0  # the destination leaves 'post-copy failed' too
+
+    src.migrateToURI3 = resume
+    out = lm._finish_interrupted(params(), src, sconn, dconn, "qemu+tcp://hv2/system", {"events": []},
+                                 {"vm": "vm1", "source": "hv1", "destination": "hv2"})
+    assert src.resumes == 1 and out["placement"]["running_on"] == ["hv2"] and src.undefined
+
+
+def test_a_vm_running_on_both_hosts_is_not_touched():
+    pytest.importorskip("libvirt")
+    src, dst = _Dom("hv1", 1), _Dom("hv2", 1)
+    assert lm._finish_interrupted(params(), src, _Conn("hv1", src), _Conn("hv2", dst), "u", {"events": []},
+                                  {"vm": "vm1", "source": "hv1", "destination": "hv2"}) is None
+    assert not src.undefined and not dst.undefined
