@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 LABCTL = [sys.executable, str(REPO / "lab" / "labctl.py")]
 STATE_DIR = os.environ.get("FLEETMAINT_TEST_LAB_DIR", "/var/tmp/fleetmaint-lab-test")
 FIRST_ADDR = os.environ.get("FLEETMAINT_TEST_LAB_ADDR", "127.0.0.12")
-BRIDGE = "br-labtest"
+BRIDGE = os.environ.get("FLEETMAINT_TEST_LAB_BRIDGE", "br-labtest")
 
 
 class Lab:
@@ -115,6 +115,21 @@ class Lab:
     def restore(self, *flags: str, **hm) -> dict:
         """Run host_restore through ansible-playbook."""
         return self.run_test_playbook("host_move.yml", "hm", hm, "-e", "action=restore", *flags)
+
+    def dr_vars(self, hosts: str, backup_dir: str, **extra) -> dict:
+        """Variables of playbooks/disaster_recovery.yml for this lab: the lab's probes (libvirt, and
+        'labctl fault power' as the BMC), its fence step, and fence records under the lab's directory."""
+        v = {"hosts_": hosts, "disaster_recovery_backup_dir": backup_dir,
+             "disaster_recovery_fence_record_dir": f"{STATE_DIR}/fence",
+             "disaster_recovery_probe_tcp_ports": [],
+             "disaster_recovery_probe_commands": [["{{ fleetmaint_lab_labctl }}", "--state-dir",
+                                                   "{{ fleetmaint_lab_dir }}", "fault", "power",
+                                                   "{{ inventory_hostname }}"]],
+             "disaster_recovery_probe_timeout": 3,
+             "disaster_recovery_fence_tasks": "fence_labctl.yml",
+             "disaster_recovery_memory_headroom": 256}
+        v.update(extra)
+        return v
 
     def uris(self) -> list:
         return [h["uri"] for h in self.status()["hosts"]]

@@ -121,3 +121,48 @@ def check(lab, vms: dict, markers: bool = True) -> dict:
             got = lab.home_host(vm, where[vm])
             assert got == home, f"{vm}'s home host is {got}, expected {home}"
     return where
+
+
+def verify(lab, vms: dict, *, message: str | None = None, names: tuple = (), rerun=None,
+           markers: bool = True) -> list:
+    """The invariants of brief section 5 as a list of (check, passed, detail), asserting nothing.
+
+    vms: name -> expected home host. message/names: a failure message must name each of names (the VM,
+    the hosts, the step). rerun: a callable running the same job again; it must succeed, and the
+    placement invariants must hold again afterwards.
+    """
+    checks = []
+
+    def placement_checks(when: str) -> None:
+        st = lab.status()["vms"]
+        for vm, home in vms.items():
+            v = st.get(vm, {"running_on": [], "defined_on": []})
+            one = len(v["running_on"]) == 1
+            checks.append((f"{vm} runs on exactly one host{when}", one, f"runs on {v['running_on']}"))
+            checks.append((f"{vm} is defined on that host only{when}", one and v["defined_on"] == v["running_on"],
+                           f"defined on {v['defined_on']}"))
+            if not one:
+                continue
+            host = v["running_on"][0]
+            if markers:
+                m = lab.marker(vm)
+                checks.append((f"{vm} disk marker intact{when}", bool(m.get("intact")), str(m.get("found"))))
+            if home:
+                got = lab.home_host(vm, host)
+                checks.append((f"{vm} home host unchanged{when}", got == home, f"home {got}, expected {home}"))
+
+    placement_checks("")
+    if message is not None:
+        missing = [n for n in names if n not in message]
+        checks.append(("failure message names " + ", ".join(names), not missing,
+                       f"missing {missing} in: {message[:300]}"))
+    if rerun is not None:
+        res = rerun()
+        ok = not res.get("failed")
+        checks.append(("re-run succeeds", ok, str(res.get("msg"))[:300]))
+        placement_checks(" after re-run")
+    return checks
+
+
+def failed_checks(checks: list) -> list:
+    return [f"{name}: {detail}" for name, ok, detail in checks if not ok]

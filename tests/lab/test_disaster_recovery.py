@@ -25,17 +25,7 @@ def no_fence_record_left():
 
 
 def dr_vars(lab, hosts: str, **extra) -> dict:
-    v = {"hosts_": hosts, "disaster_recovery_backup_dir": str(lab.tmp / "dr-backup"),
-         "disaster_recovery_fence_record_dir": FENCE_DIR,
-         # The lab's probes: libvirt, and the lab's "BMC" (is any process of the host alive?).
-         "disaster_recovery_probe_tcp_ports": [],
-         "disaster_recovery_probe_commands": [["{{ fleetmaint_lab_labctl }}", "--state-dir", "{{ fleetmaint_lab_dir }}",
-                                               "fault", "power", "{{ inventory_hostname }}"]],
-         "disaster_recovery_probe_timeout": 3,
-         "disaster_recovery_fence_tasks": "fence_labctl.yml",
-         "disaster_recovery_memory_headroom": 256}
-    v.update(extra)
-    return v
+    return lab.dr_vars(hosts, str(lab.tmp / "dr-backup"), **extra)
 
 
 def backup(lab) -> dict:
