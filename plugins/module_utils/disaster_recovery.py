@@ -15,15 +15,14 @@ import json
 import os
 import socket
 import subprocess
-import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlparse
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.files import read_text, write_atomic
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.fleet import Fleet
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-    FleetmaintError, libvirt_message, open_uri, redact_uri,
+    FleetmaintError, call_with_timeout, libvirt_message, open_uri, redact_uri,
 )
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import classify_storage, parse_domain
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import PlanRefused, plan_evacuation
@@ -33,26 +32,6 @@ RECORD_MODE = 0o644  # the guard hook on every host reads it
 
 
 # ------------------------------------------------------------------ probes
-def _bounded(fn: Callable[[], Any], timeout: float) -> Any:
-    """fn() in a thread, abandoned after timeout (a blackholed host hangs a TCP connect for minutes)."""
-    box: Dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except Exception as exc:  # pylint: disable=broad-except
-            box["error"] = exc
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(timeout)
-    if t.is_alive():
-        raise TimeoutError(f"no answer within {timeout:g} s")
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
-
-
 def probe_libvirt(uri: str, timeout: float) -> Dict[str, Any]:
     def ask() -> str:
         conn = open_uri(uri, readonly=True)
@@ -61,7 +40,7 @@ def probe_libvirt(uri: str, timeout: float) -> Dict[str, Any]:
         finally:
             conn.close()
     try:
-        name = _bounded(ask, timeout)
+        name = call_with_timeout(ask, timeout)
         return {"probe": f"libvirt {redact_uri(uri)}", "alive": True, "detail": f"answers as {name}"}
     except Exception as exc:  # pylint: disable=broad-except
         return {"probe": f"libvirt {redact_uri(uri)}", "alive": False, "detail": str(exc)}

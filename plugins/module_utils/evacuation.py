@@ -285,6 +285,15 @@ def _preflight(fleet: Any, moves: List[Dict[str, Any]], p: Dict[str, Any]) -> Li
     return blocked
 
 
+def _lease(fleet: Any, host: str, job: str, check_mode: bool) -> Optional[HostLease]:
+    """One job per host at a time, across controllers (none in check mode, which changes nothing)."""
+    if check_mode:
+        return None
+    lease = HostLease(fleet.uri_of[host], host, job)
+    lease.acquire()
+    return lease
+
+
 def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
                   progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
     """Empty one host: plan, check every move, mark maintenance, move, report."""
@@ -294,9 +303,7 @@ def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
     try:
         with Fleet(p["uris"], p["shared_pools"], tls=p["tls"]) as fleet:
             host = fleet.resolve([p["host"]])[0]
-            if not check_mode:  # one job per host at a time, across controllers
-                lease = HostLease(fleet.uri_of[host], host, "evacuate")
-                lease.acquire()
+            lease = _lease(fleet, host, "evacuate", check_mode)
             inp = fleet.planner_input(p["memory_headroom"], p["memory_overcommit"], p["cpu_overcommit"],
                                       p["anti_affinity"], {k: int(v) for k, v in p["priority"].items()}, p["pinned"])
             # Hosts leaving at the same time (a rolling patch batch) take no VMs, as if in maintenance.
@@ -353,9 +360,7 @@ def restore_host(p: Dict[str, Any], check_mode: bool = False,
     try:
         with Fleet(p["uris"], p["shared_pools"], tls=p["tls"]) as fleet:
             host = fleet.resolve([p["host"]])[0]
-            if not check_mode:  # one job per host at a time, across controllers
-                lease = HostLease(fleet.uri_of[host], host, "restore")
-                lease.acquire()
+            lease = _lease(fleet, host, "restore", check_mode)
             moves = [{"vm": d["name"], "source": other, "destination": host}
                      for other in sorted(fleet.vms) if other != host
                      for d in fleet.vms[other] if d["home_host"] == host and d["state"] in ("running", "paused")]

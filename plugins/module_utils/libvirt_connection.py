@@ -12,9 +12,10 @@ closes connections. It never exits the process: callers decide.
 from __future__ import annotations
 
 import re
+import threading
 import traceback
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 try:
     import libvirt  # pylint: disable=unused-import
@@ -104,6 +105,26 @@ def connection(uri: str, readonly: bool = False) -> Iterator[Any]:
             conn.close()
         except Exception:  # pylint: disable=broad-except
             pass  # closing a dead connection must not mask the real error
+
+
+def call_with_timeout(fn: Callable[[], Any], timeout: float) -> Any:
+    """fn() in a thread, abandoned after timeout (a blackholed host hangs a TCP connect for minutes)."""
+    box: Dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except Exception as exc:  # pylint: disable=broad-except
+            box["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise TimeoutError(f"no answer within {timeout:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
 
 
 def require_libvirt(module: Any) -> None:
