@@ -24,31 +24,93 @@ def _metric(a: Optional[Dict[str, Any]], key: str) -> Optional[float]:
     return m.get(key)
 
 
+def move_row(v: Dict[str, Any]) -> Dict[str, Any]:
+    """One VM move of a host_evacuate / host_restore result (its per-VM entry) as a report row."""
+    attempts = v.get("attempts") or []
+    ok = [a for a in attempts if a.get("ok")]
+    last = ok[-1] if ok else (attempts[-1] if attempts else None)
+    total_ms = _metric(last, "total_time_ms")
+    downtime_ms = _metric(last, "downtime_ms")
+    if downtime_ms is None and _metric(last, "downtime_s") is not None:  # cold move
+        downtime_ms = _metric(last, "downtime_s") * 1000
+    return {
+        "vm": v.get("vm"), "source": v.get("source"), "destination": v.get("destination"), "result": v.get("result"),
+        "attempts": len(attempts),
+        # A change of method is an escalation; the same attempt restarted is not.
+        "escalations": [b.get("why") for a, b in zip(attempts, attempts[1:]) if b.get("why") != a.get("why")],
+        "total_time_s": round(total_ms / 1000.0, 1) if total_ms is not None else None,
+        "downtime_ms": downtime_ms,
+        "postcopy": bool(_metric(last, "postcopy_used")),
+        "msg": v.get("msg") if v.get("result") not in ("moved", "already_there") else None,
+    }
+
+
 def vm_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """One row per VM move (out of a host for its maintenance, or home again)."""
     rows = []
     for rec in records:
         for direction, key in (("out", "evacuate"), ("home", "restore")):
             for v in (rec.get(key) or {}).get("vms") or []:
-                attempts = v.get("attempts") or []
-                ok = [a for a in attempts if a.get("ok")]
-                last = ok[-1] if ok else (attempts[-1] if attempts else None)
-                total_ms = _metric(last, "total_time_ms")
-                downtime_ms = _metric(last, "downtime_ms")
-                if downtime_ms is None and _metric(last, "downtime_s") is not None:  # cold move
-                    downtime_ms = _metric(last, "downtime_s") * 1000
-                rows.append({
-                    "vm": v.get("vm"), "maintenance_of": rec.get("host"), "direction": direction,
-                    "source": v.get("source"), "destination": v.get("destination"), "result": v.get("result"),
-                    "attempts": len(attempts),
-                    # A change of method is an escalation; the same attempt restarted is not.
-                    "escalations": [b.get("why") for a, b in zip(attempts, attempts[1:])
-                                    if b.get("why") != a.get("why")],
-                    "total_time_s": round(total_ms / 1000.0, 1) if total_ms is not None else None,
-                    "downtime_ms": downtime_ms,
-                    "msg": v.get("msg") if v.get("result") not in ("moved", "already_there") else None,
-                })
+                row = move_row(v)
+                row.pop("postcopy")
+                rows.append(dict(row, maintenance_of=rec.get("host"), direction=direction))
     return rows
+
+
+MIGRATING_ACTIONS = ("live_migrate", "host_evacuate", "host_restore")
+
+
+def migration_rows(action: str, result: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Rows for one task result of live_migrate, host_evacuate or host_restore (any other action: none)."""
+    short = action.rsplit(".", 1)[-1]
+    if short not in MIGRATING_ACTIONS:
+        return []
+    if short != "live_migrate":
+        return [dict(move_row(v), job=short, host=result.get("host")) for v in result.get("vms") or []]
+    if not result.get("vm") and not result.get("failed"):
+        return []
+    m = result.get("metrics") or {}
+    total = m.get("total_time_ms")
+    if result.get("failed"):
+        outcome = "failed"
+    else:
+        outcome = "moved" if result.get("changed") else "already_there"
+    return [{"job": short, "host": None, "vm": result.get("vm"),
+             "source": (result.get("source") or {}).get("hostname"),
+             "destination": (result.get("destination") or {}).get("hostname"), "result": outcome,
+             "attempts": 1, "escalations": [], "total_time_s": round(total / 1000.0, 1) if total is not None else None,
+             "downtime_ms": m.get("downtime_ms"), "postcopy": bool(m.get("postcopy_used")),
+             "msg": result.get("msg") if outcome == "failed" else None}]
+
+
+def migration_table(rows: List[Dict[str, Any]]) -> str:
+    """A compact fixed-width table for a terminal."""
+    head = ("VM", "FROM", "TO", "RESULT", "TIME s", "DOWNTIME ms", "NOTE")
+    body = [(str(r["vm"]), str(r["source"] or "-"), str(r["destination"] or "-"), str(r["result"]),
+             "-" if r["total_time_s"] is None else f"{r['total_time_s']:g}",
+             "-" if r["downtime_ms"] is None else f"{r['downtime_ms']:g}",
+             ", ".join(filter(None, ["post-copy" if r.get("postcopy") else "", *r.get("escalations", []),
+                                     (r.get("msg") or "")[:60]])))
+            for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(fmt.format(*line).rstrip() for line in [head, *body])
+
+
+def migration_markdown(rows: List[Dict[str, Any]], title: str = "Migrations") -> str:
+    moved = sum(1 for r in rows if r["result"] == "moved")
+    failed = sum(1 for r in rows if r["result"] == "failed")
+    downs = [r["downtime_ms"] for r in rows if r["downtime_ms"] is not None]
+    out = [f"# {title}", "", f"{len(rows)} VM moves: {moved} moved, {failed} failed"
+           + (f"; downtime max {max(downs):g} ms" if downs else ""), "",
+           "| VM | from | to | result | time s | downtime ms | job | note |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        note = ", ".join(filter(None, ["post-copy" if r.get("postcopy") else "", *r.get("escalations", []),
+                                       (r.get("msg") or "").replace("|", "/")]))
+        out.append(f"| {r['vm']} | {r['source'] or '-'} | {r['destination'] or '-'} | {r['result']} | "
+                   f"{'-' if r['total_time_s'] is None else r['total_time_s']} | "
+                   f"{'-' if r['downtime_ms'] is None else r['downtime_ms']} | {r.get('job')} | {note} |")
+    return "\n".join(out) + "\n"
 
 
 def phase_durations(marks: List[Any]) -> Dict[str, float]:

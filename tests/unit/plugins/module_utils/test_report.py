@@ -85,3 +85,28 @@ def test_html_is_well_formed_and_charts_every_move():
     P().feed(page)
     assert stack == []
     assert page.count("<rect") == 8, "4 moves x (downtime, time)"
+
+
+def test_migration_rows_from_live_migrate_and_evacuate_results():
+    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.report import (
+        migration_markdown, migration_rows, migration_table)
+    lm = {"changed": True, "vm": "web1", "source": {"hostname": "hv1"}, "destination": {"hostname": "hv2"},
+          "metrics": {"total_time_ms": 2500, "downtime_ms": 40, "postcopy_used": True}}
+    rows = migration_rows("fleetmaint.libvirt.live_migrate", lm)
+    assert rows == [{"job": "live_migrate", "host": None, "vm": "web1", "source": "hv1", "destination": "hv2",
+                     "result": "moved", "attempts": 1, "escalations": [], "total_time_s": 2.5, "downtime_ms": 40,
+                     "postcopy": True, "msg": None}]
+    failed = migration_rows("live_migrate", {"failed": True, "vm": "db", "msg": "destination unreachable"})
+    assert failed[0]["result"] == "failed" and failed[0]["msg"] == "destination unreachable"
+    evac = {"host": "hv1", "vms": [
+        {"vm": "a", "source": "hv1", "destination": "hv3", "result": "moved",
+         "attempts": [{"why": "initial", "ok": False, "metrics": {"total_time_ms": 9000}},
+                      {"why": "auto_converge", "ok": True, "metrics": {"total_time_ms": 4000, "downtime_ms": 12}}]}]}
+    erows = migration_rows("fleetmaint.libvirt.host_evacuate", evac)
+    assert erows[0]["escalations"] == ["auto_converge"] and erows[0]["total_time_s"] == 4.0
+    assert erows[0]["job"] == "host_evacuate" and erows[0]["host"] == "hv1"
+    assert migration_rows("ansible.builtin.debug", {"msg": "x"}) == []
+    table = migration_table(rows + failed + erows)
+    assert table.splitlines()[0].split()[:3] == ["VM", "FROM", "TO"] and "post-copy" in table
+    md = migration_markdown(rows + failed + erows)
+    assert "3 VM moves: 2 moved, 1 failed; downtime max 40 ms" in md and "| web1 | hv1 | hv2 | moved |" in md
