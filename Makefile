@@ -22,12 +22,12 @@ export FLEETMAINT_LAB_DIR := $(LAB_DIR)
 export FLEETMAINT_INVENTORY := $(INVENTORY)
 export FLEETMAINT_VENV := $(VENV)
 
-.PHONY: help deps apt venv collection sync unit sanity lint integration reliability molecule test demo bench lab-up lab-down lab-status clean
+.PHONY: help deps apt venv collection sync unit sanity lint integration reliability molecule docs test demo bench lab-up lab-down lab-status clean
 
 help:
 	@echo "make demo   - install, start the lab, run the main job, print the report"
 	@echo "make test   - install, then unit tests, ansible-test sanity, ansible-lint, integration on the lab"
-	@echo "make unit | sanity | lint | integration | reliability | molecule | bench | lab-up | lab-down | lab-status | clean"
+	@echo "make unit | sanity | lint | docs | integration | reliability | molecule | bench | lab-up | lab-down | lab-status | clean"
 
 deps: apt venv
 
@@ -93,6 +93,13 @@ lab-status:
 integration: deps collection
 	python -m pytest -p no:cacheprovider -v tests/lab
 
+# The documentation site: plugin reference (antsibull-docs) and the user guide, in a virtualenv of its own.
+DOCS_VENV    := $(BUILD)/docs-venv
+docs: deps collection
+	@test -x $(DOCS_VENV)/bin/sphinx-build || { python3 -m venv $(DOCS_VENV) && \
+	  $(DOCS_VENV)/bin/pip install -q -r docs/site/requirements.txt; }
+	PATH=$(DOCS_VENV)/bin:$$PATH bash docs/site/build.sh $(BUILD)/docsite
+
 # The reliability suite: every fault scenario of the brief on a lab of its own (127.0.0.52-54), one invariant
 # checker, and a table (scenario, result, invariant checks passed), also written to .build/reliability.md.
 reliability: deps collection
@@ -102,7 +109,7 @@ reliability: deps collection
 molecule: deps collection
 	for s in host_evacuate host_restore rolling_patch disaster_recovery; do molecule test -s $$s || exit 1; done
 
-test: deps unit sanity lint integration reliability molecule
+test: deps unit sanity lint docs integration reliability molecule
 	@echo "make test: all suites passed"
 
 demo: deps collection lab-up
