@@ -41,9 +41,9 @@ def test_inventory_places_vms_under_their_hypervisor_and_follows_a_move(lab, tmp
         assert "inv-a" not in inv.get("away_from_home", {}).get("hosts", [])
 
         lab.migrate(name="inv-a", uri=lab.uri("lab1"), dest_uri=lab.uri("lab2"))
-        cached, _ = inventory(cfg)
+        cached, _err = inventory(cfg)
         assert "inv-a" in cached["vms_on_lab1"]["hosts"], "served from the cache"
-        fresh, _ = inventory(cfg, "--flush-cache")
+        fresh, _err = inventory(cfg, "--flush-cache")
         assert "inv-a" in fresh["vms_on_lab2"]["hosts"] and "inv-a" not in fresh.get("vms_on_lab1", {}).get("hosts", [])
         assert "inv-a" in fresh["away_from_home"]["hosts"]
         assert fresh["_meta"]["hostvars"]["inv-a"]["fleetmaint_home_host"] == "lab1"
