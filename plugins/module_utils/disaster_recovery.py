@@ -27,7 +27,6 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connect
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import classify_storage, parse_domain
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import PlanRefused, plan_evacuation
 
-RUNNING_STATES = ("running", "paused")
 RECORD_MODE = 0o644  # the guard hook on every host reads it
 
 
@@ -105,12 +104,14 @@ def read_backup(path: str) -> Dict[str, Any]:
 
 def plan_failover(host: str, index: Dict[str, Any], xmls: Dict[str, str], survivors: Dict[str, Dict[str, Any]],
                   current: Dict[str, Dict[str, List[str]]], planner: Dict[str, Any],
-                  names_on: Optional[Dict[str, List[str]]] = None) -> Dict[str, Any]:
+                  names_on: Optional[Dict[str, List[str]]] = None,
+                  restarting: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """What to do with each VM the backup places on the dead host. Pure.
 
     survivors: host -> {"pools": [...], "networks": [names]}; current: uuid -> {"running_on", "defined_on"}
     on the survivors; planner: Fleet.planner_input() of the survivors; names_on: VM name -> survivors that
-    have a domain of that name (any UUID).
+    have a domain of that name (any UUID); restarting: VM -> survivor an earlier run of this failover was
+    defining it on (from the fence record) when it stopped.
     """
     out: Dict[str, List[Dict[str, Any]]] = {"restart": [], "already_running": [], "unrecoverable": [],
                                             "not_running": [], "start_defined": []}
@@ -126,8 +127,12 @@ def plan_failover(host: str, index: Dict[str, Any], xmls: Dict[str, str], surviv
             out["not_running"].append({"vm": name, "state": e.get("state"),
                                        "detail": f"was {e.get('state')} on {host} at backup time: left defined there"})
             continue
-        if now["defined_on"]:  # a failover that stopped between define and start
-            out["start_defined"].append({"vm": name, "destination": now["defined_on"][0]})
+        if now["defined_on"]:
+            if (restarting or {}).get(name) in now["defined_on"]:  # our earlier run stopped before starting it
+                out["start_defined"].append({"vm": name, "destination": restarting[name]})
+            else:  # moved there and shut down after the backup: someone's decision, not ours to undo
+                out["not_running"].append({"vm": name, "state": "shutoff", "detail": f"defined but not running on "
+                                           f"{', '.join(now['defined_on'])} (not by a failover): left as is"})
             continue
         if (names_on or {}).get(name):
             out["unrecoverable"].append({"vm": name, "reason": f"another VM named {name} (another UUID) is on "
@@ -215,8 +220,10 @@ def failover_host(p: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]
         planner["shared_pools"] = p["shared_pools"]
         same_uuid = {d["name"] for doms in fleet.vms.values() for d in doms
                      if d["name"] in index and d["uuid"] == index[d["name"]]["uuid"]}
+        before = read_record(p["fence_record_dir"], host)
         plan = plan_failover(host, index, xmls, survivors, current, planner,
-                             {n: hs for n, hs in names_on.items() if n not in same_uuid})
+                             {n: hs for n, hs in names_on.items() if n not in same_uuid},
+                             (before or {}).get("restarting", {}))
         changed = bool(plan["restart"] or plan["start_defined"])
         result: Dict[str, Any] = {"host": host, "plan": plan, "recovered": [], "failed": [], "changed": changed,
                                   "already_running": plan["already_running"], "unrecoverable": plan["unrecoverable"],
@@ -226,10 +233,10 @@ def failover_host(p: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]
             result["msg"] = (f"would restart {len(plan['restart']) + len(plan['start_defined'])} VMs of {host}; "
                              f"{len(plan['unrecoverable'])} unrecoverable")
             return result
-        before = read_record(p["fence_record_dir"], host)
         record = json.loads(json.dumps(before)) if before else {
             "host": host, "fenced_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "fence": p["fence_evidence"], "recovered": {}, "unrecovered_running": []}
+        record.setdefault("restarting", {})
         record["unrecovered_running"] = sorted({u["vm"] for u in plan["unrecoverable"]}
                                                | set(record.get("unrecovered_running", [])))
         # The record first: from here on the guard hook refuses every start on the dead host.
@@ -244,6 +251,8 @@ def failover_host(p: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]
             dom = None
             try:
                 if define:
+                    record["restarting"][vm] = dest  # so a re-run after a crash here starts it, not someone else's
+                    write_record(p["fence_record_dir"], host, record)
                     dom = conn.defineXML(xmls[vm])
                     if index[vm].get("autostart"):
                         dom.setAutostart(1)
@@ -252,6 +261,7 @@ def failover_host(p: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]
                 dom.create()
                 result["recovered"].append({"vm": vm, "host": dest})
                 record["recovered"][vm] = dest
+                record["restarting"].pop(vm, None)
             except Exception as exc:  # pylint: disable=broad-except
                 msg = libvirt_message(exc)
                 if define and dom is not None:
@@ -259,6 +269,7 @@ def failover_host(p: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]
                         dom.undefine()  # leave no second definition behind
                     except Exception:  # pylint: disable=broad-except
                         pass
+                record["restarting"].pop(vm, None)
                 result["failed"].append({"vm": vm, "host": dest, "reason": f"starting it on {dest} failed: {msg}"})
         record["unrecovered_running"] = sorted(set(record["unrecovered_running"]) | {f["vm"] for f in result["failed"]})
         write_record(p["fence_record_dir"], host, record)

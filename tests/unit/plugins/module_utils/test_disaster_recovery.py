@@ -59,12 +59,14 @@ def test_local_disk_hostdev_and_missing_network_are_reported_unrecoverable():
     assert [r["vm"] for r in p["restart"]] == ["ok"]
 
 
-def test_a_vm_already_running_elsewhere_is_left_alone_and_one_defined_is_started():
-    index = {"a": entry("a"), "b": entry("b")}
-    current = {"u-a": {"running_on": ["hv3"], "defined_on": ["hv3"]}, "u-b": {"running_on": [], "defined_on": ["hv2"]}}
-    p = plan(index, {"a": xml("a"), "b": xml("b")}, current)
+def test_a_vm_already_running_elsewhere_is_left_alone_and_our_interrupted_restart_is_finished():
+    index = {"a": entry("a"), "b": entry("b"), "c": entry("c")}
+    current = {"u-a": {"running_on": ["hv3"], "defined_on": ["hv3"]}, "u-b": {"running_on": [], "defined_on": ["hv2"]},
+               "u-c": {"running_on": [], "defined_on": ["hv3"]}}
+    p = dr.plan_failover("hv1", index, {n: xml(n) for n in index}, survivors(), current, planner(), {}, {"b": "hv2"})
     assert p["already_running"] == [{"vm": "a", "host": "hv3"}]
     assert p["start_defined"] == [{"vm": "b", "destination": "hv2"}] and p["restart"] == []
+    assert [n["vm"] for n in p["not_running"]] == ["c"], "shut down on hv3 by someone else: not started"
 
 
 def test_vms_not_running_at_backup_time_stay_defined_on_the_dead_host():
