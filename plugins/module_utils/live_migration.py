@@ -647,7 +647,8 @@ def _settle_postcopy(p: Dict[str, Any], name: str, sconn: Any, dconn: Any, peer_
                      event: Callable[..., None], wait_s: float = POSTCOPY_SETTLE_S) -> str:
     """After a post-copy migration broke: 'completed' when the guest ended on the destination alone (its stale
     source definition removed), 'broken' when it did not within wait_s. A source left paused in
-    'post-copy failed' is resumed (libvirt post-copy recovery) as soon as the link allows."""
+    'post-copy failed' is resumed (libvirt post-copy recovery, peer-to-peer migrations) as soon as the link
+    allows."""
     flags, _names = build_flags(dict(p, copy_storage="none"), True)
     flags |= libvirt.VIR_MIGRATE_POSTCOPY_RESUME
     deadline = time.monotonic() + wait_s
@@ -665,7 +666,7 @@ def _settle_postcopy(p: Dict[str, Any], name: str, sconn: Any, dconn: Any, peer_
                 sdom.undefine()  # the definition only: the guest and its disks are on the destination
                 event("stale_definition_removed", on=sconn.getHostname())
             return "completed"
-        if sdom is not None and sdom.isActive() and _postcopy_failed(sdom) and \
+        if p["p2p"] and sdom is not None and sdom.isActive() and _postcopy_failed(sdom) and \
                 time.monotonic() - last_resume >= POSTCOPY_RESUME_EVERY_S:
             last_resume = time.monotonic()
             try:
