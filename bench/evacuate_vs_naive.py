@@ -11,7 +11,9 @@ Not a test: numbers only. Brings up a lab of its own (127.0.0.42-44, state in
 2. convergence - one VM dirtying memory faster than a bandwidth cap: the naive loop gives up at a
    deadline (``virsh migrate --timeout`` then abort), host_evacuate escalates (downtime ladder,
    auto-converge, post-copy). Completed or not, time, downtime.
-3. estimate accuracy - the planner's predicted time and downtime for each move against what was measured.
+3. estimate accuracy - the planner's predicted time and downtime for each move against what was measured
+   (the planner has no dirty-rate input), and, across VM sizes and dirty rates, migration_check's estimate
+   from a dirty rate libvirt measures against a live_migrate of the same VM at the same bandwidth cap.
 
 Writes bench/results/evacuate_vs_naive.json and bench/results/evacuate_vs_naive.md.
 
@@ -91,6 +93,47 @@ def bring_home(inventory, n):
     assert all(w.get(f"bn-{i}") == ["lab1"] for i in range(n)), w
 
 
+def run_test_playbook(tmp, name, var, args):
+    """One of tests/lab/playbooks (they save the registered result): the result."""
+    out = Path(tmp) / f"{var}-{time.monotonic_ns()}.json"
+    sh(["ansible-playbook", str(REPO / "tests" / "lab" / "playbooks" / name), "-e",
+        json.dumps({var: args, "result_file": str(out)})], check=False)
+    if not out.exists():
+        raise SystemExit(f"{name} produced no result")
+    return json.loads(out.read_text())
+
+
+DIRTY_MATRIX = [(128, 0), (256, 0), (128, 6), (256, 6), (256, 12)]  # (MiB, MB/s dirtied)
+CAP_MIB_S = 32
+
+
+def dirty_rate_accuracy(tmp, u):
+    """migration_check's estimate (dirty rate measured by libvirt) against a real move at the same cap."""
+    vms = {f"bd-{mib}-{rate}": (mib, rate) for mib, rate in DIRTY_MATRIX}
+    for vm, (mib, rate) in vms.items():
+        lab("vm", "create", vm, "--host", "lab1", "--memory", str(mib),
+            *(["--dirty-mb", str(mib // 3), "--dirty-rate", str(rate)] if rate else []))
+    time.sleep(8)
+    chk = run_test_playbook(tmp, "migration_check.yml", "chk", {
+        "uri": u["lab1"], "names": list(vms), "dest_uris": [u["lab2"]], "measure_dirty_rate": True,
+        "dirty_rate_seconds": 3, "bandwidth": CAP_MIB_S})
+    rows = []
+    for vm, (mib, rate) in vms.items():
+        est = chk["estimates"][vm]
+        mig = run_test_playbook(tmp, "live_migrate.yml", "mig", {
+            "name": vm, "uri": u["lab1"], "dest_uri": u["lab2"], "bandwidth": CAP_MIB_S, "max_downtime": 300,
+            "downtime_steps": 1, "timeout": 60, "timeout_action": "abort"})
+        m = mig.get("metrics") or {}
+        rows.append({"vm": vm, "memory_mib": mib, "dirtying_mb_s": rate,
+                     "measured_dirty_mib_s": round((est["dirty_rate"].get("bytes_per_s") or 0) / 1048576, 1),
+                     "est_converges": est["converges"], "est_time_s": est["total_time_s"],
+                     "est_downtime_ms": est["downtime_ms"], "ok": not mig.get("failed"),
+                     "time_s": round(m["total_time_ms"] / 1000, 2) if m.get("total_time_ms") else None,
+                     "downtime_ms": m.get("downtime_ms")})
+        lab("vm", "delete", vm, check=False)
+    return rows
+
+
 def naive_loop(vms, src, dst, extra=(), deadline=None):
     rows = []
     t0 = time.monotonic()
@@ -154,6 +197,7 @@ def main() -> int:
     # 2. convergence: 80 MB dirtied at 40 MB/s over links from lab1 slowed to 16 MB/s (the same for both).
     for vm in names:
         lab("vm", "delete", vm, check=False)
+    report["dirty_rate_accuracy"] = dirty_rate_accuracy(out, u)
     lab("vm", "create", "bn-hot", "--host", "lab1", "--memory", "160", "--dirty-mb", "80", "--dirty-rate", "40")
     time.sleep(8)
     lab("fault", "slow", "lab1", "lab2", "16")
@@ -210,6 +254,13 @@ def summary(r) -> str:
     for x in r["estimate_accuracy"]:
         lines.append(f"| {x['vm']} | {x['memory_mib']} | {x['est_time_s']} | {x['time_s']} | {x['est_downtime_ms']} | "
                      f"{x['downtime_ms']} |")
+    lines += ["", f"## Estimates from measured dirty rates (migration_check) against moves at {CAP_MIB_S} MiB/s", "",
+              "| VM | MiB | dirtying MB/s | measured MiB/s | est. converges | est. time s | time s | "
+              "est. downtime ms | downtime ms |", "|---|---|---|---|---|---|---|---|---|"]
+    for x in r.get("dirty_rate_accuracy", []):
+        lines.append(f"| {x['vm']} | {x['memory_mib']} | {x['dirtying_mb_s']} | {x['measured_dirty_mib_s']} | "
+                     f"{x['est_converges']} | {x['est_time_s']} | {x['time_s'] if x['ok'] else 'failed'} | "
+                     f"{x['est_downtime_ms']} | {x['downtime_ms']} |")
     return "\n".join(lines) + "\n"
 
 
