@@ -15,7 +15,6 @@ the tool works before any virtualenv exists.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import re
@@ -51,6 +50,11 @@ GUEST_MODULES = [
 MIN_GUEST_MIB = 96  # the Debian cloud kernel and initramfs hang silently in a 64 MiB guest
 VM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 METADATA_NS = "https://github.com/fleetmaint/libvirt/xmlns/1"
+# What a guest kernel prints when it dies or corrupts itself; libvirt still says "running" then.
+# Soft lockups and RCU stalls are not in it: a starved TCG vCPU prints those and goes on.
+GUEST_CRASH_RE = re.compile(r"Kernel panic|kernel BUG at|BUG: kernel NULL pointer|BUG: unable to handle|Oops: |"
+                            r"general protection fault|Fixing recursive fault|Attempted to kill init")
+BOOT_TIMEOUT = 180.0  # seconds a lab guest gets to boot; TCG on two loaded cores takes 2-10 s
 # Every lab host's libvirtd, and the QEMU processes it starts, live in a cgroup of their own.
 # All hosts share one network namespace, and the kernel gives every unbound loopback
 # connection the source address 127.0.0.1, so addresses alone cannot tell which host sent
@@ -293,10 +297,6 @@ class Lab:
             time.sleep(0.3)
         else:
             raise LabError(f"libvirtd for {h['name']} did not answer on {self.uri(h)} within 30s")
-        ns = os.readlink(f"/proc/{self.host_pid(h)}/ns/mnt")
-        h.setdefault("mntns", [])
-        if ns not in h["mntns"]:
-            h["mntns"].append(ns)
         self.save(state)
         self.setup_host_objects(state, h)
 
@@ -320,18 +320,18 @@ class Lab:
                 self.virsh(h, "pool-start", pool)
 
     def host_processes(self, h: dict) -> list[int]:
-        """Every process of this host (libvirtd, QEMU): its cgroup, and its mount namespaces."""
+        """Every process of this host (libvirtd, QEMU, hooks): the members of its cgroup and of any cgroup below.
+
+        Membership is the only identity used: the cgroup's name carries this lab's id (a hash of its state
+        directory) and the host's name, and a process cannot leave it by itself. Namespace ids are not used:
+        the kernel reuses them once a namespace is gone, so they could name another lab's processes.
+        """
         pids = set()
-        try:
-            pids.update(int(x) for x in (Path(CGROUP_ROOT) / self.cgroup(h) / "cgroup.procs").read_text().split())
-        except OSError:
-            pass
-        nss = set(h.get("mntns", []))
-        for p in glob.glob("/proc/[0-9]*"):
+        top = Path(CGROUP_ROOT) / self.cgroup(h)
+        for procs in (top.glob("**/cgroup.procs") if top.is_dir() else ()):
             try:
-                if os.readlink(f"{p}/ns/mnt") in nss:
-                    pids.add(int(p[6:]))
-            except OSError:
+                pids.update(int(x) for x in procs.read_text().split())
+            except (OSError, ValueError):
                 continue
         return sorted(pids)
 
@@ -365,8 +365,7 @@ class Lab:
             state = {"bridge": bridge, "hosts": [], "vms": {}, "cuts": [], "slows": []}
             for i in range(nhosts):
                 addr = f"{base[0]}.{int(base[1]) + i}"
-                state["hosts"].append({"name": f"lab{i + 1}", "addr": addr, "uuid": str(uuid.uuid4()),
-                                       "mntns": []})
+                state["hosts"].append({"name": f"lab{i + 1}", "addr": addr, "uuid": str(uuid.uuid4())})
             self.save(state)
         self.build_guest()
         self.build_pki(state)
@@ -379,9 +378,47 @@ class Lab:
         return state
 
     # ------------------------------------------------------------------ VMs
+    def console_logs(self, state: dict, name: str) -> dict:
+        """host name -> path of this VM's serial console log on that host (where one exists)."""
+        out = {}
+        for h in state["hosts"]:
+            f = self.hdir(h) / "log" / "qemu" / f"{name}-console.log"
+            if f.exists():
+                out[h["name"]] = f
+        return out
+
+    def guest_health(self, state: dict, name: str) -> dict:
+        """What the guest's own console says, on every host it ran on: booted, and any crash line."""
+        booted, crash = False, None
+        for hn, f in self.console_logs(state, name).items():
+            text = f.read_text(errors="replace")
+            booted = booted or f"fleetmaint: guest {name} up" in text
+            m = GUEST_CRASH_RE.search(text)
+            if m and crash is None:
+                line = text[max(0, text.rfind("\n", 0, m.start()) + 1):].split("\n", 1)[0]
+                crash = f"{hn}: {line.strip()}"
+        return {"booted": booted, "crashed": crash is not None, "crash": crash}
+
+    def wait_booted(self, state: dict, h: dict, name: str, timeout: float = BOOT_TIMEOUT) -> float:
+        """Wait until a guest just started on h says it is up (its disk marker is written by then).
+
+        A guest must not be moved while its kernel boots: under TCG (QEMU 7.2) a live migration in that
+        window corrupts the guest now and then (docs/lab.md, "Guests that are still booting")."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            health = self.guest_health(state, name)
+            if health["crashed"]:
+                raise LabError(f"guest {name} crashed while booting on {h['name']}: {health['crash']}")
+            if health["booted"]:
+                return time.monotonic() - t0
+            time.sleep(0.2)
+        raise LabError(f"guest {name} on {h['name']} did not boot within {timeout:.0f}s "
+                       f"(see {self.hdir(h) / 'log' / 'qemu' / (name + '-console.log')})")
+
     def vm_create(self, name: str, host: str, memory: int, vcpus: int, dirty_mb: int,
                   dirty_rate: float, disk: str, size: int, start: bool = True, home: bool = True,
-                  network: str = NETWORK, pool: str | None = None) -> dict:
+                  network: str = NETWORK, pool: str | None = None, wait: bool = True,
+                  crash_after: float | None = None) -> dict:
         state = self.load()
         if not VM_NAME_RE.match(name):
             raise LabError(f"invalid VM name '{name}'")
@@ -409,6 +446,8 @@ class Lab:
         cmdline = f"console=ttyS0 panic=-1 quiet fm.name={name} fm.token={token}"
         if dirty_mb:
             cmdline += f" fm.dirty_mb={dirty_mb} fm.dirty_rate={dirty_rate:g}"
+        if crash_after is not None:
+            cmdline += f" fm.crash_after={crash_after:g}"
         meta = ""
         if home:
             meta = (f"<metadata><fleetmaint:instance xmlns:fleetmaint='{METADATA_NS}'>"
@@ -436,14 +475,60 @@ class Lab:
         xf = self.root / "vms" / f"{name}.xml"
         xf.parent.mkdir(exist_ok=True)
         xf.write_text(xml)
+        for f in self.console_logs(state, name).values():
+            f.unlink()  # an earlier VM of this name: its lines would read as this one's
         self.virsh(h, "define", str(xf))
+        boot_s = None
         if start:
             self.virsh(h, "start", name)
+            if wait:
+                boot_s = round(self.wait_booted(state, h, name), 1)
         state = self.load()
         state["vms"][name] = {"token": token, "created_on": h["name"], "memory": memory, "pool": pool,
-                              "disk": disk, "disk_path": disk_path, "dirty_mb": dirty_mb, "dirty_rate": dirty_rate}
+                              "disk": disk, "disk_path": disk_path, "dirty_mb": dirty_mb, "dirty_rate": dirty_rate,
+                              "vcpus": vcpus, "size": size, "network": network, "home": home}
         self.save(state)
-        return {"name": name, "host": h["name"], "disk_path": disk_path, "token": token}
+        return {"name": name, "host": h["name"], "disk_path": disk_path, "token": token, "boot_s": boot_s}
+
+    def vm_ensure(self, name: str, host: str, **spec) -> str:
+        """Make a VM run once, defined once, whatever an earlier run or an interrupted 'down' left.
+
+        Running and defined on one host: left alone ("ok"); paused there: resumed; defined on one host and
+        running nowhere (hosts restarted under it): started there; anything else (missing, transient, on
+        two hosts): deleted and created again on ``host``."""
+        state = self.load()
+        w = self.locate(state, name)
+        if len(w["defined_on"]) == 1 and w["running_on"] in ([], w["defined_on"]):
+            h = self.host(state, w["defined_on"][0])
+            st = w["states"][h["name"]]
+            if st == "running":
+                return "ok"
+            if st == "paused":
+                self.virsh(h, "resume", name)
+                return f"resumed on {h['name']}"
+            if not w["running_on"]:
+                self.virsh(h, "start", name)
+                self.wait_booted(state, h, name)
+                return f"started on {h['name']}"
+        if w["defined_on"] or w["running_on"]:
+            self.vm_delete(name)
+            self.vm_create(name, host, **spec)
+            return f"recreated on {host} (was running on {w['running_on'] or 'no host'}, defined on {w['defined_on'] or 'no host'})"
+        self.vm_create(name, host, **spec)
+        return f"created on {host}"
+
+    def fleet_ensure(self, path: str) -> dict:
+        """vm_ensure for every line of a fleet file: ``name host memory disk [dirty-mb dirty-rate]``."""
+        out = {}
+        for line in Path(path).read_text().splitlines():
+            f = line.split("#", 1)[0].split()
+            if not f:
+                continue
+            name, host, mem, disk = f[:4]
+            dmb, drate = (int(f[4]), float(f[5])) if len(f) >= 6 else (0, 0.0)
+            out[name] = self.vm_ensure(name, host, memory=int(mem), vcpus=1, dirty_mb=dmb, dirty_rate=drate,
+                                       disk=disk, size=16)
+        return out
 
     def vm_delete(self, name: str) -> list[str]:
         state = self.load()
@@ -459,6 +544,8 @@ class Lab:
             for pool in sorted({SHARED_POOL, LOCAL_POOL, state["vms"].get(name, {}).get("pool") or LOCAL_POOL}):
                 if self.virsh(h, "vol-info", f"{name}.img", "--pool", pool, check=False).returncode == 0:
                     self.virsh(h, "vol-delete", f"{name}.img", "--pool", pool, check=False)
+        for f in self.console_logs(state, name).values():
+            f.unlink(missing_ok=True)
         state["vms"].pop(name, None)
         self.save(state)
         return touched
@@ -499,8 +586,10 @@ class Lab:
                 head = f"<unreadable: {exc}>"
             found[hn] = head
         expected = f"FLEETMAINT-MARKER name={name} token={vm['token']}"
-        return {"name": name, "expected": expected, "found": found,
-                "intact": bool(found) and all(v == expected for v in found.values())}
+        health = self.guest_health(state, name)
+        # A guest whose kernel crashed is lost even when libvirt says it runs and its disk is fine.
+        return {"name": name, "expected": expected, "found": found, "guest": health,
+                "intact": bool(found) and all(v == expected for v in found.values()) and not health["crashed"]}
 
     # ------------------------------------------------------------- status
     def status(self) -> dict:
@@ -695,6 +784,90 @@ class Lab:
                   check=False, timeout=timeout + 10)
         return {"from": a["name"], "to": b["name"], "port": port, "reachable": res.returncode == 0}
 
+    # ------------------------------------------------------ snapshot/restore
+    # What a test may change and must give back: hosts up, faults, VMs and where they run, the
+    # collection's marks and leases (libvirt secrets), fence records. 'restore' brings a lab back to a
+    # snapshot after a test failed halfway, so one failure stays one failure.
+    RESETTABLE_SECRETS = ("fleetmaint-maintenance", "fleetmaint-job")
+
+    def secrets(self, h: dict) -> dict:
+        """usage name -> UUID of this host's fleetmaint secrets."""
+        out = {}
+        for line in self.virsh(h, "secret-list", check=False, timeout=15).stdout.splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[2].startswith("fleetmaint-"):
+                out[parts[2]] = parts[0]
+        return out
+
+    def snapshot(self) -> dict:
+        state = self.load()
+        st = self.status()
+        up = {h["name"]: h["up"] for h in st["hosts"]}
+        return {"hosts_up": up, "faults": st["faults"],
+                "vms": {n: {"running_on": sorted(v["running_on"]), "defined_on": sorted(v["defined_on"]),
+                            "states": v["states"]} for n, v in st["vms"].items()},
+                "secrets": {h["name"]: sorted(self.secrets(h)) for h in state["hosts"] if up[h["name"]]},
+                "fence": sorted(p.name for p in (self.root / "fence").glob("*.fenced"))}
+
+    def restore(self, snap: dict) -> list[str]:
+        """Bring the lab back to ``snap``; returns what was done, one line each."""
+        done = []
+        state = self.load()
+        for h in state["hosts"]:
+            if snap["hosts_up"].get(h["name"]) and not self.host_up(h):
+                self.start_host(state, h)
+                done.append(f"revived {h['name']}")
+        state = self.load()
+        if [state["cuts"], state["slows"]] != [snap["faults"]["cuts"], snap["faults"]["slows"]]:
+            state["cuts"], state["slows"] = snap["faults"]["cuts"], snap["faults"]["slows"]
+            self.save(state)
+            self.apply_faults(state)
+            done.append("faults reset to the snapshot's")
+        now = self.status()["vms"]
+        for name, v in sorted(now.items()):
+            want = snap["vms"].get(name)
+            here = {"running_on": sorted(v["running_on"]), "defined_on": sorted(v["defined_on"]), "states": v["states"]}
+            if want is None:
+                self.vm_delete(name)
+                done.append(f"deleted {name} (created by the test)")
+            elif here != want:
+                done.append(self._recreate(name, want, here))
+        for name, want in sorted(snap["vms"].items()):
+            if name not in now:
+                done.append(self._recreate(name, want, None))
+        for h in state["hosts"]:
+            if not self.host_up(h):
+                continue
+            keep = set(snap["secrets"].get(h["name"], []))
+            for usage, uuid_ in self.secrets(h).items():
+                if usage in self.RESETTABLE_SECRETS and usage not in keep:
+                    self.virsh(h, "secret-undefine", uuid_, check=False)
+                    done.append(f"removed {usage} from {h['name']}")
+        for f in (self.root / "fence").glob("*.fenced"):
+            if f.name not in snap["fence"]:
+                f.unlink()
+                done.append(f"removed fence record {f.name}")
+        return done
+
+    def _recreate(self, name: str, want: dict, here: dict | None) -> str:
+        """A VM the snapshot had, now elsewhere or in another state: made again as the snapshot had it."""
+        spec = self.load()["vms"].get(name)
+        hosts = want["running_on"] or want["defined_on"] or list(want["states"])
+        if spec is None or not hosts:
+            return f"left {name} as it is: not a lab VM, or the snapshot has no host for it"
+        self.vm_delete(name)
+        states = set(want["states"].values())
+        start = bool(want["running_on"])
+        self.vm_create(name, hosts[0], spec["memory"], spec.get("vcpus", 1), spec["dirty_mb"], spec["dirty_rate"],
+                       spec["disk"], spec.get("size", 16), start=start, home=spec.get("home", True),
+                       network=spec.get("network", NETWORK), pool=spec["pool"] if spec["disk"] != "none" else None)
+        h = self.host(self.load(), hosts[0])
+        if "paused" in states:
+            self.virsh(h, "suspend", name)
+        if start and not want["defined_on"]:
+            self.virsh(h, "undefine", name)  # it was transient
+        return f"recreated {name} on {hosts[0]} (was {here}, snapshot {want})"
+
     # ---------------------------------------------------------------- down
     def down(self) -> None:
         if not self.state_file.exists():
@@ -702,15 +875,6 @@ class Lab:
             return
         state = self.load()
         for h in state["hosts"]:
-            pid = self.host_pid(h)
-            if pid:
-                h.setdefault("mntns", [])
-                try:
-                    ns = os.readlink(f"/proc/{pid}/ns/mnt")
-                    if ns not in h["mntns"]:
-                        h["mntns"].append(ns)
-                except OSError:
-                    pass
             self.kill_host(h, signal.SIGTERM)
             self.kill_host(h)
         self.clear_faults()
@@ -746,6 +910,9 @@ def main(argv: list[str] | None = None) -> int:
     st = sub.add_parser("status", help="hosts and VMs")
     st.add_argument("--json", action="store_true", dest="json_sub")
     sub.add_parser("inventory", help="print an Ansible YAML inventory of the lab")
+    sub.add_parser("snapshot", help="print what a test may change (hosts, faults, VMs, marks, leases, fence records)")
+    rs = sub.add_parser("restore", help="bring the lab back to a snapshot (after a failed test)")
+    rs.add_argument("snapshot", help="a file written from 'labctl snapshot'")
     vm = sub.add_parser("vm", help="create or delete lab VMs")
     vsub = vm.add_subparsers(dest="vmcmd", required=True)
     c = vsub.add_parser("create")
@@ -761,8 +928,14 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--pool", help="storage pool for its disk (default: shared or local by --disk)")
     c.add_argument("--no-start", action="store_true")
     c.add_argument("--no-home", action="store_true", help="do not record the home host in metadata")
+    c.add_argument("--no-wait", action="store_true", help="return at once instead of when the guest has booted")
+    c.add_argument("--crash-after", type=float, help="the guest kernel crashes this many seconds after booting "
+                   "(tests of crash detection)")
     d = vsub.add_parser("delete")
     d.add_argument("name")
+    fl = sub.add_parser("fleet", help="make a fleet file's VMs run, once each (creates, starts, repairs)")
+    fl.add_argument("action", choices=["ensure"])
+    fl.add_argument("file", help="lines of: name host memory-MiB disk(shared|local|none) [dirty-mb dirty-rate]")
     m = vsub.add_parser("marker", help="read a VM's disk marker where it lives")
     m.add_argument("name")
     r = sub.add_parser("reach", help="can host A's processes reach host B's libvirtd? (exit 0 if yes)")
@@ -794,6 +967,15 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(f"  vm {n:16} running_on={','.join(v['running_on']) or '-'} "
                             f"defined_on={','.join(v['defined_on']) or '-'} states={v['states']}")
             text = "\n".join(rows)
+        elif a.cmd == "fleet":
+            out = lab.fleet_ensure(a.file)
+            text = "\n".join(f"{n}: {what}" for n, what in out.items())
+        elif a.cmd == "snapshot":
+            out = lab.snapshot()
+            text = json.dumps(out, indent=2, sort_keys=True)
+        elif a.cmd == "restore":
+            done = lab.restore(json.loads(Path(a.snapshot).read_text()))
+            out, text = {"done": done}, "\n".join(done) or "nothing to restore"
         elif a.cmd == "inventory":
             text = lab.inventory()
             out = {"inventory": text}
@@ -801,7 +983,8 @@ def main(argv: list[str] | None = None) -> int:
             if a.vmcmd == "create":
                 out = lab.vm_create(a.name, a.host, a.memory, a.vcpus, a.dirty_mb, a.dirty_rate,
                                     a.disk, a.size, start=not a.no_start, home=not a.no_home,
-                                    network=a.network, pool=a.pool)
+                                    network=a.network, pool=a.pool, wait=not a.no_wait,
+                                    crash_after=a.crash_after)
                 text = f"created {a.name} on {out['host']}"
             elif a.vmcmd == "delete":
                 out = {"deleted_from": lab.vm_delete(a.name)}

@@ -3,6 +3,13 @@
 The lab under test has its own state directory, loopback addresses and bridge, so it
 never collides with the demo lab. It is brought up once per session and brought down
 at the end (the last test checks that nothing is left behind).
+
+One failure stays one failure: before each test the lab is snapshotted (``labctl snapshot``), and
+after a test that failed it is brought back to that snapshot (``labctl restore``: hosts revived, faults
+healed, the test's VMs deleted, moved ones put back, marks, leases and fence records removed). A test
+that needs an earlier one to have passed says so with ``@pytest.mark.after("test_name")`` and is
+skipped when that one failed. Every ansible-playbook a test runs writes its whole output under
+``.build/test-logs/``; a failure names the file, and the end of the run lists those of failed tests.
 """
 
 from __future__ import annotations
@@ -22,6 +29,21 @@ LABCTL = [sys.executable, str(REPO / "lab" / "labctl.py")]
 STATE_DIR = os.environ.get("FLEETMAINT_TEST_LAB_DIR", "/var/tmp/fleetmaint-lab-test")
 FIRST_ADDR = os.environ.get("FLEETMAINT_TEST_LAB_ADDR", "127.0.0.12")
 BRIDGE = os.environ.get("FLEETMAINT_TEST_LAB_BRIDGE", "br-labtest")
+LOG_DIR = Path(os.environ.get("FLEETMAINT_TEST_LOG_DIR", REPO / ".build" / "test-logs"))
+
+_CURRENT = {"test": "session", "logs": []}  # the running test and the playbook logs it wrote
+_OUTCOMES: dict = {}  # test name -> "passed" / "failed" (for @pytest.mark.after)
+_FAILED_LOGS: list = []  # (test, [log files]) of failed tests, listed at the end of the run
+
+
+def _keep_log(playbook: str, cmd: list, res) -> Path:
+    """Write one ansible-playbook run's whole output under .build/test-logs/; the path."""
+    test = re.sub(r"[^A-Za-z0-9_.-]+", "_", _CURRENT["test"])[-120:]
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    f = LOG_DIR / f"{test}-{len(_CURRENT['logs']) + 1:02d}-{Path(playbook).stem}.log"
+    f.write_text(f"$ {' '.join(cmd)}\n# exit {res.returncode}\n\n--- stdout\n{res.stdout}\n--- stderr\n{res.stderr}\n")
+    _CURRENT["logs"].append(f)
+    return f
 
 
 class Lab:
@@ -70,8 +92,10 @@ class Lab:
                "-e", json.dumps(extra_vars), *flags]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
                              env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "tests" / "ansible.cfg")), check=False)
+        log = _keep_log(playbook, cmd, res)
         if check and res.returncode != 0:
-            raise AssertionError(f"ansible-playbook {playbook} failed:\n{res.stdout[-6000:]}\n{res.stderr[-3000:]}")
+            raise AssertionError(f"ansible-playbook {playbook} failed (whole output: {log}):\n"
+                                 f"{res.stdout[-6000:]}\n{res.stderr[-3000:]}")
         return res
 
     def playbook_cmd(self, playbook: str, var: str, args: dict, *flags: str) -> tuple:
@@ -86,10 +110,13 @@ class Lab:
         cmd, out = self.playbook_cmd(playbook, var, args, *flags)
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False,
                              env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "tests" / "ansible.cfg")))
+        log = _keep_log(playbook, cmd, res)
         if not out.exists():
-            raise AssertionError(f"{playbook} produced no result:\n{res.stdout[-4000:]}\n{res.stderr[-2000:]}")
+            raise AssertionError(f"{playbook} produced no result (whole output: {log}):\n"
+                                 f"{res.stdout[-4000:]}\n{res.stderr[-2000:]}")
         result = json.loads(out.read_text())
         result["stdout"] = res.stdout
+        result["log"] = str(log)
         return result
 
     def migrate_cmd(self, mig: dict) -> tuple:
@@ -191,3 +218,55 @@ def lab(tmp_path_factory):
     yield lab
     # Normally the last test already brought it down; make sure even after failures.
     lab.ctl("down", check=False)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "after(test): run only if that earlier test of the session passed")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call":
+        item.rep_call = rep
+    if rep.failed or (rep.when == "call" and rep.passed and item.name not in _OUTCOMES):
+        _OUTCOMES[item.originalname if hasattr(item, "originalname") else item.name] = \
+            "failed" if rep.failed else "passed"
+
+
+@pytest.fixture(autouse=True)
+def lab_restored_after_failure(request):
+    """Snapshot the lab before each test that uses it; after a failure, bring it back to that snapshot."""
+    for m in request.node.iter_markers("after"):
+        for dep in m.args:
+            if _OUTCOMES.get(dep) == "failed":
+                pytest.skip(f"needs {dep}, which failed")
+    _CURRENT.update(test=request.node.nodeid.split("::", 1)[-1], logs=[])
+    if "lab" not in request.fixturenames:
+        yield
+        return
+    lab = request.getfixturevalue("lab")
+    snap = lab.tmp / f"snapshot-{time.monotonic_ns()}.json"
+    snap.write_text(lab.ctl("snapshot", timeout=120).stdout)
+    yield
+    logs = list(_CURRENT["logs"])
+    rep = getattr(request.node, "rep_call", None)
+    if rep is None or rep.failed:
+        if logs:
+            _FAILED_LOGS.append((request.node.nodeid, logs))
+        res = lab.ctl("restore", str(snap), check=False, timeout=600)
+        print(f"\nlab restored after {request.node.name} failed:\n{res.stdout}{res.stderr}")
+        if res.returncode != 0:
+            pytest.exit(f"the lab could not be restored after {request.node.nodeid}: {res.stderr}", returncode=1)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The playbook logs of failed tests, at the very end where CI's output ends."""
+    if not _FAILED_LOGS:
+        return
+    terminalreporter.write_sep("=", "ansible-playbook output of failed tests")
+    for nodeid, logs in _FAILED_LOGS:
+        terminalreporter.write_line(nodeid)
+        for f in logs:
+            terminalreporter.write_line(f"  {f}")

@@ -18,7 +18,7 @@ MIXED = {"ev-a": 256, "ev-b": 192, "ev-c": 160, "ev-d": 128, "ev-e": 128, "ev-f"
 def fleet(lab):
     for name, mem in MIXED.items():
         disk = ["--disk", "local"] if name == "ev-f" else []
-        lab.ctl("vm", "create", name, "--host", "lab1", "--memory", str(mem), *disk)
+        lab.ctl("vm", "create", name, "--host", "lab1", "--memory", str(mem), *disk, "--no-wait")
     wait_for(lambda: all(lab.marker(n)["intact"] for n in MIXED), 90, what="guests to write markers")
     yield list(MIXED)
     for name in MIXED:
@@ -74,6 +74,7 @@ def test_evacuate_balances_keeps_data_and_marks_the_host(lab, fleet):
     assert {m["destination"] for m in again["plan"]["moves"]} == {"lab3"}
 
 
+@pytest.mark.after("test_evacuate_balances_keeps_data_and_marks_the_host")
 def test_rerun_converges_without_moving_anything(lab, fleet):
     before = lab.invariant(fleet)
     r = lab.evacuate(uris=lab.uris(), host="lab1", copy_storage="all")
@@ -82,6 +83,7 @@ def test_rerun_converges_without_moving_anything(lab, fleet):
     assert lab.invariant(fleet) == before
 
 
+@pytest.mark.after("test_evacuate_balances_keeps_data_and_marks_the_host")
 def test_restore_brings_everyone_home_and_clears_the_mark(lab, fleet):
     r = lab.restore(uris=lab.uris(), host="lab1", copy_storage="all")
     assert not r.get("failed"), r.get("msg")

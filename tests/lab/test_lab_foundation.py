@@ -5,9 +5,11 @@ Tests run in file order and share one lab; each says what state it leaves.
 
 from __future__ import annotations
 
+import json
 import subprocess
+from pathlib import Path
 
-from conftest import BRIDGE, wait_for
+from conftest import BRIDGE, LABCTL, STATE_DIR, wait_for
 
 
 def test_hosts_are_distinct_libvirt_daemons(lab):
@@ -153,3 +155,77 @@ def test_fault_kill_host_is_a_power_loss(lab):
     where = lab.where("beta")
     assert where["running_on"] == [] and where["defined_on"] == ["lab3"]
     assert where["states"]["lab3"] == "shut off"
+
+
+def test_vm_create_returns_a_booted_guest_and_a_guest_crash_is_seen(lab):
+    """A lab guest is only handed out once it has booted (moving a booting TCG guest can corrupt it, see
+    docs/lab.md), and a guest kernel that crashes counts as a lost VM even though libvirt says "running"."""
+    out = json.loads(lab.ctl("--json", "vm", "create", "boot-x", "--host", "lab1", "--disk", "shared").stdout)
+    assert out["boot_s"] is not None and out["boot_s"] > 0
+    m = lab.marker("boot-x")
+    assert m["intact"] and m["guest"] == {"booted": True, "crashed": False, "crash": None}, m
+    lab.ctl("vm", "create", "crash-x", "--host", "lab1", "--disk", "shared", "--crash-after", "1")
+    m = wait_for(lambda: (lambda r: r if r["guest"]["crashed"] else None)(lab.marker("crash-x")), 60,
+                 what="the guest to crash")
+    assert not m["intact"] and "sysrq triggered crash" in m["guest"]["crash"], m
+    assert lab.where("crash-x")["states"], "libvirt still lists it: only the guest's console tells"
+    for vm in ("boot-x", "crash-x"):
+        lab.ctl("vm", "delete", vm)
+
+
+def test_two_labs_on_one_machine_never_touch_each_other(lab, tmp_path):
+    """Hosts are known by cgroup membership only: bringing a second lab up and down, and killing its host,
+    leaves every process of this lab alone (namespace ids, which the kernel reuses, are not used)."""
+    other = [*LABCTL, "--state-dir", str(tmp_path / "other-lab")]
+
+    def ours() -> dict:
+        return {h: int((Path(STATE_DIR) / "hosts" / h / "run" / "libvirtd.pid").read_text())
+                for h in ("lab1", "lab2", "lab3")}
+
+    before = ours()
+    lab.ctl("vm", "create", "solo-x", "--host", "lab2", "--disk", "none")
+    try:
+        subprocess.run(other + ["up", "--hosts", "1", "--first-addr", "127.0.0.22", "--bridge", "br-labother"],
+                       check=True, capture_output=True, timeout=600)
+        theirs = json.loads(subprocess.run(other + ["--json", "status"], check=True, capture_output=True,
+                                           text=True).stdout)["hosts"][0]
+        their_pids = {int(p) for p in (Path(theirs["cgroup"]) / "cgroup.procs").read_text().split()}
+        assert their_pids and not their_pids & set(before.values())
+        # Restart the other lab's libvirtd twice (new namespaces, old ids freed), then kill and down it.
+        for level in ("a", "b"):
+            subprocess.run(other + ["patch", "lab1", "--level", level], check=True, capture_output=True, timeout=120)
+        subprocess.run(other + ["fault", "kill-host", "lab1"], check=True, capture_output=True, timeout=120)
+    finally:
+        down = subprocess.run(other + ["down"], capture_output=True, text=True, timeout=300, check=False)
+    assert down.returncode == 0, down.stderr
+    assert ours() == before and all(h["up"] for h in lab.status()["hosts"]), "this lab's daemons are untouched"
+    assert lab.where("solo-x")["running_on"] == ["lab2"]
+    lab.ctl("vm", "delete", "solo-x")
+
+
+def test_fleet_ensure_repairs_what_an_interrupted_down_left(lab, tmp_path):
+    """What 'make demo' runs first: a second run changes nothing; after an interrupted down (every process
+    gone, definitions kept) the VMs are started again; a stale second definition is repaired."""
+    fleet = tmp_path / "fleet.txt"
+    fleet.write_text("# name host memory disk\nfe-a lab1 96 shared\nfe-b lab2 96 local\n")
+    ensure = lambda: json.loads(lab.ctl("--json", "fleet", "ensure", str(fleet), timeout=600).stdout)  # noqa: E731
+    assert ensure() == {"fe-a": "created on lab1", "fe-b": "created on lab2"}
+    assert ensure() == {"fe-a": "ok", "fe-b": "ok"}, "a second run changes nothing"
+    others = {vm: v["running_on"][0] for vm, v in lab.status()["vms"].items()
+              if not vm.startswith("fe-") and len(v["running_on"]) == 1 and v["states"][v["running_on"][0]] == "running"}
+    for h in ("lab1", "lab2", "lab3"):
+        lab.ctl("fault", "kill-host", h)  # what an interrupted 'labctl down' leaves: processes gone, state kept
+    lab.ctl("up", "--hosts", "3", "--first-addr", "127.0.0.12", "--bridge", BRIDGE, timeout=600)
+    for vm, h in others.items():  # the VMs of earlier tests run again, as this test found them
+        lab.virsh(h, "start", vm)
+    assert lab.where("fe-a")["running_on"] == [] and lab.where("fe-a")["defined_on"] == ["lab1"]
+    assert ensure() == {"fe-a": "started on lab1", "fe-b": "started on lab2"}
+    lab.virsh("lab2", "destroy", "fe-b")
+    xml = tmp_path / "fe-b.xml"
+    xml.write_text(lab.virsh("lab2", "dumpxml", "fe-b").stdout)
+    lab.virsh("lab3", "define", str(xml))  # a stale copy on a second host
+    assert ensure()["fe-b"].startswith("recreated on lab2")
+    assert lab.invariant(["fe-a", "fe-b"]) == {"fe-a": "lab1", "fe-b": "lab2"}
+    assert lab.marker("fe-a")["intact"] and lab.marker("fe-b")["intact"]
+    for vm in ("fe-a", "fe-b"):
+        lab.ctl("vm", "delete", vm)

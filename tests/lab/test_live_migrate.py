@@ -28,7 +28,7 @@ def vms(lab):
         "lm-hot2": ["--host", "lab2", "--memory", "160", "--dirty-mb", "80", "--dirty-rate", "40"],
     }
     for name, args in specs.items():
-        lab.ctl("vm", "create", name, *args)
+        lab.ctl("vm", "create", name, *args, "--no-wait")  # all boot at once; waited for below
     wait_for(lambda: all(lab.marker(n)["intact"] for n in specs), 90, what="guests to write their markers")
     yield specs
     for name in specs:

@@ -22,7 +22,7 @@ FAIL_PATCH = str(REPO / "tests" / "lab" / "playbooks" / "patch_fail.yml")
 def fleet(lab):
     for name, (host, mem, disk, dirty) in VMS.items():
         extra = ["--dirty-mb", str(dirty), "--dirty-rate", "10"] if dirty else []
-        lab.ctl("vm", "create", name, "--host", host, "--memory", str(mem), "--disk", disk, *extra)
+        lab.ctl("vm", "create", name, "--host", host, "--memory", str(mem), "--disk", disk, *extra, "--no-wait")
     wait_for(lambda: all(lab.marker(n)["intact"] for n in VMS), 90, what="guests to write markers")
     yield list(VMS)
     for name in VMS:

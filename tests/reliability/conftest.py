@@ -26,6 +26,7 @@ labkit = importlib.util.module_from_spec(_spec)
 sys.modules["labkit"] = labkit
 _spec.loader.exec_module(labkit)
 lab = labkit.lab  # the session fixture: brings the lab up, and down at the end
+lab_restored_after_failure = labkit.lab_restored_after_failure  # autouse: a failed scenario's lab is restored
 
 ROWS: list = []
 TABLE = Path(os.environ.get("FLEETMAINT_RELIABILITY_TABLE", HERE.parents[1] / ".build" / "reliability.md"))
@@ -66,6 +67,7 @@ def scenario(request):
 
 
 def pytest_terminal_summary(terminalreporter):
+    labkit.pytest_terminal_summary(terminalreporter)  # the playbook logs of failed scenarios
     if not ROWS:
         return
     lines = ["| scenario | result | invariant checks passed |", "|---|---|---|"]
