@@ -26,7 +26,7 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance imp
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import (
     HostContext, check_pair, vm_facts,
 )
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import blockers
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import blockers, stays
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import (
     DEFAULT_LIMITS, PlanRefused, plan_evacuation,
 )
@@ -97,6 +97,13 @@ def cold_move(vm: str, src_uri: str, dest_uri: str, p: Dict[str, Any]) -> Dict[s
                        f"{time.monotonic() - t0:.1f} s", "downtime_s": round(time.monotonic() - t0, 1)}
 
 
+def _staying_note(staying: List[Dict[str, Any]], away: bool = False) -> str:
+    if not staying:
+        return ""
+    what = "left away from home, home unchanged" if away else "staying"
+    return f"; {what}: " + "; ".join(f"{s['vm']} on {s['host']} ({s['reason']}: {s['msg']})" for s in staying)
+
+
 def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, Any],
               progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
     """Execute moves [{vm, source, destination}] within p['limits']; returns per-VM results and totals."""
@@ -137,7 +144,9 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
             except FleetmaintError as exc:
                 partial = exc.context.get("result") or {}
                 res["attempts"].append({"attempt": i, "why": step["why"], "ok": False, "msg": exc.msg,
-                                        "metrics": partial.get("metrics")})
+                                        "reason": exc.context.get("code"), "metrics": partial.get("metrics")})
+                if exc.context.get("code") in ("vm_crashed", "vm_not_running_anywhere"):
+                    break  # nothing left to move: say so, never retry or cold-move
                 say(kind="attempt_failed", vm=m["vm"], attempt=i, msg=exc.msg)
                 # Refused at the very start (nothing sent, the VM untouched on its source), for example a
                 # destination resource busy for a moment: the same attempt once more, after a pause.
@@ -172,6 +181,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
                                         "msg": exc.msg, "metrics": None})
         res["result"] = "failed"
         res["msg"] = res["attempts"][-1]["msg"] if res["attempts"] else "not attempted"
+        res["reason"] = (res["attempts"][-1].get("reason") if res["attempts"] else None) or "failed"
 
     def runner(m: Dict[str, Any]) -> None:
         try:
@@ -281,8 +291,20 @@ def _preflight(fleet: Any, moves: List[Dict[str, Any]], p: Dict[str, Any]) -> Li
         m["findings"] = found
         if blockers(found):
             blocked.append({"vm": m["vm"], "source": m["source"], "destination": m["destination"],
-                            "blockers": [f["message"] for f in blockers(found)]})
+                            "blockers": [f["message"] for f in blockers(found)],
+                            "codes": [f["code"] for f in blockers(found)], "stays": stays(found)})
     return blocked
+
+
+def _split_staying(moves: List[Dict[str, Any]], blocked: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Take out of ``moves`` the VMs that cannot leave their host now whatever the destination (STAYS_CODES:
+    a paused VM QEMU would crash, say); returns them, each with its reason code and message."""
+    staying = [{"vm": b["vm"], "host": b["source"], "reason": b["codes"][0], "msg": " / ".join(b["blockers"])}
+               for b in blocked if b["stays"]]
+    names = {s["vm"] for s in staying}
+    moves[:] = [m for m in moves if m["vm"] not in names]
+    blocked[:] = [b for b in blocked if not b["stays"]]
+    return staying
 
 
 def _lease(fleet: Any, host: str, job: str, check_mode: bool) -> Optional[HostLease]:
@@ -317,14 +339,16 @@ def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
                 raise FleetmaintError(f"refusing to evacuate {host}, nothing was moved: {exc}", step="plan",
                                       host=host) from exc
             blocked = _preflight(fleet, plan["moves"], p)
+            staying = _split_staying(plan["moves"], blocked)
             if blocked:
                 raise FleetmaintError(f"refusing to evacuate {host}, nothing was moved: " + "; ".join(
                     f"{b['vm']} -> {b['destination']}: {' / '.join(b['blockers'])}" for b in blocked),
                     step="preflight", host=host, blocked=blocked)
             result: Dict[str, Any] = {"host": host, "plan": plan, "skipped": [s for s in inp["skipped"] if s["host"] == host],
+                                      "staying": staying,
                                       "changed": bool(plan["moves"]) or (p["mark_maintenance"] and not fleet.marks[host])}
             if check_mode:
-                result["msg"] = f"would move {len(plan['moves'])} VMs off {host}"
+                result["msg"] = f"would move {len(plan['moves'])} VMs off {host}" + _staying_note(staying)
                 return result
             if p["mark_maintenance"]:
                 result["maintenance_marked"] = set_mark(fleet.hosts[host].conn, fleet.uri_of[host], p["reason"],
@@ -337,11 +361,12 @@ def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
         result["changed"] = result["changed"] or run["totals"]["moved"] + run["totals"]["cold_moved"] > 0
         # Pinned or unplaceable VMs stay too: the host is not empty, and saying so is the point.
         left = [r["vm"] for r in run["vms"] if r["result"] in ("failed", "not_started")] + \
-            [u["vm"] for u in plan["unplaceable"]]
+            [u["vm"] for u in plan["unplaceable"]] + [s["vm"] for s in staying]
         cold = f" ({run['totals']['cold_moved']} more cold-moved)" if run["totals"]["cold_moved"] else ""
         result["msg"] = (f"{host}: moved {run['totals']['moved']} of {len(plan['moves'])} VMs live{cold} in "
                          f"{run['totals']['elapsed_s']} s"
-                         + (f"; still on {host}: {', '.join(left)}" if left else "; the host is empty of running VMs"))
+                         + (f"; still on {host}: {', '.join(left)}" if left else "; the host is empty of running VMs")
+                         + _staying_note(staying))
         if left:
             raise FleetmaintError(result["msg"] + (f" ({run['stopped']})" if run["stopped"] else ""), step="evacuate",
                                   host=host, result=result)
@@ -365,6 +390,7 @@ def restore_host(p: Dict[str, Any], check_mode: bool = False,
                      for other in sorted(fleet.vms) if other != host
                      for d in fleet.vms[other] if d["home_host"] == host and d["state"] in ("running", "paused")]
             blocked = _preflight(fleet, moves, p)
+            staying = _split_staying(moves, blocked)
             if blocked:
                 raise FleetmaintError(f"refusing to restore {host}, nothing was moved: " + "; ".join(
                     f"{b['vm']} from {b['source']}: {' / '.join(b['blockers'])}" for b in blocked),
@@ -372,9 +398,10 @@ def restore_host(p: Dict[str, Any], check_mode: bool = False,
             marked = fleet.marks[host] is not None
             result: Dict[str, Any] = {"host": host, "moves": [{k: m[k] for k in ("vm", "source", "destination")}
                                                               for m in moves],
+                                      "staying": staying,
                                       "changed": bool(moves) or (marked and p["clear_maintenance"])}
             if check_mode:
-                result["msg"] = f"would bring {len(moves)} VMs home to {host}"
+                result["msg"] = f"would bring {len(moves)} VMs home to {host}" + _staying_note(staying)
                 return result
             uri_of = dict(fleet.uri_of)
         run = run_moves(moves, uri_of, dict(p, limits=lim), progress)
@@ -386,7 +413,8 @@ def restore_host(p: Dict[str, Any], check_mode: bool = False,
         if p["clear_maintenance"] and marked:
             with Fleet([uri_of[host]], p["shared_pools"]) as one:
                 result["maintenance_cleared"] = clear_mark(one.hosts[host].conn, uri_of[host])
-        result["msg"] = f"{host}: brought {run['totals']['moved']} VMs home in {run['totals']['elapsed_s']} s"
+        result["msg"] = (f"{host}: brought {run['totals']['moved']} VMs home in {run['totals']['elapsed_s']} s"
+                         + _staying_note(staying, away=True))
         return result
     finally:
         if lease is not None:

@@ -26,6 +26,7 @@ COMPRESSION_CANDIDATES = ("xbzrle", "mt", "zlib", "zstd")
 # A local URI whose socket cannot exist: the probe migration fails at connect, never reaching a host.
 PROBE_DEST_URI = "qemu+unix:///system?socket=/nonexistent/fleetmaint-capability-probe"
 LIBVIRT_TLS_PORT = 16514
+JOB_OPERATION_START, JOB_OPERATION_MIGRATION_IN = 1, 4  # virDomainJobOperation
 QEMU_TLS_FILES = ("ca-cert.pem", "server-cert.pem", "server-key.pem")
 
 
@@ -105,7 +106,7 @@ def network_facts(conn: Any, uri: str) -> List[Dict[str, Any]]:
 def domain_facts(dom: Any, pools: List[Dict[str, Any]], shared_pools: Iterable[str] = ()) -> Dict[str, Any]:
     """One domain, as migration work sees it (from its live or inactive definition)."""
     d = parse_domain(dom.XMLDesc(0))
-    state, _reason = dom.state()
+    state, reason = dom.state()
     disks = []
     for disk in d["disks"]:
         disks.append(dict(disk, **classify_storage(disk, pools, shared_pools)))
@@ -125,7 +126,29 @@ def domain_facts(dom: Any, pools: List[Dict[str, Any]], shared_pools: Iterable[s
         "interfaces": d["interfaces"],
         "hostdevs": d["hostdevs"],
         "home_host": d["home_host"],
+        "state_reason": reason,
+        **(paused_facts(dom, d["arrived_by"]) if state == 3 else {}),  # VIR_DOMAIN_PAUSED
     }
+
+
+def paused_facts(dom: Any, recorded: Optional[str]) -> Dict[str, Any]:
+    """What decides whether QEMU can move a paused VM: have its vCPUs run in this QEMU process, and did it
+    arrive by migration. A VM that came in by migration and never ran still has its disks inactive."""
+    try:
+        vcpu_ns: Optional[int] = int(sum(v[2] for v in dom.vcpus()[0]))
+    except Exception:  # pylint: disable=broad-except
+        vcpu_ns = None  # the driver cannot tell
+    arrived = recorded
+    if arrived is None:
+        # libvirt remembers how the QEMU process began (until its daemon restarts): an incoming
+        # migration or a start. KEEP_COMPLETED, so reading it does not discard it.
+        try:
+            flags = libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED
+            op = dom.jobStats(flags).get("operation")
+            arrived = {JOB_OPERATION_MIGRATION_IN: "migration", JOB_OPERATION_START: "start"}.get(op)
+        except Exception:  # pylint: disable=broad-except
+            arrived = None
+    return {"vcpu_time_ns": vcpu_ns, "arrived_by": arrived}
 
 
 def all_domain_facts(conn: Any, uri: str, pools: List[Dict[str, Any]],

@@ -85,6 +85,7 @@ def parse_domain(xml: str) -> Dict[str, Any]:
         "interfaces": parse_interfaces(root),
         "hostdevs": parse_hostdevs(root),
         "home_host": read_home_host(root),
+        "arrived_by": read_arrival(root),
     }
 
 
@@ -185,10 +186,19 @@ def read_home_host(root_or_xml: Any) -> Optional[str]:
     return home.strip() if home else None
 
 
-def build_metadata(home_host: str) -> str:
+def read_arrival(root: ET.Element) -> Optional[str]:
+    """How the running VM came to its host, as live_migrate recorded it in the live metadata ("migration"),
+    or None. It is written to the live definition only, so a fresh start of the VM forgets it."""
+    node = root.find(f"metadata/{{{METADATA_NS}}}{METADATA_ROOT}/{{{METADATA_NS}}}arrived")
+    return node.get("how") if node is not None else None
+
+
+def build_metadata(home_host: str, arrived: Optional[str] = None) -> str:
     """The XML fragment for virDomainSetMetadata (the namespace prefix is applied by libvirt)."""
     root = ET.Element(METADATA_ROOT)
     ET.SubElement(root, "home").text = home_host
+    if arrived:
+        ET.SubElement(root, "arrived", how=arrived)
     return ET.tostring(root, encoding="unicode")
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+from urllib.parse import urlparse
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
@@ -349,6 +350,7 @@ def _migrate(p: Dict[str, Any], sconn: Any, dconn: Any, peer_uri: str, check_mod
     result["findings"] = findings
     home = vm.get("home_host") or src_host["hostname"]
     result["home_host"] = home
+    result["state_before"] = vm["state"]
     bad = blockers(findings)
     if bad:
         raise _fail(f"cannot migrate {name} from {src_host['hostname']} to {dst_host['hostname']}: "
@@ -453,6 +455,17 @@ def record_home(dom: Any, home: str, persistent: bool) -> None:
         return
     flags = libvirt.VIR_DOMAIN_AFFECT_LIVE | (libvirt.VIR_DOMAIN_AFFECT_CONFIG if persistent else 0)
     dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, build_metadata(home), METADATA_PREFIX, METADATA_NS, flags)
+
+
+def record_arrival(dom: Any, home: str, event: Callable[..., None]) -> None:
+    """A VM that arrived paused: say so in its live metadata. Its disks stay inactive until it first runs,
+    and the move rules must know that after libvirt forgets the incoming job (a daemon restart)."""
+    try:
+        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, build_metadata(home, arrived="migration"),
+                        METADATA_PREFIX, METADATA_NS, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        event("arrived_paused")
+    except libvirt.libvirtError as exc:
+        event("metadata_error", error=libvirt_message(exc))
 
 
 def _run(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, peer_uri: str, flags: int, params: Dict[str, Any],
@@ -589,9 +602,13 @@ def _watch(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, runner: _Runner
     if suspended and _state(ddom)[0] == "paused":
         ddom.resume()
         event("resume", on=ctx["destination"])
+    if _state(ddom)[0] == "paused":
+        record_arrival(ddom, result["home_host"], event)
     final = None
     try:
-        final = ddom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        # KEEP_COMPLETED: libvirt's record that this QEMU process began with an incoming migration stays
+        # readable for the move rules (hypervisor_facts.paused_facts).
+        final = ddom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)
         if not final or final.get("type", 0) == 0:
             final = None
     except libvirt.libvirtError:
@@ -727,8 +744,10 @@ def _after_failure(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, error: 
     sdom_now = _lookup(sconn, name, None)
     if sdom_now is not None and not postcopy_used:
         state, reason = _state(sdom_now)
-        paused_by_us = reason in (libvirt.VIR_DOMAIN_PAUSED_MIGRATION, libvirt.VIR_DOMAIN_PAUSED_USER)
-        if state == "paused" and (suspended or paused_by_us):
+        # Resume only what the migration paused: a VM its user had paused stays paused.
+        paused_by_us = suspended or (result.get("state_before") == "running" and reason in (
+            libvirt.VIR_DOMAIN_PAUSED_MIGRATION, libvirt.VIR_DOMAIN_PAUSED_USER))
+        if state == "paused" and paused_by_us:
             try:
                 sdom_now.resume()
                 event("resume", on=ctx["source"])
@@ -743,16 +762,66 @@ def _after_failure(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, error: 
     result["placement"] = placement
     result["metrics"] = _metrics(None, last, result["events"], wall_ms, postcopy_used, throttle_max)
     why = aborted_reason or cause
+    code = "failed"
     if placement["running_on"] == [ctx["source"]]:
         where = f"; it still runs on {ctx['source']}"
         if placement.get("destination_unknown"):
             where += f" ({ctx['destination']} could not be checked: {placement['destination_unknown']})"
+        result["changed"] = not set(placement["defined_on"]) <= {ctx["source"]}  # nothing left on the destination
+    elif placement["running_on"]:
+        where = f"; it now runs on {', '.join(placement['running_on'])}"
     else:
-        where = f"; it now runs on {placement['running_on'] or 'no host checked'}"
+        crashed = _crashed_on(sconn, dconn, name)
+        if crashed:
+            code = "vm_crashed"
+            where = (f"; {name} CRASHED on {crashed['host']} during the move ({crashed['state']}): its guest "
+                     f"memory is lost and it runs on no host. {crashed['log']}")
+        else:
+            where = f"; it runs on NO host checked ({ctx['source']}, {ctx['destination']}): find it before anything else"
+            code = "vm_not_running_anywhere"
+        result["changed"] = True
+    result["reason"] = code
     if postcopy_used:
         where += (f". Post-copy could not be completed or resumed within {POSTCOPY_SETTLE_S} s: the guest runs on "
                   f"{ctx['destination']} with part of its memory still on {ctx['source']}; keep both, restore the "
                   "link and re-run (libvirt post-copy recovery); a host that died in post-copy loses the guest")
     raise FleetmaintError(f"migrating {name} from {ctx['source']} to {ctx['destination']} failed during "
-                          f"{phase}: {why}{where}", step=phase, cause=cause, result=result,
+                          f"{phase}: {why}{where}", step=phase, cause=cause, result=result, code=code,
                           **ctx)
+
+
+def _crashed_on(sconn: Any, dconn: Any, name: str) -> Optional[Dict[str, str]]:
+    """Where the VM lies crashed (shut off by a crash, or crashed) after a failed move, and what QEMU said."""
+    for conn in (sconn, dconn):
+        try:
+            dom = _lookup(conn, name, None)
+            if dom is None:
+                continue
+            state, reason = dom.state()
+            host = conn.getHostname()
+        except libvirt.libvirtError:
+            continue
+        if state == libvirt.VIR_DOMAIN_CRASHED or (state == libvirt.VIR_DOMAIN_SHUTOFF
+                                                    and reason == libvirt.VIR_DOMAIN_SHUTOFF_CRASHED):
+            return {"host": host, "state": "shut off (crashed)" if state == libvirt.VIR_DOMAIN_SHUTOFF else "crashed",
+                    "log": _qemu_log_hint(conn, name, host)}
+    return None
+
+
+def _qemu_log_hint(conn: Any, name: str, host: str) -> str:
+    """QEMU's last words when its log is readable from here (a local URI), else where to read them."""
+    path = f"/var/log/libvirt/qemu/{name}.log"
+    try:
+        local = not urlparse(conn.getURI()).hostname
+    except libvirt.libvirtError:
+        local = False
+    if local:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                lines = [ln.strip() for ln in f.readlines()[-40:]]
+            said = [ln for ln in lines if "qemu-system" in ln or "Assertion" in ln or "shutting down" in ln]
+            if said:
+                return "QEMU's log: " + " | ".join(said[-3:])
+        except OSError:
+            pass
+    return f"QEMU's log is {path} on {host}"

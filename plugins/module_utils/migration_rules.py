@@ -22,8 +22,45 @@ CODES = (
     "cpu_incompatible", "machine_type_unsupported", "emulator_missing", "disk_not_shared",
     "disk_path_missing", "pool_missing", "network_missing", "insufficient_memory", "hostdev_passthrough",
     "vm_not_running", "vm_paused", "vm_transient", "same_host", "dest_unreachable", "tls_not_configured",
-    "vcpus_exceed_host", "compression_unsupported", "storage_unknown",
+    "vcpus_exceed_host", "compression_unsupported", "storage_unknown", "vm_paused_disks_inactive",
 )
+
+# QEMU before 10.0 aborts (block.c bdrv_inactivate_recurse: assertion '!(bs->open_flags & BDRV_O_INACTIVE)')
+# when it migrates a paused guest whose disks are still inactive, which they are from an incoming migration
+# until the guest first runs: the guest is lost. Seen here with QEMU 7.2; QEMU 10.0 moves it (it can
+# inactivate nodes that are inactive already).
+QEMU_PAUSED_REMIGRATION_FIXED = (10, 0)
+
+
+def _version(text: Optional[str]) -> Optional[tuple]:
+    try:
+        return tuple(int(x) for x in str(text).split(".")[:2])
+    except (TypeError, ValueError):
+        return None
+
+
+def paused_move_risk(vm: Dict[str, Any], source: Dict[str, Any]) -> Optional[str]:
+    """Why QEMU on ``source`` cannot move this paused VM safely, or None when it can.
+
+    From facts only: the VM is paused, has disks, its vCPUs have not run in this QEMU process, it arrived
+    by migration (or nothing says it was started here), and the source's QEMU is older than the fix."""
+    if vm.get("state") != "paused" or not any(d.get("path") or d.get("type") == "network"
+                                              for d in vm.get("disks", [])):
+        return None
+    if vm.get("vcpu_time_ns") != 0 or vm.get("arrived_by") == "start":
+        return None  # it ran here (a resume activates its disks), or it was started here: disks are active
+    if str(source.get("hypervisor", "QEMU")).upper() != "QEMU":
+        return None
+    ver = _version(source.get("hypervisor_version"))
+    if ver is not None and ver >= QEMU_PAUSED_REMIGRATION_FIXED:
+        return None
+    how = ("it arrived by migration and has not run since" if vm.get("arrived_by") == "migration"
+           else "it has not run since its QEMU process started there, and nothing says it was not by migration")
+    return (f"{vm['name']} is paused on {source.get('hostname')} and {how}, so QEMU still holds its disks "
+            f"inactive; QEMU {source.get('hypervisor_version') or '(version unknown)'} there crashes such a guest "
+            f"when it is migrated again (fixed in QEMU {'.'.join(map(str, QEMU_PAUSED_REMIGRATION_FIXED))}). "
+            f"Resume it first (virsh resume {vm['name']}) and it can move, or leave it on "
+            f"{source.get('hostname')}")
 
 
 def finding(code: str, severity: str, message: str, **detail: Any) -> Dict[str, Any]:
@@ -58,7 +95,12 @@ def check_move(vm: Dict[str, Any], source: Dict[str, Any], dest: Dict[str, Any],
         out.append(finding("vm_not_running", BLOCKER, f"{name} is {state} on {source.get('hostname')}: "
                            "only a running or paused VM can be live-migrated", state=state))
     elif state == "paused":
-        out.append(finding("vm_paused", WARNING, f"{name} is paused; it will arrive paused", state=state))
+        risk = paused_move_risk(vm, source)
+        if risk:
+            out.append(finding("vm_paused_disks_inactive", BLOCKER, risk, state=state,
+                               qemu=source.get("hypervisor_version"), arrived_by=vm.get("arrived_by")))
+        else:
+            out.append(finding("vm_paused", WARNING, f"{name} is paused; it will arrive paused", state=state))
     if not vm.get("persistent", True):
         out.append(finding("vm_transient", WARNING, f"{name} is transient on {source.get('hostname')}; "
                            "a persistent move defines it on the destination"))
@@ -167,3 +209,14 @@ def check_move(vm: Dict[str, Any], source: Dict[str, Any], dest: Dict[str, Any],
 
 def blockers(findings: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return [f for f in findings if f["severity"] == BLOCKER]
+
+
+# Blockers about the VM itself on its source, whatever the destination: such a VM stays where it is.
+# An evacuation reports it as staying (its host is not empty); a restore leaves it away from home.
+STAYS_CODES = ("vm_paused_disks_inactive",)
+
+
+def stays(findings: List[Dict[str, Any]]) -> bool:
+    """True when every blocker says the VM cannot leave its host now (STAYS_CODES)."""
+    bad = blockers(findings)
+    return bool(bad) and all(f["code"] in STAYS_CODES for f in bad)

@@ -54,6 +54,12 @@ def vm_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
                 row = move_row(v)
                 row.pop("postcopy")
                 rows.append(dict(row, maintenance_of=rec.get("host"), direction=direction))
+            # VMs the move rules kept where they were (a paused VM QEMU would crash): a row each, saying why.
+            for st in (rec.get(key) or {}).get("staying") or []:
+                rows.append({"vm": st.get("vm"), "source": st.get("host"), "destination": None, "result": "stayed",
+                             "attempts": 0, "escalations": [], "total_time_s": None, "downtime_ms": None,
+                             "msg": f"{st.get('reason')}: {st.get('msg')}", "maintenance_of": rec.get("host"),
+                             "direction": direction})
     return rows
 
 

@@ -87,10 +87,19 @@ skipped:
   returned: success
   type: list
   elements: dict
+staying:
+  description:
+    - VMs that cannot leave the host now whatever the destination, each with C(vm), C(host), C(reason) (a code
+      of the move rules, for example C(vm_paused_disks_inactive)) and C(msg). They keep the host from being empty,
+      so the evacuation fails after moving the others, naming them.
+  returned: success and on failure after planning
+  type: list
+  elements: dict
 vms:
   description: Per VM - C(vm), C(source), C(destination), C(result) (moved, cold_moved, already_there, failed,
     not_started),
-    C(attempts) (each with why, ok, msg, metrics), C(metrics) of the successful attempt.
+    C(attempts) (each with why, ok, msg, reason, metrics), C(metrics) of the successful attempt, and for a failed
+    VM C(reason) (the last attempt's code, for example C(vm_crashed)).
   returned: when migrations ran
   type: list
   elements: dict

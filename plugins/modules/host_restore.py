@@ -62,6 +62,14 @@ moves:
   returned: success
   type: list
   elements: dict
+staying:
+  description:
+    - VMs of this home that cannot move now (C(vm), C(host) where they stay, C(reason), C(msg)), for example a
+      paused VM QEMU would crash on a second move. They are left where they are with their home unchanged; the
+      others come home and the restore succeeds, naming them.
+  returned: success
+  type: list
+  elements: dict
 vms:
   description: Per VM result, as in M(fleetmaint.libvirt.host_evacuate).
   returned: when migrations ran

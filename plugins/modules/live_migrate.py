@@ -301,6 +301,22 @@ placement:
   description: Where the VM runs and is defined afterwards (C(running_on), C(defined_on) host names).
   returned: after a migration ran
   type: dict
+codes:
+  description: The blockers' codes when the move was refused before anything moved (for example
+    C(vm_paused_disks_inactive), C(disk_not_shared)).
+  returned: when refused by the move rules
+  type: list
+  elements: str
+reason:
+  description:
+    - Why a migration that ran failed - C(failed) (the VM still runs where it did), C(vm_crashed) (it lies crashed
+      on a host; the message names it and QEMU's log), C(vm_not_running_anywhere).
+  returned: when a migration ran and failed
+  type: str
+state_before:
+  description: The VM's state before the move (C(running) or C(paused)); a paused VM arrives paused.
+  returned: after the checks
+  type: str
 '''
 
 from ansible.module_utils.basic import AnsibleModule

@@ -202,3 +202,29 @@ def test_preflight_evacuate_and_restore_playbooks(lab, fleet):
     assert re.search(r"lab1: brought \d+ VMs home", res.stdout)
     assert not in_maintenance(lab, "lab1")
     all_home(lab, fleet)
+
+
+def test_a_paused_vm_survives_the_rolling_patch(lab, fleet, tmp_path):
+    """rp-pz, paused by its user on lab1, leaves with lab1's evacuation; it cannot come home on QEMU 7.2 (a
+    second move would crash it), so it stays where it went, and that host is not patched: its evacuation
+    refuses to move rp-pz and the rescue returns it to service. Every VM is alive at the end; the report
+    names rp-pz and why."""
+    lab.ctl("vm", "create", "rp-pz", "--host", "lab1", "--disk", "shared")
+    try:
+        lab.virsh("lab1", "suspend", "rp-pz")
+        res, rep, _report = rolling_patch(lab, tmp_path, "LPZ", rolling_patch_on_failure="continue")
+        where = lab.invariant(list(fleet) + ["rp-pz"])
+        away = where["rp-pz"]
+        assert away != "lab1" and lab.virsh(away, "domstate", "rp-pz").stdout.strip() == "paused"
+        assert lab.home_host("rp-pz", away) == "lab1" and lab.marker("rp-pz")["intact"]
+        all_home(lab, fleet)
+        status = {h["host"]: h["status"] for h in rep["hosts"]}
+        assert status[away] == "failed" and all(s == "patched" for h, s in status.items() if h != away), status
+        assert res.returncode != 0, "a host was not patched: the run says so"
+        stayed = [v for v in rep["vms"] if v["vm"] == "rp-pz" and v["result"] == "stayed"]
+        assert stayed and "vm_paused_disks_inactive" in stayed[0]["msg"], rep["vms"]
+        failed_host = next(h for h in rep["hosts"] if h["host"] == away)
+        assert "rp-pz" in failed_host["msg"] and "vm_paused_disks_inactive" in failed_host["msg"], failed_host
+        assert not any(in_maintenance(lab, h) for h in ("lab1", "lab2", "lab3"))
+    finally:
+        lab.ctl("vm", "delete", "rp-pz", check=False)

@@ -93,6 +93,27 @@ def test_link_cut_during_precopy(lab, scenario):
     assert lab.placement("rel-b") == (["lab3"], ["lab3"])
 
 
+def test_paused_vm_moved_twice(lab, scenario):
+    """a paused VM leaves with the evacuation; restore leaves it where it is (QEMU 7.2 would crash it)"""
+    lab.ctl("vm", "create", "rel-pz", "--host", "lab1", "--disk", "shared")
+    try:
+        lab.virsh("lab1", "suspend", "rel-pz")
+        ev = lab.evacuate(uris=lab.uris(), host="lab1")
+        assert not ev.get("failed"), ev.get("msg")
+        (away,) = lab.where("rel-pz")["running_on"]
+        r = lab.restore(uris=lab.uris(), host="lab1")
+        vms = dict(VMS, **{"rel-pz": "lab1"})
+        checks = verify(lab, vms, message=r["msg"], names=("rel-pz", away, "vm_paused_disks_inactive"),
+                        rerun=lambda: lab.restore(uris=lab.uris(), host="lab1"))
+        state = lab.virsh(away, "domstate", "rel-pz").stdout.strip()
+        checks += [("restore succeeds, the rest home", not r.get("failed") and lab.placement("rel-a")[0] == ["lab1"],
+                    str(r.get("msg"))[:300]),
+                   (f"rel-pz alive and still paused on {away}", state == "paused", state)]
+        scenario.judge(checks)
+    finally:
+        lab.ctl("vm", "delete", "rel-pz", check=False)
+
+
 @pytest.fixture
 def hot(lab):
     """A guest dirtying memory faster than the slowed link: pre-copy alone would never finish."""

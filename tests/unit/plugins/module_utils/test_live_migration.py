@@ -261,3 +261,45 @@ def test_a_vm_running_on_both_hosts_is_not_touched():
     assert lm._finish_interrupted(params(), src, _Conn("hv1", src), _Conn("hv2", dst), "u", {"events": []},
                                   {"vm": "vm1", "source": "hv1", "destination": "hv2"}) is None
     assert not src.undefined and not dst.undefined
+
+
+class _CrashDom(_Dom):
+    def resume(self):
+        self.resumes += 1
+        self.st, self.reason = 1, 1
+
+
+class _UriConn(_Conn):
+    def getURI(self):  # noqa: N802
+        return f"qemu+tcp://{self.host}/system"
+
+
+def _failed_move(src_dom, dst_dom, state_before="running"):
+    libvirt = pytest.importorskip("libvirt")
+    result = {"events": [], "state_before": state_before, "changed": True}
+    ctx = {"vm": "vm1", "source": "hv1", "destination": "hv2"}
+    err = libvirt.libvirtError("operation failed: domain is not running")
+    with pytest.raises(FleetmaintError) as info:
+        lm._after_failure({"dest_uri": "qemu+tcp://hv2/system"}, src_dom, _UriConn("hv1", src_dom),
+                          _UriConn("hv2", dst_dom), err, None, False, False, result, ctx,
+                          lambda kind, **kw: None, None, 0, 0)
+    return info.value, result
+
+
+def test_a_vm_that_crashed_during_a_move_is_reported_loudly():
+    """QEMU died with the guest (the paused-VM assertion of QEMU 7.2): not a neutral sentence."""
+    exc, result = _failed_move(_CrashDom("hv1", 5, 3), None)  # shut off, reason crashed
+    assert exc.context["code"] == "vm_crashed" and result["reason"] == "vm_crashed"
+    assert "vm1 CRASHED on hv1 during the move (shut off (crashed))" in exc.msg
+    assert "/var/log/libvirt/qemu/vm1.log on hv1" in exc.msg
+    assert result["changed"] is True
+
+
+def test_a_failed_move_keeps_a_paused_vm_paused_and_says_nothing_changed():
+    dom = _CrashDom("hv1", 3, 1)  # paused by its user before the move
+    exc, result = _failed_move(dom, None, state_before="paused")
+    assert dom.resumes == 0 and "it still runs on hv1" in exc.msg
+    assert result["changed"] is False and result["reason"] == "failed"
+    dom = _CrashDom("hv1", 3, 1)  # the migration paused a running VM: it runs again
+    _failed_move(dom, None, state_before="running")
+    assert dom.resumes == 1

@@ -3,7 +3,7 @@ import copy
 import pytest
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import (
-    BLOCKER, WARNING, blockers, check_move, finding,
+    BLOCKER, WARNING, blockers, check_move, finding, stays,
 )
 
 SRC = {"hostname": "hv1", "uuid": "u1", "cpu": {"count": 16}, "memory_available_mib": 60000,
@@ -45,6 +45,44 @@ def test_same_host_by_name_or_uuid():
 def test_vm_state(state, code, severity):
     f = check_move(vm(state=state), SRC, DST, POOLS, NETS)
     assert codes(f) == [code] and f[0]["severity"] == severity
+
+
+QEMU72 = dict(SRC, hypervisor="QEMU", hypervisor_version="7.2.19")
+
+
+@pytest.mark.parametrize("facts,source,code", [
+    # Arrived by migration, never ran since: disks inactive, QEMU 7.2 would crash it on the next move.
+    ({"vcpu_time_ns": 0, "arrived_by": "migration"}, QEMU72, "vm_paused_disks_inactive"),
+    # Nothing says how it began (libvirt forgot the job after a daemon restart): treated the same way.
+    ({"vcpu_time_ns": 0, "arrived_by": None}, QEMU72, "vm_paused_disks_inactive"),
+    # A fixed QEMU, a VM that ran here since (paused by its user), one started here, a driver that
+    # cannot tell vCPU time: it moves, and arrives paused.
+    ({"vcpu_time_ns": 0, "arrived_by": "migration"}, dict(QEMU72, hypervisor_version="10.0.3"), "vm_paused"),
+    ({"vcpu_time_ns": 52000000, "arrived_by": "migration"}, QEMU72, "vm_paused"),
+    ({"vcpu_time_ns": 0, "arrived_by": "start"}, QEMU72, "vm_paused"),
+    ({"vcpu_time_ns": None, "arrived_by": "migration"}, QEMU72, "vm_paused"),
+    ({"vcpu_time_ns": 0, "arrived_by": "migration"}, dict(QEMU72, hypervisor="Test"), "vm_paused"),
+])
+def test_a_paused_vm_moves_only_where_qemu_can_move_it(facts, source, code):
+    f = check_move(vm(state="paused", **facts), source, DST, POOLS, NETS)
+    assert codes(f) == [code]
+    if code == "vm_paused_disks_inactive":
+        msg = f[0]["message"]
+        assert f[0]["severity"] == BLOCKER and stays(f)
+        assert "web1 is paused on hv1" in msg and "QEMU 7.2.19" in msg and "virsh resume web1" in msg
+    else:
+        assert f[0]["severity"] == WARNING and not stays(f)
+
+
+def test_a_paused_vm_without_disks_moves():
+    f = check_move(vm(state="paused", disks=[], vcpu_time_ns=0, arrived_by="migration"), QEMU72, DST, POOLS, NETS)
+    assert codes(f) == ["vm_paused"]
+
+
+def test_stays_only_when_every_blocker_is_about_the_vm_itself():
+    f = check_move(vm(state="paused", vcpu_time_ns=0, arrived_by="migration", memory_mib=9000), QEMU72, DST,
+                   POOLS, NETS)
+    assert codes(f, BLOCKER) == ["insufficient_memory", "vm_paused_disks_inactive"] and not stays(f)
 
 
 def test_transient_is_a_warning():

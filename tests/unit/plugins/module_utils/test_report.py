@@ -110,3 +110,16 @@ def test_migration_rows_from_live_migrate_and_evacuate_results():
     assert table.splitlines()[0].split()[:3] == ["VM", "FROM", "TO"] and "post-copy" in table
     md = migration_markdown(rows + failed + erows)
     assert "3 VM moves: 2 moved, 1 failed; downtime max 40 ms" in md and "| web1 | hv1 | hv2 | moved |" in md
+
+
+def test_a_vm_the_rules_kept_in_place_has_a_row_saying_why():
+    rec = dict(RECORDS[0], restore={"totals": {"moved": 0}, "vms": [], "staying": [
+        {"vm": "pz", "host": "hv2", "reason": "vm_paused_disks_inactive", "msg": "pz is paused on hv2 and ..."}]})
+    rows = [r for r in report.vm_rows([rec]) if r["direction"] == "home"]
+    assert rows == [{"vm": "pz", "source": "hv2", "destination": None, "result": "stayed", "attempts": 0,
+                     "escalations": [], "total_time_s": None, "downtime_ms": None,
+                     "msg": "vm_paused_disks_inactive: pz is paused on hv2 and ...", "maintenance_of": "hv1",
+                     "direction": "home"}]
+    md = report.markdown(report.build([rec]))
+    html = report.html_page(report.build([rec]))
+    assert "vm_paused_disks_inactive" in md and "pz" in html
