@@ -801,8 +801,9 @@ def _crashed_on(sconn: Any, dconn: Any, name: str) -> Optional[Dict[str, str]]:
             host = conn.getHostname()
         except libvirt.libvirtError:
             continue
-        if state == libvirt.VIR_DOMAIN_CRASHED or (state == libvirt.VIR_DOMAIN_SHUTOFF
-                                                    and reason == libvirt.VIR_DOMAIN_SHUTOFF_CRASHED):
+        crashed = state == libvirt.VIR_DOMAIN_CRASHED or \
+            (state == libvirt.VIR_DOMAIN_SHUTOFF and reason == libvirt.VIR_DOMAIN_SHUTOFF_CRASHED)
+        if crashed:
             return {"host": host, "state": "shut off (crashed)" if state == libvirt.VIR_DOMAIN_SHUTOFF else "crashed",
                     "log": _qemu_log_hint(conn, name, host)}
     return None

@@ -30,6 +30,7 @@ STATE_DIR = os.environ.get("FLEETMAINT_TEST_LAB_DIR", "/var/tmp/fleetmaint-lab-t
 FIRST_ADDR = os.environ.get("FLEETMAINT_TEST_LAB_ADDR", "127.0.0.12")
 BRIDGE = os.environ.get("FLEETMAINT_TEST_LAB_BRIDGE", "br-labtest")
 LOG_DIR = Path(os.environ.get("FLEETMAINT_TEST_LOG_DIR", REPO / ".build" / "test-logs"))
+CRASHES = Path(STATE_DIR) / "guest-crashes.jsonl"  # labctl appends a line when it deletes a crashed guest
 
 _CURRENT = {"test": "session", "logs": []}  # the running test and the playbook logs it wrote
 _OUTCOMES: dict = {}  # test name -> "passed" / "failed" (for @pytest.mark.after)
@@ -213,6 +214,7 @@ def lab(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lab")
     lab = Lab(tmp)
     lab.ctl("down", check=False)
+    CRASHES.unlink(missing_ok=True)
     lab.ctl("up", "--hosts", "3", "--first-addr", FIRST_ADDR, "--bridge", BRIDGE, timeout=900)
     lab.inventory.write_text(lab.ctl("inventory").stdout)
     yield lab
@@ -261,8 +263,20 @@ def lab_restored_after_failure(request):
             pytest.exit(f"the lab could not be restored after {request.node.nodeid}: {res.stderr}", returncode=1)
 
 
+def guest_crashes() -> list:
+    """Guest kernels that crashed in this run's lab (see docs/lab.md: QEMU 7.2's TCG loses dirty pages)."""
+    try:
+        return [json.loads(line) for line in CRASHES.read_text().splitlines() if line.strip()]
+    except OSError:
+        return []
+
+
 def pytest_terminal_summary(terminalreporter):
-    """The playbook logs of failed tests, at the very end where CI's output ends."""
+    """Guest crashes seen, and the playbook logs of failed tests, at the very end where CI's output ends."""
+    crashes = guest_crashes()
+    terminalreporter.write_sep("=", f"lab guest kernels that crashed in this run: {len(crashes)}")
+    for c in crashes:
+        terminalreporter.write_line(f"  {c['vm']}: {c['crash']}")
     if not _FAILED_LOGS:
         return
     terminalreporter.write_sep("=", "ansible-playbook output of failed tests")

@@ -23,7 +23,7 @@ def alive_once_on(lab, vm, host, expect_state="paused"):
     assert state(lab, vm, host) == expect_state
     if vm != "pz-nodisk":  # a guest without a disk has no marker
         m = lab.marker(vm)
-        assert m["intact"], m
+        assert m["intact"] and not m["guest"]["crashed"], m
 
 
 @pytest.fixture

@@ -47,7 +47,8 @@ def in_maintenance(lab, host) -> bool:
 def all_home(lab, vms) -> None:
     where = lab.invariant(vms)
     assert where == {v: VMS[v][0] for v in vms}, where
-    assert all(lab.marker(v)["intact"] for v in vms)
+    markers = {v: lab.marker(v) for v in vms}
+    assert all(m["intact"] for m in markers.values()), {v: m for v, m in markers.items() if not m["intact"]}
 
 
 def rolling_patch(lab, tmp_path, level, **extra):
