@@ -387,11 +387,17 @@ class Lab:
                 out[h["name"]] = f
         return out
 
-    def guest_health(self, state: dict, name: str) -> dict:
-        """What the guest's own console says, on every host it ran on: booted, and any crash line."""
+    def guest_health(self, state: dict, name: str, since: dict | None = None) -> dict:
+        """What the guest's own console says, on every host it ran on: booted, and any crash line.
+
+        ``since``: host -> console size to read from (what a new boot wrote, not an earlier life's lines)."""
         booted, crash = False, None
         for hn, f in self.console_logs(state, name).items():
-            text = f.read_text(errors="replace")
+            with open(f, "rb") as fh:
+                off = (since or {}).get(hn, 0)
+                # A console that is shorter than it was has been truncated by a start: read it all.
+                fh.seek(off if off <= os.fstat(fh.fileno()).st_size else 0)
+                text = fh.read().decode(errors="replace")
             booted = booted or f"fleetmaint: guest {name} up" in text
             m = GUEST_CRASH_RE.search(text)
             if m and crash is None:
@@ -399,14 +405,16 @@ class Lab:
                 crash = f"{hn}: {line.strip()}"
         return {"booted": booted, "crashed": crash is not None, "crash": crash}
 
-    def wait_booted(self, state: dict, h: dict, name: str, timeout: float = BOOT_TIMEOUT) -> float:
+    def wait_booted(self, state: dict, h: dict, name: str, timeout: float = BOOT_TIMEOUT,
+                    since: dict | None = None) -> float:
         """Wait until a guest just started on h says it is up (its disk marker is written by then).
 
         A guest must not be moved while its kernel boots: under TCG (QEMU 7.2) a live migration in that
         window corrupts the guest now and then (docs/lab.md, "Guests that are still booting")."""
+        since = {hn: f.stat().st_size for hn, f in self.console_logs(state, name).items()} if since is None else since
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
-            health = self.guest_health(state, name)
+            health = self.guest_health(state, name, since)
             if health["crashed"]:
                 raise LabError(f"guest {name} crashed while booting on {h['name']}: {health['crash']}")
             if health["booted"]:
@@ -467,7 +475,7 @@ class Lab:
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
     {disk_xml}
     <interface type='network'><source network='{network}'/><model type='virtio'/></interface>
-    <serial type='file'><source path='/var/log/libvirt/qemu/{name}-console.log'/><target port='0'/></serial>
+    <serial type='file'><source path='/var/log/libvirt/qemu/{name}-console.log' append='on'/><target port='0'/></serial>
     <memballoon model='none'/>
   </devices>
 </domain>
@@ -482,7 +490,7 @@ class Lab:
         if start:
             self.virsh(h, "start", name)
             if wait:
-                boot_s = round(self.wait_booted(state, h, name), 1)
+                boot_s = round(self.wait_booted(state, h, name, since={}), 1)
         state = self.load()
         state["vms"][name] = {"token": token, "created_on": h["name"], "memory": memory, "pool": pool,
                               "disk": disk, "disk_path": disk_path, "dirty_mb": dirty_mb, "dirty_rate": dirty_rate,
@@ -507,8 +515,9 @@ class Lab:
                 self.virsh(h, "resume", name)
                 return f"resumed on {h['name']}"
             if not w["running_on"]:
+                since = {hn: f.stat().st_size for hn, f in self.console_logs(state, name).items()}
                 self.virsh(h, "start", name)
-                self.wait_booted(state, h, name)
+                self.wait_booted(state, h, name, since=since)
                 return f"started on {h['name']}"
         if w["defined_on"] or w["running_on"]:
             self.vm_delete(name)
