@@ -91,7 +91,7 @@ lab-status:
 	$(LABCTL) status
 
 integration: deps collection
-	python -m pytest -p no:cacheprovider -v tests/lab
+	python -m pytest -p no:cacheprovider -v --durations=12 tests/lab
 
 # The documentation site: plugin reference (antsibull-docs) and the user guide, in a virtualenv of its own.
 DOCS_VENV    := $(BUILD)/docs-venv
@@ -103,13 +103,21 @@ docs: deps collection
 # The reliability suite: every fault scenario of the brief on a lab of its own (127.0.0.52-54), one invariant
 # checker, and a table (scenario, result, invariant checks passed), also written to .build/reliability.md.
 reliability: deps collection
-	python -m pytest -p no:cacheprovider -v tests/reliability
+	python -m pytest -p no:cacheprovider -v --durations=8 tests/reliability
 
 # Molecule scenarios for the roles, each against a lab of its own (127.0.0.32-34).
 molecule: deps collection
 	for s in host_evacuate host_restore rolling_patch disaster_recovery; do molecule test -s $$s || exit 1; done
 
-test: deps unit sanity lint docs integration reliability molecule
+# Each suite is timed; the times are printed at the end (and kept in .build/suite-times.txt).
+SUITES := unit sanity lint docs integration reliability molecule
+test: deps
+	@mkdir -p $(BUILD) && : > $(BUILD)/suite-times.txt; \
+	for s in $(SUITES); do t0=$$(date +%s); \
+	  $(MAKE) --no-print-directory $$s; rc=$$?; \
+	  echo "$$s $$(( $$(date +%s) - t0 )) s$$( [ $$rc = 0 ] || echo ' FAILED')" >> $(BUILD)/suite-times.txt; \
+	  if [ $$rc != 0 ]; then echo "== suite times =="; cat $(BUILD)/suite-times.txt; exit $$rc; fi; \
+	done; echo "== suite times =="; cat $(BUILD)/suite-times.txt
 	@echo "make test: all suites passed"
 
 demo: deps collection lab-up
