@@ -27,6 +27,7 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_check
     HostContext, check_pair, vm_facts,
 )
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import blockers, stays
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.reasons import COLD_MOVE_AFTER, decide
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import (
     DEFAULT_LIMITS, PlanRefused, plan_evacuation,
 )
@@ -144,31 +145,26 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
             except FleetmaintError as exc:
                 partial = exc.context.get("result") or {}
                 res["attempts"].append({"attempt": i, "why": step["why"], "ok": False, "msg": exc.msg,
-                                        "reason": exc.context.get("code"), "metrics": partial.get("metrics")})
-                if exc.context.get("code") in ("vm_crashed", "vm_not_running_anywhere"):
-                    break  # nothing left to move: say so, never retry or cold-move
-                say(kind="attempt_failed", vm=m["vm"], attempt=i, msg=exc.msg)
-                # Refused at the very start (nothing sent, the VM untouched on its source), for example a
-                # destination resource busy for a moment: the same attempt once more, after a pause.
-                if not restarted and exc.context.get("step") == "precopy" and \
-                        (partial.get("metrics") or {}).get("source") == "none" and "still runs on" in exc.msg:
+                                        "reason": exc.reason, "metrics": partial.get("metrics")})
+                say(kind="attempt_failed", vm=m["vm"], attempt=i, reason=exc.reason, msg=exc.msg)
+                # What next is decided by the reason code alone (reasons.decide), never by the message.
+                action = decide(exc.reason, restarted)
+                if action == "restart":
                     restarted = True
                     i -= 1
                     say(kind="attempt_restart", vm=m["vm"], attempt=i, why="failed before any data moved")
                     time.sleep(2)
                     continue
-                # Retrying helps only when the VM did not converge; a blocker or a dead host will not change.
-                if exc.context.get("step") in ("preflight", "locate", "validate options", "connect", "create volumes") \
-                        or "timeout" not in exc.msg and "no progress" not in exc.msg:
-                    break
-                continue
+                if action == "escalate":
+                    continue
+                break
             res["attempts"].append({"attempt": i, "why": step["why"], "ok": True, "msg": r.get("msg"),
                                     "metrics": r.get("metrics")})
             res.update(result="moved" if r.get("changed") else "already_there", metrics=r.get("metrics"),
                        home_host=r.get("home_host"))
             say(kind="moved", vm=m["vm"], msg=r.get("msg"))
             return
-        if p.get("allow_cold_move") and res["attempts"] and "timeout" in res["attempts"][-1]["msg"]:
+        if p.get("allow_cold_move") and res["attempts"] and res["attempts"][-1].get("reason") in COLD_MOVE_AFTER:
             say(kind="cold_move", vm=m["vm"], source=m["source"], destination=m["destination"])
             try:
                 c = cold_move(m["vm"], uri_of[m["source"]], uri_of[m["destination"]], p)
@@ -178,16 +174,16 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
                 return
             except FleetmaintError as exc:
                 res["attempts"].append({"attempt": len(res["attempts"]) + 1, "why": "cold move", "ok": False,
-                                        "msg": exc.msg, "metrics": None})
+                                        "msg": exc.msg, "reason": exc.reason, "metrics": None})
         res["result"] = "failed"
         res["msg"] = res["attempts"][-1]["msg"] if res["attempts"] else "not attempted"
-        res["reason"] = (res["attempts"][-1].get("reason") if res["attempts"] else None) or "failed"
+        res["reason"] = (res["attempts"][-1].get("reason") if res["attempts"] else None) or "unexpected"
 
     def runner(m: Dict[str, Any]) -> None:
         try:
             one(m)
         except Exception as exc:  # pylint: disable=broad-except
-            results[m["vm"]].update(result="failed", msg=f"unexpected error: {exc}")
+            results[m["vm"]].update(result="failed", msg=f"unexpected error: {exc}", reason="unexpected")
         finally:
             with lock:
                 out_busy[m["source"]] -= 1
@@ -218,7 +214,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         if stop["flag"] and not running:
             break
     for m in pending:
-        results[m["vm"]]["msg"] = f"not started: {stop['why']}"
+        results[m["vm"]].update(msg=f"not started: {stop['why']}", reason="not_started")
     ordered = [results[m["vm"]] for m in moves]
     totals = {k: sum(1 for r in ordered if r["result"] == k)
               for k in ("moved", "cold_moved", "already_there", "failed", "not_started")}

@@ -77,6 +77,17 @@ class Fleet:
             for m in members:
                 groups.setdefault(m, []).append(g)
         pins = set(pinned)
+        # A name that is not a VM of this fleet would silently turn a constraint off (a typo in a group):
+        # refuse it, naming where it was given.
+        known = {d["name"] for doms in self.vms.values() for d in doms}
+        unknown = [f"'{m}' in anti_affinity group '{g}'" for g, members in sorted((anti_affinity or {}).items())
+                   for m in members if m not in known]
+        unknown += [f"'{m}' in pinned" for m in sorted(pins) if m not in known]
+        unknown += [f"'{m}' in priority" for m in sorted(priority or {}) if m not in known]
+        if unknown:
+            raise FleetmaintError(f"unknown VM {', '.join(unknown)}: no host of this fleet "
+                                  f"({', '.join(sorted(self.hosts))}) defines it; nothing was done",
+                                  step="validate options", reason="unknown_vm")
         hosts, vms, skipped = [], [], []
         for name, ctx in sorted(self.hosts.items()):
             hosts.append({"name": name, "memory_mib": ctx.host["memory_total_mib"], "vcpus": ctx.host["cpu"]["count"],

@@ -17,6 +17,8 @@ import traceback
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, Optional
 
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.reasons import reason_for
+
 try:
     import libvirt  # pylint: disable=unused-import
 except ImportError:
@@ -34,13 +36,21 @@ _PASSWORD_IN_QUERY = re.compile(r"(?i)((?:password|passwd|secret)=)[^&]*")
 
 
 class FleetmaintError(Exception):
-    """An error with a readable message and the context it happened in."""
+    """An error with a readable message, the context it happened in, and a reason code (``reasons.REASONS``).
+
+    ``reason`` is what decisions read; the message is for people. Given as ``reason=``, or derived from
+    ``step=`` when the raiser has nothing more precise to say."""
 
     def __init__(self, msg: str, **context: Any) -> None:
         super().__init__(msg)
         self.msg = msg
         self.context = context
         self.libvirt_code: Optional[int] = context.pop("libvirt_code", None)
+        context["reason"] = reason_for(context.get("reason"), context.get("step"))
+
+    @property
+    def reason(self) -> str:
+        return self.context["reason"]
 
     def __str__(self) -> str:
         return self.msg
@@ -83,7 +93,8 @@ def open_uri(uri: str, readonly: bool = False) -> Any:
         raise FleetmaintError("libvirt-python is not installed", step="import libvirt")
     if not isinstance(uri, str) or not re.match(r"^[a-z0-9+]+://", uri):
         raise FleetmaintError(f"'{redact_uri(str(uri))}' is not a libvirt URI "
-                              "(expected e.g. qemu:///system or qemu+tls://host/system)", uri=redact_uri(str(uri)))
+                              "(expected e.g. qemu:///system or qemu+tls://host/system)", uri=redact_uri(str(uri)),
+                              reason="invalid_uri")
     try:
         conn = libvirt.openReadOnly(uri) if readonly else libvirt.open(uri)
     except libvirt.libvirtError as exc:
@@ -127,8 +138,33 @@ def call_with_timeout(fn: Callable[[], Any], timeout: float) -> Any:
     return box.get("value")
 
 
+def uri_secrets(value: Any) -> set:
+    """The password parts of every URI in a module's parameters (strings, lists and dicts of them)."""
+    out: set = set()
+    if isinstance(value, str):
+        m = re.match(r"^[a-zA-Z][\w+.-]*://[^:@/]*:(?P<pw>[^@/]*)@", value)
+        if m and m.group("pw"):
+            out.add(m.group("pw"))
+        out.update(x for x in re.findall(r"(?i)(?:password|passwd|secret)=([^&]*)", value) if x)
+    elif isinstance(value, dict):
+        for v in value.values():
+            out |= uri_secrets(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            out |= uri_secrets(v)
+    return out
+
+
+def hide_uri_secrets(module: Any) -> None:
+    """Add the password parts of the module's URIs to what Ansible masks in its own output (the
+    invocation echo at -vvv, warnings, results), as no_log does for whole parameters."""
+    module.no_log_values.update(uri_secrets(module.params))
+
+
 def require_libvirt(module: Any) -> None:
-    """Fail the Ansible module with install instructions when libvirt-python is missing."""
+    """Hide URI secrets (every module calls this first), then fail with install instructions when
+    libvirt-python is missing."""
+    hide_uri_secrets(module)
     if not HAS_LIBVIRT:
         from ansible.module_utils.basic import missing_required_lib
 
@@ -146,20 +182,34 @@ def run_engine(module: Any, engine: Any) -> None:
     require_libvirt(module)
     try:
         result = engine(module.params, check_mode=module.check_mode)
-    except FleetmaintError as exc:
-        fail_from_exception(module, exc, **(exc.context.pop("result", None) or {}))
     except Exception as exc:  # pylint: disable=broad-except
         fail_from_exception(module, exc)
     module.exit_json(**result)
 
 
+def failure_result(exc: BaseException, **result: Any) -> Dict[str, Any]:
+    """The one mapping of an exception to a failed task's result, for modules and action plugins alike.
+
+    ``result``: what ran before the failure (a FleetmaintError also carries it as ``context['result']``).
+    Always sets ``msg`` and ``reason`` (a code of ``reasons.REASONS``)."""
+    if isinstance(exc, FleetmaintError):
+        out = dict(exc.context.get("result") or {}, **result)
+        out.pop("msg", None)
+        out.update({k: v for k, v in exc.context.items() if v is not None and k != "result"})
+        if exc.libvirt_code is not None:
+            out["libvirt_code"] = exc.libvirt_code
+        out.update(msg=exc.msg, reason=exc.reason)
+    elif is_libvirt_error(exc):
+        out = dict(result, msg=f"libvirt error: {libvirt_message(exc)}", libvirt_code=libvirt_code(exc),
+                   reason="libvirt_error")
+    else:
+        out = dict(result, msg=f"unexpected error: {exc}", reason="unexpected")
+    out["failed"] = True
+    return out
+
+
 def fail_from_exception(module: Any, exc: BaseException, **result: Any) -> None:
     """Report an exception as a module failure, with context and a traceback."""
-    result.pop("msg", None)
-    if isinstance(exc, FleetmaintError):
-        result.update({k: v for k, v in exc.context.items() if v is not None})
-        module.fail_json(msg=exc.msg, exception=traceback.format_exc(), **result)
-    if is_libvirt_error(exc):
-        module.fail_json(msg=f"libvirt error: {libvirt_message(exc)}", libvirt_code=libvirt_code(exc),
-                         exception=traceback.format_exc(), **result)
-    module.fail_json(msg=f"unexpected error: {exc}", exception=traceback.format_exc(), **result)
+    out = failure_result(exc, **result)
+    out.pop("failed")
+    module.fail_json(exception=traceback.format_exc(), **out)

@@ -31,7 +31,8 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml imp
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import (
     HostContext, check_pair, vm_facts,
 )
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import blockers
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import blockers, same_host
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.reasons import VM_LOST
 
 ARGUMENT_SPEC: Dict[str, Any] = dict(
     name=dict(type="str"),
@@ -299,7 +300,7 @@ def migrate(p: Dict[str, Any], check_mode: bool = False, progress: Optional[Prog
         except FleetmaintError as exc:
             if exc.context.get("step") == "connect" and exc.context.get("uri") == redact_uri(dest_uri):
                 exc.msg = f"{ident}: destination unreachable: {exc.msg}"
-                exc.context.update(vm=ident, code="dest_unreachable")
+                exc.context.update(vm=ident, reason="dest_unreachable")
             raise
 
 
@@ -316,6 +317,10 @@ def _migrate(p: Dict[str, Any], sconn: Any, dconn: Any, peer_uri: str, check_mod
     result["destination"]["hostname"] = dst_host["hostname"]
     ident = p.get("name") or p.get("uuid")
     ctx = dict(vm=ident, source=src_host["hostname"], destination=dst_host["hostname"])
+    same = same_host(ident, src_host, dst_host)
+    if same:
+        raise _fail(f"cannot migrate {same['message']}; nothing was done", "preflight", reason="same_host",
+                    findings=[same], codes=["same_host"], **ctx)
 
     sdom = _lookup(sconn, p.get("name"), p.get("uuid"))
     ddom = _lookup(dconn, p.get("name"), p.get("uuid"))
@@ -328,7 +333,7 @@ def _migrate(p: Dict[str, Any], sconn: Any, dconn: Any, peer_uri: str, check_mod
                               f"{src_host['hostname']}: nothing to do")
             return result
         raise _fail(f"{ident} is {dstate} on {dst_host['hostname']} and absent from {src_host['hostname']}: "
-                    "not a state a live migration can fix", "locate", **ctx)
+                    "not a state a live migration can fix", "locate", reason="wrong_state", **ctx)
     if sdom is None:
         raise _fail(f"VM '{ident}' not found on {src_host['hostname']} ({redact_uri(p['uri'])}) nor on "
                     f"{dst_host['hostname']}", "locate", **ctx)
@@ -339,7 +344,7 @@ def _migrate(p: Dict[str, Any], sconn: Any, dconn: Any, peer_uri: str, check_mod
     if ddom is not None and sdom is not None:
         raise _fail(f"{ident} exists on both {src_host['hostname']} ({_state(sdom)[0]}) and "
                     f"{dst_host['hostname']} ({_state(ddom)[0]}): refusing to migrate onto a second copy; "
-                    "resolve which one is real first", "locate", **ctx)
+                    "resolve which one is real first", "locate", reason="two_copies", **ctx)
 
     name = sdom.name()
     ctx["vm"] = name
@@ -509,10 +514,10 @@ def _watch(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, runner: _Runner
     best_at = time.monotonic()
     timed_out = False
     phase = "precopy"
-    aborted_reason: Optional[str] = None
+    aborted: Optional[Tuple[str, str]] = None  # (reason code, what happened) once we aborted the job
     while not runner.done.wait(p["poll_interval"]):
         elapsed = time.monotonic() - t0
-        if aborted_reason and abort_at is not None and time.monotonic() - abort_at > 10:
+        if aborted and abort_at is not None and time.monotonic() - abort_at > 10:
             # An abort that did not take (or a control call that got stuck): ask again.
             abort_at = time.monotonic()
             try:
@@ -566,22 +571,22 @@ def _watch(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, runner: _Runner
                         # The timeout must end the migration one way or the other: abort it (retried if needed).
                         msg = libvirt_message(exc) if isinstance(exc, libvirt.libvirtError) else str(exc)
                         event("control_error", error=msg)
-                        aborted_reason = (f"timeout after {p['timeout']} s; {action} could not be started ({msg}), "
-                                          "so the migration was aborted")
+                        aborted = ("timeout", f"timeout after {p['timeout']} s; {action} could not be started "
+                                              f"({msg}), so the migration was aborted")
                         abort_at = time.monotonic()
                         ctl.call("abortJob")
                         event("abort", why=f"timeout; {action} did not start")
                 else:
-                    aborted_reason = (f"timeout after {p['timeout']} s with {remaining} bytes remaining "
-                                      f"(dirty rate {st.get('memory_dirty_rate')} pages/s, "
-                                      f"throughput {st.get('memory_bps')} B/s)")
+                    aborted = ("timeout", f"timeout after {p['timeout']} s with {remaining} bytes remaining "
+                                          f"(dirty rate {st.get('memory_dirty_rate')} pages/s, "
+                                          f"throughput {st.get('memory_bps')} B/s)")
                     abort_at = time.monotonic()
                     ctl.call("abortJob")
                     event("abort", why="timeout")
-            if p.get("progress_timeout") and not postcopy_used and not aborted_reason and not suspended \
+            if p.get("progress_timeout") and not postcopy_used and not aborted and not suspended \
                     and time.monotonic() - best_at >= p["progress_timeout"]:
-                aborted_reason = (f"no progress for {p['progress_timeout']} s: remaining data stayed above "
-                                  f"{best_remaining} bytes")
+                aborted = ("no_progress", f"no progress for {p['progress_timeout']} s: remaining data stayed "
+                                          f"above {best_remaining} bytes")
                 abort_at = time.monotonic()
                 ctl.call("abortJob")
                 event("abort", why="progress_timeout")
@@ -592,7 +597,7 @@ def _watch(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, runner: _Runner
     wall_ms = int((time.monotonic() - t0) * 1000)
 
     if runner.error is not None:
-        return _after_failure(p, sdom, sconn, dconn, runner.error, aborted_reason, postcopy_used, suspended,
+        return _after_failure(p, sdom, sconn, dconn, runner.error, aborted, postcopy_used, suspended,
                               result, ctx, event, last, wall_ms, throttle_max)
 
     # Success: verify, resume if we suspended, collect metrics from the destination's completed job.
@@ -723,7 +728,7 @@ def _finish_interrupted(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, pe
 
 
 def _after_failure(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, error: BaseException,
-                   aborted_reason: Optional[str], postcopy_used: bool, suspended: bool, result: Dict[str, Any],
+                   aborted: Optional[Tuple[str, str]], postcopy_used: bool, suspended: bool, result: Dict[str, Any],
                    ctx: Dict[str, Any], event: Callable[..., None], last: Optional[Dict[str, Any]],
                    wall_ms: int, throttle_max: int) -> Dict[str, Any]:
     """The migration call failed: make sure the VM runs on the source, then report why."""
@@ -761,15 +766,17 @@ def _after_failure(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, error: 
         placement["destination_unknown"] = libvirt_message(exc)
     result["placement"] = placement
     result["metrics"] = _metrics(None, last, result["events"], wall_ms, postcopy_used, throttle_max)
-    why = aborted_reason or cause
-    code = "failed"
+    why = aborted[1] if aborted else cause
     if placement["running_on"] == [ctx["source"]]:
+        # Why it failed, as a code: we aborted it (and why), or it failed before a byte was sent, or later.
+        code = aborted[0] if aborted else ("refused_at_start" if last is None else "migration_failed")
         where = f"; it still runs on {ctx['source']}"
         if placement.get("destination_unknown"):
             where += f" ({ctx['destination']} could not be checked: {placement['destination_unknown']})"
         result["changed"] = not set(placement["defined_on"]) <= {ctx["source"]}  # nothing left on the destination
     elif placement["running_on"]:
         where = f"; it now runs on {', '.join(placement['running_on'])}"
+        code = "postcopy_unfinished" if postcopy_used else "migration_failed"
     else:
         crashed = _crashed_on(sconn, dconn, name)
         if crashed:
@@ -780,13 +787,15 @@ def _after_failure(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, error: 
             where = f"; it runs on NO host checked ({ctx['source']}, {ctx['destination']}): find it before anything else"
             code = "vm_not_running_anywhere"
         result["changed"] = True
+    if postcopy_used and code not in VM_LOST:
+        code = "postcopy_unfinished"
     result["reason"] = code
     if postcopy_used:
         where += (f". Post-copy could not be completed or resumed within {POSTCOPY_SETTLE_S} s: the guest runs on "
                   f"{ctx['destination']} with part of its memory still on {ctx['source']}; keep both, restore the "
                   "link and re-run (libvirt post-copy recovery); a host that died in post-copy loses the guest")
     raise FleetmaintError(f"migrating {name} from {ctx['source']} to {ctx['destination']} failed during "
-                          f"{phase}: {why}{where}", step=phase, cause=cause, result=result, code=code,
+                          f"{phase}: {why}{where}", step=phase, cause=cause, result=result, reason=code,
                           **ctx)
 
 

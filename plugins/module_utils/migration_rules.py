@@ -39,6 +39,16 @@ def _version(text: Optional[str]) -> Optional[tuple]:
         return None
 
 
+def same_host(name: str, source: Dict[str, Any], dest: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The ``same_host`` blocker when source and destination are one host (same host UUID or hostname).
+
+    live_migrate asks this before it looks for the VM on both ends: on one host the VM is found "on both"."""
+    if source.get("uuid") and source.get("uuid") == dest.get("uuid") or source.get("hostname") == dest.get("hostname"):
+        return finding("same_host", BLOCKER, f"{name}: source and destination are the same host "
+                       f"({dest.get('hostname')})", host=dest.get("hostname"))
+    return None
+
+
 def paused_move_risk(vm: Dict[str, Any], source: Dict[str, Any]) -> Optional[str]:
     """Why QEMU on ``source`` cannot move this paused VM safely, or None when it can.
 
@@ -87,9 +97,9 @@ def check_move(vm: Dict[str, Any], source: Dict[str, Any], dest: Dict[str, Any],
     name = vm["name"]
 
     # --- where and in what state
-    if source.get("uuid") and source.get("uuid") == dest.get("uuid") or source.get("hostname") == dest.get("hostname"):
-        out.append(finding("same_host", BLOCKER, f"{name}: source and destination are the same host "
-                           f"({dest.get('hostname')})", host=dest.get("hostname")))
+    same = same_host(name, source, dest)
+    if same:
+        out.append(same)
     state = vm.get("state")
     if live and state not in ("running", "paused"):
         out.append(finding("vm_not_running", BLOCKER, f"{name} is {state} on {source.get('hostname')}: "

@@ -72,7 +72,7 @@ def plan_evacuation(hosts: List[Dict[str, Any]], vms: List[Dict[str, Any]], evac
             groups_on[vm["host"]].update(_groups(vm))
         elif vm["host"] in evac:
             if vm.get("pinned"):
-                unplaceable.append({"vm": vm["name"], "source": vm["host"],
+                unplaceable.append({"vm": vm["name"], "source": vm["host"], "code": "pinned",
                                     "reason": "pinned to its host (passthrough device or explicit pin)"})
             else:
                 movers.append(vm)
@@ -110,7 +110,7 @@ def plan_evacuation(hosts: List[Dict[str, Any]], vms: List[Dict[str, Any]], evac
                 reasons.append(f"no host has room for {vm['vcpus']} vCPUs")
             if groups and all(groups & groups_on[n] for n in targets):
                 reasons.append(f"every host already holds a VM of anti-affinity group {', '.join(sorted(groups))}")
-            unplaceable.append({"vm": vm["name"], "source": vm["host"],
+            unplaceable.append({"vm": vm["name"], "source": vm["host"], "code": "no_capacity",
                                 "reason": "; ".join(reasons) or "no host fits memory, vCPUs and anti-affinity at once"})
         else:
             assignment[vm["name"]] = chosen
@@ -120,8 +120,7 @@ def plan_evacuation(hosts: List[Dict[str, Any]], vms: List[Dict[str, Any]], evac
             popped[-1] = ((-(cap_mem[chosen] - used_mem[chosen]) / cap_mem[chosen]), chosen)
         for item in popped:
             heapq.heappush(heap, item)
-    if unplaceable and refuse_partial and any(u["reason"] != "pinned to its host (passthrough device or explicit pin)"
-                                              for u in unplaceable):
+    if unplaceable and refuse_partial and any(u["code"] != "pinned" for u in unplaceable):
         raise PlanRefused("cannot place " + "; ".join(f"{u['vm']}: {u['reason']}" for u in unplaceable))
 
     by_name = {v["name"]: v for v in movers}

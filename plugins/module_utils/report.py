@@ -42,6 +42,7 @@ def move_row(v: Dict[str, Any]) -> Dict[str, Any]:
         "downtime_ms": downtime_ms,
         "postcopy": bool(_metric(last, "postcopy_used")),
         "msg": v.get("msg") if v.get("result") not in ("moved", "already_there") else None,
+        "reason": v.get("reason") if v.get("result") not in ("moved", "already_there", "cold_moved") else None,
     }
 
 
@@ -58,7 +59,8 @@ def vm_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
             for st in (rec.get(key) or {}).get("staying") or []:
                 rows.append({"vm": st.get("vm"), "source": st.get("host"), "destination": None, "result": "stayed",
                              "attempts": 0, "escalations": [], "total_time_s": None, "downtime_ms": None,
-                             "msg": f"{st.get('reason')}: {st.get('msg')}", "maintenance_of": rec.get("host"),
+                             "msg": f"{st.get('reason')}: {st.get('msg')}", "reason": st.get("reason"),
+                             "maintenance_of": rec.get("host"),
                              "direction": direction})
     return rows
 
@@ -86,7 +88,16 @@ def migration_rows(action: str, result: Dict[str, Any]) -> List[Dict[str, Any]]:
              "destination": (result.get("destination") or {}).get("hostname"), "result": outcome,
              "attempts": 1, "escalations": [], "total_time_s": round(total / 1000.0, 1) if total is not None else None,
              "downtime_ms": m.get("downtime_ms"), "postcopy": bool(m.get("postcopy_used")),
-             "msg": result.get("msg") if outcome == "failed" else None}]
+             "msg": result.get("msg") if outcome == "failed" else None,
+             "reason": result.get("reason") if outcome == "failed" else None}]
+
+
+def _reason_note(r: Dict[str, Any]) -> str:
+    """A failed or staying row's note: its reason code first, then the message (without repeating the code)."""
+    msg, reason = r.get("msg") or "", r.get("reason")
+    if reason and not msg.startswith(f"{reason}:"):
+        return f"{reason}: {msg}" if msg else reason
+    return msg
 
 
 def migration_table(rows: List[Dict[str, Any]]) -> str:
@@ -96,7 +107,7 @@ def migration_table(rows: List[Dict[str, Any]]) -> str:
              "-" if r["total_time_s"] is None else f"{r['total_time_s']:g}",
              "-" if r["downtime_ms"] is None else f"{r['downtime_ms']:g}",
              ", ".join(filter(None, ["post-copy" if r.get("postcopy") else "", *r.get("escalations", []),
-                                     (r.get("msg") or "")[:60]])))
+                                     _reason_note(r)[:60]])))
             for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -112,7 +123,7 @@ def migration_markdown(rows: List[Dict[str, Any]], title: str = "Migrations") ->
            "| VM | from | to | result | time s | downtime ms | job | note |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         note = ", ".join(filter(None, ["post-copy" if r.get("postcopy") else "", *r.get("escalations", []),
-                                       (r.get("msg") or "").replace("|", "/")]))
+                                       _reason_note(r).replace("|", "/")]))
         out.append(f"| {r['vm']} | {r['source'] or '-'} | {r['destination'] or '-'} | {r['result']} | "
                    f"{'-' if r['total_time_s'] is None else r['total_time_s']} | "
                    f"{'-' if r['downtime_ms'] is None else r['downtime_ms']} | {r.get('job')} | {note} |")

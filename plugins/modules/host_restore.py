@@ -83,6 +83,13 @@ maintenance_cleared:
   description: Whether this run cleared the maintenance mark.
   returned: when every VM is home and a mark was there
   type: bool
+reason:
+  description:
+    - Why the task failed, one code of the collection's vocabulary (README, "Reason codes"); C(incomplete) when
+      some VMs did not move (each VM's own code is in C(vms[].reason)), C(blocked), C(no_capacity), C(busy),
+      C(unknown_vm) or C(invalid_option) when nothing was moved.
+  returned: failure
+  type: str
 '''
 
 from ansible.module_utils.basic import AnsibleModule

@@ -309,9 +309,11 @@ codes:
   elements: str
 reason:
   description:
-    - Why a migration that ran failed - C(failed) (the VM still runs where it did), C(vm_crashed) (it lies crashed
-      on a host; the message names it and QEMU's log), C(vm_not_running_anywhere).
-  returned: when a migration ran and failed
+    - Why the task failed, one code of the collection's vocabulary (README, "Reason codes"), for example
+      C(timeout) or C(no_progress) (aborted, the VM still runs on its source), C(refused_at_start) (nothing was
+      sent), C(migration_failed), C(blocked) (see C(codes)), C(same_host), C(vm_crashed) (it lies crashed on a
+      host; the message names it and QEMU's log), C(vm_not_running_anywhere).
+  returned: failure
   type: str
 state_before:
   description: The VM's state before the move (C(running) or C(paused)); a paused VM arrives paused.

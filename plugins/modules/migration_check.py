@@ -168,7 +168,21 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import estimate_precopy
 
 
+def validate(p):
+    """Bad input is refused before any host is asked (reason invalid_option)."""
+    for key in ("bandwidth", "max_downtime", "dirty_rate_seconds"):
+        if p[key] <= 0:
+            raise FleetmaintError(f"{key} must be a positive number, got {p[key]}", step="validate options")
+    if not p["dest_uris"]:
+        raise FleetmaintError("dest_uris is empty: give at least one destination to check; nothing was checked",
+                              step="validate options")
+    if p["names"] is not None and not p["names"]:
+        raise FleetmaintError("names is empty: give the VMs to check, or leave names out to check every VM "
+                              "of the source; nothing was checked", step="validate options")
+
+
 def run(p):
+    validate(p)
     src_conn = open_uri(p["uri"])
     dests = []
     try:
@@ -248,9 +262,6 @@ def main() -> None:
     )
     require_libvirt(module)
     p = module.params
-    for key in ("bandwidth", "max_downtime", "dirty_rate_seconds"):
-        if p[key] <= 0:
-            module.fail_json(msg=f"{key} must be a positive number, got {p[key]}")
     try:
         result = run(p)
     except Exception as exc:  # pylint: disable=broad-except

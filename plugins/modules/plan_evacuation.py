@@ -96,7 +96,7 @@ moves:
   type: list
   elements: dict
 unplaceable:
-  description: VMs that stay, with the reason (pinned, or no host fits).
+  description: VMs that stay, with C(code) (C(pinned) or C(no_capacity)) and C(reason) (what does not fit).
   returned: success
   type: list
   elements: dict
@@ -162,9 +162,9 @@ def main() -> None:
                                bandwidth_mib_s=p["bandwidth"], max_downtime_ms=p["max_downtime"])
     except PlanRefused as exc:
         module.fail_json(msg=f"refusing to plan the evacuation of {', '.join(p['evacuate'])}: {exc}", changed=False,
-                         refused=True)
+                         refused=True, reason="no_capacity")
     except ValueError as exc:
-        module.fail_json(msg=str(exc), changed=False)
+        module.fail_json(msg=str(exc), changed=False, reason="invalid_option")
     except FleetmaintError as exc:
         fail_from_exception(module, exc, changed=False)
     module.exit_json(changed=False, skipped=[s for s in inp["skipped"] if s["host"] in evac], maintenance=marks,

@@ -22,7 +22,7 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-    HAS_LIBVIRT, LIBVIRT_IMPORT_ERROR, FleetmaintError,
+    HAS_LIBVIRT, LIBVIRT_IMPORT_ERROR, failure_result,
 )
 
 display = Display()
@@ -36,8 +36,9 @@ def _mib(n: Any) -> str:
 class Progress:
     """Turns progress samples and events into readable, rate-limited lines (thread-safe)."""
 
-    def __init__(self, host: str) -> None:
+    def __init__(self, host: str, job: str = "live_migrate") -> None:
         self.host = host
+        self.job = job  # the task's module (host_evacuate, host_restore, live_migrate), named on every line
         self.last: Dict[str, float] = {}
         self.lock = threading.Lock()
 
@@ -57,14 +58,14 @@ class Progress:
             # Re-sent pages make 'processed' exceed 'total' after the first pass: show % only until then.
             pct = f"{100 * done / total:.0f}% " if total and done is not None and done <= total else ""
             display.display(
-                f"[{self.host}] live_migrate {vm}: {sample['t']:.0f}s {sample['phase']} {pct}"
+                f"[{self.host}] {self.job} {vm}: {sample['t']:.0f}s {sample['phase']} {pct}"
                 f"sent {_mib(done)} MiB, remaining {_mib(sample.get('data_remaining'))} MiB, "
                 f"{_mib(sample.get('memory_bps'))} MiB/s, iteration {sample.get('iteration')}, "
                 f"dirty {sample.get('dirty_rate')} pages/s"
                 + (f", throttle {sample['throttle']}%" if sample.get("throttle") else ""))
         elif kind == "event":
             extra = ", ".join(f"{k}={v}" for k, v in sample.items() if k not in ("kind", "vm", "t", "event"))
-            display.display(f"[{self.host}] live_migrate {vm}: {sample['t']:.1f}s {sample['event']}"
+            display.display(f"[{self.host}] {self.job} {vm}: {sample['t']:.1f}s {sample['event']}"
                             + (f" ({extra})" if extra else ""))
         else:
             extra = ", ".join(f"{k}={v}" for k, v in sample.items() if k not in ("kind", "vm"))
@@ -98,15 +99,10 @@ class ControllerRunAction(ActionBase):
                           msg="libvirt-python is not installed on the controller: pip install libvirt-python "
                               "(needs libvirt-dev and pkg-config) or apt-get install python3-libvirt")
             return result
-        progress = Progress((task_vars or {}).get("inventory_hostname", "localhost"))
+        progress = Progress((task_vars or {}).get("inventory_hostname", "localhost"), self.module_name.rsplit(".", 1)[-1])
         try:
             result.update(self.engine(res.validated_parameters, self._task.check_mode, progress))
-        except FleetmaintError as exc:
-            partial = exc.context.pop("result", None) or {}
-            partial.pop("msg", None)
-            result.update(partial)
-            result.update({k: v for k, v in exc.context.items() if v is not None})
-            result.update(failed=True, msg=exc.msg, exception=traceback.format_exc())
         except Exception as exc:  # pylint: disable=broad-except
-            result.update(failed=True, msg=f"unexpected error: {exc}", exception=traceback.format_exc())
+            # The same mapping as a module's (run_engine): one msg, one reason code, the partial result.
+            result.update(failure_result(exc), exception=traceback.format_exc())
         return result

@@ -42,7 +42,7 @@ def test_run_moves_with_nothing_to_do():
 def _start_failure():
     return FleetmaintError("migrating web1 from hv1 to hv2 failed during precopy: Unable to create tap device "
                            "vnet3: Device or resource busy; it still runs on hv1", step="precopy",
-                           result={"metrics": {"source": "none"}})
+                           reason="refused_at_start", result={"metrics": {"source": "none"}})
 
 
 @pytest.mark.parametrize("failures,result,oks", [
@@ -65,3 +65,51 @@ def test_a_move_refused_before_any_data_moved_is_restarted_once(monkeypatch, fai
     vm = out["vms"][0]
     assert vm["result"] == result and [a["ok"] for a in vm["attempts"]] == oks
     assert len({a["why"] for a in vm["attempts"]}) == 1, "a restart is not an escalation"
+
+
+def _run_two(monkeypatch, reason, msg_of, allow_cold_move=True):
+    """Run moves of two VMs whose every live attempt fails the same way; cold moves are recorded."""
+    calls, cold = [], []
+
+    def fake_migrate(args, progress=None):
+        calls.append(args["name"])
+        raise FleetmaintError(msg_of(args["name"]), step="precopy", reason=reason,
+                              result={"metrics": {"source": "source_last_sample"}})
+
+    def fake_cold_move(vm, src, dest, p):
+        cold.append(vm)
+        return {"msg": f"cold-moved {vm}", "downtime_s": 1.0}
+
+    monkeypatch.setattr(ev, "migrate", fake_migrate)
+    monkeypatch.setattr(ev, "cold_move", fake_cold_move)
+    monkeypatch.setattr(ev.time, "sleep", lambda _s: None)
+    moves = [{"vm": n, "source": "hv1", "destination": "hv2"} for n in ("timeout-svc", "web1")]
+    limits = {"per_source": 2, "per_destination": 2, "fleet": 2}
+    out = ev.run_moves(moves, {"hv1": "u1", "hv2": "u2"}, dict(params(allow_cold_move=allow_cold_move), limits=limits))
+    return out, calls, cold
+
+
+def test_a_vm_name_never_changes_what_is_done_to_it(monkeypatch):
+    # An ordinary libvirt failure whose text says "timeout" (in the VM's name and in the message) is not a timeout.
+    out, calls, cold = _run_two(monkeypatch, "migration_failed",
+                                lambda n: f"migrating {n} from hv1 to hv2 failed during precopy: operation failed: "
+                                          f"job 'migration out' failed, no progress or timeout here; it still runs on hv1")
+    assert sorted(calls) == ["timeout-svc", "web1"], "each VM tried once, none retried"
+    assert cold == [], "nothing cold-moved: the guest would have been shut down for a non-timeout failure"
+    for vm in out["vms"]:
+        assert vm["result"] == "failed" and vm["reason"] == "migration_failed" and len(vm["attempts"]) == 1
+
+
+def test_a_real_timeout_escalates_then_cold_moves_whatever_the_message_says(monkeypatch):
+    out, calls, cold = _run_two(monkeypatch, "timeout", lambda n: f"{n} did not make it")
+    steps = len(ev.escalation_steps(params()))
+    assert sorted(calls) == sorted(["timeout-svc", "web1"] * steps), "every escalation step tried"
+    assert sorted(cold) == ["timeout-svc", "web1"]
+    assert all(vm["result"] == "cold_moved" for vm in out["vms"])
+
+
+def test_no_progress_escalates_and_a_lost_vm_is_never_retried(monkeypatch):
+    _out, calls, cold = _run_two(monkeypatch, "no_progress", lambda n: "x", allow_cold_move=False)
+    assert len(calls) == 2 * len(ev.escalation_steps(params())) and cold == []
+    out, calls, cold = _run_two(monkeypatch, "vm_crashed", lambda n: "x")
+    assert len(calls) == 2 and cold == [] and {v["reason"] for v in out["vms"]} == {"vm_crashed"}

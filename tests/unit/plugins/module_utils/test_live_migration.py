@@ -71,10 +71,23 @@ def test_flags_and_params():
                  libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL: 40}
 
 
-def test_unknown_vm_on_test_driver_is_a_clear_error():
+def test_unknown_vm_on_test_driver_is_a_clear_error(monkeypatch):
     pytest.importorskip("libvirt")
-    with pytest.raises(FleetmaintError, match="VM 'ghost' not found on"):
+    # test:///default twice is one host seen twice: let the locate step run as if they were two.
+    monkeypatch.setattr(lm, "same_host", lambda *_a: None)
+    with pytest.raises(FleetmaintError, match="VM 'ghost' not found on") as err:
         lm.migrate(params(name="ghost", uri="test:///default", dest_uri="test:///default"))
+    assert err.value.reason == "not_found"
+
+
+def test_dest_uri_equal_to_uri_is_the_same_host_not_a_second_copy():
+    """The move rules' same_host, read before the VM is looked up on both ends (where it would be 'on both')."""
+    pytest.importorskip("libvirt")
+    with pytest.raises(FleetmaintError) as err:
+        lm.migrate(params(name="test", uri="test:///default", dest_uri="test:///default"))
+    assert err.value.reason == "same_host" and "source and destination are the same host" in err.value.msg
+    assert "second copy" not in err.value.msg and "exists on both" not in err.value.msg
+    assert err.value.context["codes"] == ["same_host"]
 
 
 def test_metrics_prefer_destination_completed_job():
@@ -289,7 +302,7 @@ def _failed_move(src_dom, dst_dom, state_before="running"):
 def test_a_vm_that_crashed_during_a_move_is_reported_loudly():
     """QEMU died with the guest (the paused-VM assertion of QEMU 7.2): not a neutral sentence."""
     exc, result = _failed_move(_CrashDom("hv1", 5, 3), None)  # shut off, reason crashed
-    assert exc.context["code"] == "vm_crashed" and result["reason"] == "vm_crashed"
+    assert exc.reason == "vm_crashed" and result["reason"] == "vm_crashed"
     assert "vm1 CRASHED on hv1 during the move (shut off (crashed))" in exc.msg
     assert "/var/log/libvirt/qemu/vm1.log on hv1" in exc.msg
     assert result["changed"] is True
@@ -299,7 +312,8 @@ def test_a_failed_move_keeps_a_paused_vm_paused_and_says_nothing_changed():
     dom = _CrashDom("hv1", 3, 1)  # paused by its user before the move
     exc, result = _failed_move(dom, None, state_before="paused")
     assert dom.resumes == 0 and "it still runs on hv1" in exc.msg
-    assert result["changed"] is False and result["reason"] == "failed"
+    # It failed before a byte was sent (no job sample): refused at the start, untouched on its source.
+    assert result["changed"] is False and result["reason"] == "refused_at_start" == exc.reason
     dom = _CrashDom("hv1", 3, 1)  # the migration paused a running VM: it runs again
     _failed_move(dom, None, state_before="running")
     assert dom.resumes == 1

@@ -68,7 +68,7 @@ def test_maintenance_hosts_are_never_destinations_and_pinned_vms_stay():
     vms = [vm("a", "hv1"), vm("b", "hv1"), vm("gpu", "hv1", pinned=True)]
     plan = plan_evacuation(hosts, vms, ["hv1"])
     assert {m["destination"] for m in plan["moves"]} == {"hv3"}
-    assert plan["unplaceable"] == [{"vm": "gpu", "source": "hv1",
+    assert plan["unplaceable"] == [{"vm": "gpu", "source": "hv1", "code": "pinned",
                                     "reason": "pinned to its host (passthrough device or explicit pin)"}]
 
 

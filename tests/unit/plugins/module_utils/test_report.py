@@ -95,9 +95,11 @@ def test_migration_rows_from_live_migrate_and_evacuate_results():
     rows = migration_rows("fleetmaint.libvirt.live_migrate", lm)
     assert rows == [{"job": "live_migrate", "host": None, "vm": "web1", "source": "hv1", "destination": "hv2",
                      "result": "moved", "attempts": 1, "escalations": [], "total_time_s": 2.5, "downtime_ms": 40,
-                     "postcopy": True, "msg": None}]
-    failed = migration_rows("live_migrate", {"failed": True, "vm": "db", "msg": "destination unreachable"})
+                     "postcopy": True, "msg": None, "reason": None}]
+    failed = migration_rows("live_migrate", {"failed": True, "vm": "db", "msg": "destination unreachable",
+                                             "reason": "dest_unreachable"})
     assert failed[0]["result"] == "failed" and failed[0]["msg"] == "destination unreachable"
+    assert failed[0]["reason"] == "dest_unreachable"
     evac = {"host": "hv1", "vms": [
         {"vm": "a", "source": "hv1", "destination": "hv3", "result": "moved",
          "attempts": [{"why": "initial", "ok": False, "metrics": {"total_time_ms": 9000}},
@@ -110,6 +112,7 @@ def test_migration_rows_from_live_migrate_and_evacuate_results():
     assert table.splitlines()[0].split()[:3] == ["VM", "FROM", "TO"] and "post-copy" in table
     md = migration_markdown(rows + failed + erows)
     assert "3 VM moves: 2 moved, 1 failed; downtime max 40 ms" in md and "| web1 | hv1 | hv2 | moved |" in md
+    assert "dest_unreachable: destination unreachable" in md and "dest_unreachable: destination" in table
 
 
 def test_a_vm_the_rules_kept_in_place_has_a_row_saying_why():
@@ -118,8 +121,8 @@ def test_a_vm_the_rules_kept_in_place_has_a_row_saying_why():
     rows = [r for r in report.vm_rows([rec]) if r["direction"] == "home"]
     assert rows == [{"vm": "pz", "source": "hv2", "destination": None, "result": "stayed", "attempts": 0,
                      "escalations": [], "total_time_s": None, "downtime_ms": None,
-                     "msg": "vm_paused_disks_inactive: pz is paused on hv2 and ...", "maintenance_of": "hv1",
-                     "direction": "home"}]
+                     "msg": "vm_paused_disks_inactive: pz is paused on hv2 and ...",
+                     "reason": "vm_paused_disks_inactive", "maintenance_of": "hv1", "direction": "home"}]
     md = report.markdown(report.build([rec]))
     html = report.html_page(report.build([rec]))
     assert "vm_paused_disks_inactive" in md and "pz" in html

@@ -5,11 +5,20 @@ import pytest
 from ansible_collections.fleetmaint.libvirt.plugins.modules import host_evacuate, live_migrate
 
 
-def test_live_migrate_unknown_vm_fails_with_context(run_module):
+def test_live_migrate_unknown_vm_fails_with_context(run_module, monkeypatch):
     pytest.importorskip("libvirt")
+    from ansible_collections.fleetmaint.libvirt.plugins.module_utils import live_migration
+
+    monkeypatch.setattr(live_migration, "same_host", lambda *_a: None)  # test:///default twice is one host
     res = run_module({"name": "ghost", "uri": "test:///default", "dest_uri": "test:///default"}, live_migrate)
     assert res["failed"] is True
-    assert "VM 'ghost' not found on" in res["msg"] and res["step"] == "locate"
+    assert "VM 'ghost' not found on" in res["msg"] and res["step"] == "locate" and res["reason"] == "not_found"
+
+
+def test_live_migrate_onto_its_own_host_says_same_host(run_module):
+    pytest.importorskip("libvirt")
+    res = run_module({"name": "test", "uri": "test:///default", "dest_uri": "test:///default"}, live_migrate)
+    assert res["failed"] is True and res["reason"] == "same_host" and "exists on both" not in res["msg"]
 
 
 def test_live_migrate_refuses_bad_combination_before_connecting(run_module):
