@@ -76,6 +76,7 @@ sanity: deps sync
 
 lint: deps collection
 	ansible-lint --offline playbooks/ roles/ molecule/
+	python tests/tools/check_roles.py
 	rm -rf $(BUILD)/ee && ansible-builder create -f execution-environment.yml -c $(BUILD)/ee >/dev/null
 	@echo "execution-environment.yml: build context written to $(BUILD)/ee"
 	antsibull-changelog lint

@@ -5,11 +5,20 @@
 from __future__ import annotations
 
 
-class ModuleDocFragment:
-    """Placement options shared by plan_evacuation and host_evacuate."""
+_HEADROOM = r'''
+  memory_headroom:
+    description: MiB each destination keeps free beyond the VMs' memory (placement and the move rules).
+    type: int
+    default: 1024
+'''
 
-    DOCUMENTATION = r'''
-options:
+
+class ModuleDocFragment:
+    """Placement (module_utils/options.py PLACEMENT), and HEADROOM alone (modules that check one destination)."""
+
+    HEADROOM = "options:\n" + _HEADROOM
+
+    DOCUMENTATION = HEADROOM + r'''
   memory_overcommit:
     description: Memory overcommit ratio of destinations.
     type: float

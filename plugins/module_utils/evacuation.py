@@ -27,6 +27,9 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_check
     HostContext, check_pair, vm_facts,
 )
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import blockers, stays
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import (
+    DEFAULT_ESTIMATE_BANDWIDTH_MIB_S, MIGRATION_TUNING, MOVE_LIMITS, PLACEMENT, STORAGE, pick,
+)
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.reasons import COLD_MOVE_AFTER, decide
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import (
     DEFAULT_LIMITS, PlanRefused, plan_evacuation,
@@ -227,36 +230,11 @@ COMMON_SPEC: Dict[str, Any] = dict(
     uris=dict(type="list", elements="str", required=True),
     host=dict(type="str", required=True),
     peer_uris=dict(type="dict", default={}),
-    shared_pools=dict(type="list", elements="str", default=[]),
-    tls=dict(type="bool", default=True),
-    unsafe=dict(type="bool", default=False),
-    bandwidth=dict(type="int"),
-    max_downtime=dict(type="int", default=500),
-    downtime_steps=dict(type="int", default=5),
-    parallel_connections=dict(type="int"),
-    compression=dict(type="str", default="none", choices=["none", "xbzrle", "mt", "zstd", "zlib"]),
-    copy_storage=dict(type="str", default="none", choices=["none", "all", "incremental"]),
-    memory_headroom=dict(type="int", default=1024),
-    limits=dict(type="dict", default={}),
-    vm_timeout=dict(type="int", default=300),
-    max_attempts=dict(type="int", default=3),
-    allow_auto_converge=dict(type="bool", default=True),
-    allow_postcopy=dict(type="bool", default=False),
-    allow_suspend=dict(type="bool", default=False),
-    on_failure=dict(type="str", default="stop", choices=["stop", "continue"]),
-    allow_cold_move=dict(type="bool", default=False),
-    cold_shutdown_timeout=dict(type="int", default=120),
-    cold_move_force=dict(type="bool", default=False),
-    overall_timeout=dict(type="int"),
-    poll_interval=dict(type="float", default=0.5),
+    **STORAGE, **MIGRATION_TUNING, **pick("memory_headroom"), **MOVE_LIMITS,
 )
 EVACUATE_SPEC: Dict[str, Any] = dict(
     COMMON_SPEC,
-    memory_overcommit=dict(type="float", default=1.0),
-    cpu_overcommit=dict(type="float", default=4.0),
-    anti_affinity=dict(type="dict", default={}),
-    priority=dict(type="dict", default={}),
-    pinned=dict(type="list", elements="str", default=[]),
+    **PLACEMENT,
     mark_maintenance=dict(type="bool", default=True),
     exclude_destinations=dict(type="list", elements="str", default=[]),
     reason=dict(type="str", default="maintenance"),
@@ -330,7 +308,7 @@ def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
                 h["maintenance"] = h["maintenance"] or h["name"] in excluded
             try:
                 plan = plan_evacuation(inp["hosts"], inp["vms"], [host], limits=lim,
-                                       bandwidth_mib_s=p["bandwidth"] or 128, max_downtime_ms=p["max_downtime"])
+                                       bandwidth_mib_s=p["bandwidth"] or DEFAULT_ESTIMATE_BANDWIDTH_MIB_S, max_downtime_ms=p["max_downtime"])
             except PlanRefused as exc:
                 raise FleetmaintError(f"refusing to evacuate {host}, nothing was moved: {exc}", step="plan",
                                       host=host) from exc

@@ -32,36 +32,28 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_check
     HostContext, check_pair, vm_facts,
 )
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import blockers, same_host
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import (
+    CONNECTION, MIGRATION_TUNING, STORAGE, pick,
+)
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.reasons import VM_LOST
 
 ARGUMENT_SPEC: Dict[str, Any] = dict(
     name=dict(type="str"),
     uuid=dict(type="str"),
-    uri=dict(type="str", default="qemu:///system"),
     dest_uri=dict(type="str", required=True),
     peer_uri=dict(type="str"),
     migration_uri=dict(type="str"),
     p2p=dict(type="bool", default=True),
     persistent=dict(type="bool", default=True),
     undefine_source=dict(type="bool", default=True),
-    bandwidth=dict(type="int"),
-    max_downtime=dict(type="int"),
-    downtime_steps=dict(type="int", default=1),
     auto_converge=dict(type="bool", default=False),
     auto_converge_initial=dict(type="int"),
     auto_converge_increment=dict(type="int"),
     postcopy=dict(type="str", default="never", choices=["never", "after_timeout", "immediate"]),
-    parallel_connections=dict(type="int"),
-    compression=dict(type="str", default="none", choices=["none", "xbzrle", "mt", "zstd", "zlib"]),
-    copy_storage=dict(type="str", default="none", choices=["none", "all", "incremental"]),
-    tls=dict(type="bool", default=True),
-    unsafe=dict(type="bool", default=False),
     timeout=dict(type="int"),
     timeout_action=dict(type="str", default="abort", choices=["abort", "postcopy", "suspend"]),
     progress_timeout=dict(type="int"),
-    memory_headroom=dict(type="int", default=256),
-    shared_pools=dict(type="list", elements="str", default=[]),
-    poll_interval=dict(type="float", default=0.5),
+    **CONNECTION, **STORAGE, **MIGRATION_TUNING, **pick("memory_headroom"),
 )
 MUTUALLY_EXCLUSIVE = [["name", "uuid"]]
 REQUIRED_ONE_OF = [["name", "uuid"]]

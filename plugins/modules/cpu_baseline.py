@@ -19,6 +19,8 @@ description:
     Check mode and C(--diff) show the XML change without making it.
 author:
   - fleetmaint.libvirt contributors (@fleetmaint)
+extends_documentation_fragment:
+  - fleetmaint.libvirt.attributes
 attributes:
   check_mode:
     support: full
@@ -26,10 +28,6 @@ attributes:
   diff_mode:
     support: full
     description: Shows each rewritten VM's CPU definition before and after.
-  platform:
-    support: full
-    platforms: posix
-    description: Runs wherever libvirt-python reaches the URIs.
 options:
   uris:
     description: libvirt URIs of the hosts of the fleet (the first one computes the baseline).

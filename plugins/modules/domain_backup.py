@@ -22,6 +22,8 @@ description:
   - Secrets in definitions (graphics passwords) are not saved; C(VIR_DOMAIN_XML_SECURE) is never requested.
 author:
   - fleetmaint.libvirt contributors (@fleetmaint)
+extends_documentation_fragment:
+  - fleetmaint.libvirt.attributes
 attributes:
   check_mode:
     support: full
@@ -29,10 +31,6 @@ attributes:
   diff_mode:
     support: full
     description: Index entries and definitions before and after.
-  platform:
-    support: full
-    platforms: posix
-    description: Runs where the backup directory is (usually the controller) and libvirt-python reaches every URI.
 options:
   uris:
     description: libvirt URIs of every hypervisor to back up.

@@ -28,6 +28,11 @@ author:
 extends_documentation_fragment:
   - fleetmaint.libvirt.fleet_moves
   - fleetmaint.libvirt.placement
+  - fleetmaint.libvirt.storage
+  - fleetmaint.libvirt.migration_tuning
+  - fleetmaint.libvirt.move_limits
+  - fleetmaint.libvirt.attributes
+  - fleetmaint.libvirt.attributes.action
 attributes:
   check_mode:
     support: full
@@ -35,13 +40,6 @@ attributes:
   diff_mode:
     support: none
     description: Nothing to diff; RV(plan) is the plan.
-  platform:
-    support: full
-    platforms: posix
-    description: Runs wherever libvirt-python reaches every URI (usually the controller).
-  action:
-    support: full
-    description: The action plugin runs on the controller for local connections and prints progress.
 options:
   mark_maintenance:
     description: Mark the host as in maintenance before moving anything.

@@ -29,10 +29,9 @@ attributes:
   diff_mode:
     support: none
     description: Nothing to show beyond RV(stale_undefined).
-  platform:
-    support: full
-    platforms: posix
-    description: Runs where the fence record directory is and libvirt-python reaches every URI.
+extends_documentation_fragment:
+  - fleetmaint.libvirt.storage.shared_pools
+  - fleetmaint.libvirt.attributes
 options:
   host:
     description: The returned host (name or URI, one of O(uris)).
@@ -51,11 +50,6 @@ options:
     description: Start the VMs the record lists as running at failure time and not recovered elsewhere.
     type: bool
     default: true
-  shared_pools:
-    description: Storage pools that are shared although libvirt cannot tell.
-    type: list
-    elements: str
-    default: []
 requirements:
   - libvirt-python >= 9.0
 '''
@@ -99,6 +93,7 @@ start_failed:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import pick
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.disaster_recovery import failback_host
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import run_engine
 
@@ -109,7 +104,7 @@ def main() -> None:
         uris=dict(type="list", elements="str", required=True),
         fence_record_dir=dict(type="path", required=True),
         start_unrecovered=dict(type="bool", default=True),
-        shared_pools=dict(type="list", elements="str", default=[]),
+        **pick("shared_pools"),
     ), supports_check_mode=True)
     run_engine(module, failback_host)
 

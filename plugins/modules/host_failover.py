@@ -37,10 +37,10 @@ attributes:
   diff_mode:
     support: none
     description: The plan and results are in the return values.
-  platform:
-    support: full
-    platforms: posix
-    description: Runs where the backup and fence record directories are and libvirt-python reaches every URI.
+extends_documentation_fragment:
+  - fleetmaint.libvirt.placement.headroom
+  - fleetmaint.libvirt.storage.shared_pools
+  - fleetmaint.libvirt.attributes
 options:
   host:
     description: The failed host, as libvirt named it (its hostname, as in the backup's C(defined_on)).
@@ -71,15 +71,6 @@ options:
     description: What the fence step did, kept in the fence record.
     type: str
     default: ''
-  shared_pools:
-    description: Storage pools that are shared although libvirt cannot tell (a directory on a cluster filesystem).
-    type: list
-    elements: str
-    default: []
-  memory_headroom:
-    description: MiB to keep free on every surviving host.
-    type: int
-    default: 1024
   probe_timeout:
     description: Seconds the probe of O(failed_uri) may take.
     type: float
@@ -139,6 +130,7 @@ plan:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import pick
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.disaster_recovery import failover_host
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import run_engine
 
@@ -152,8 +144,7 @@ def main() -> None:
         fence_record_dir=dict(type="path", required=True),
         fenced=dict(type="bool", required=True),
         fence_evidence=dict(type="str", default=""),
-        shared_pools=dict(type="list", elements="str", default=[]),
-        memory_headroom=dict(type="int", default=1024),
+        **pick("shared_pools", "memory_headroom"),
         probe_timeout=dict(type="float", default=5),
     ), supports_check_mode=True)
     run_engine(module, failover_host)

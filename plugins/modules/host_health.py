@@ -20,6 +20,7 @@ author:
   - fleetmaint.libvirt contributors (@fleetmaint)
 extends_documentation_fragment:
   - fleetmaint.libvirt.connection
+  - fleetmaint.libvirt.attributes
 attributes:
   check_mode:
     support: partial
@@ -28,10 +29,6 @@ attributes:
   diff_mode:
     support: none
     description: Changes nothing.
-  platform:
-    support: full
-    platforms: posix
-    description: Runs wherever libvirt-python reaches O(uri).
 options:
   wait:
     description: Seconds to wait for libvirt to answer before failing.
@@ -91,6 +88,7 @@ import xml.etree.ElementTree as ET
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import CONNECTION
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
     FleetmaintError, libvirt, libvirt_message, open_uri, redact_uri, run_engine,
 )
@@ -187,7 +185,7 @@ def health(p: dict, check_mode: bool = False) -> dict:
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=dict(uri=dict(type="str", default="qemu:///system"),
+    module = AnsibleModule(argument_spec=dict(**CONNECTION,
                                               wait=dict(type="int", default=300),
                                               require_autostart_active=dict(type="bool", default=True),
                                               canary_xml=dict(type="str"),

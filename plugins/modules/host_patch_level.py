@@ -20,6 +20,7 @@ author:
   - fleetmaint.libvirt contributors (@fleetmaint)
 extends_documentation_fragment:
   - fleetmaint.libvirt.connection
+  - fleetmaint.libvirt.attributes
 attributes:
   check_mode:
     support: full
@@ -27,10 +28,6 @@ attributes:
   diff_mode:
     support: full
     description: Shows the level before and after.
-  platform:
-    support: full
-    platforms: posix
-    description: Runs wherever libvirt-python reaches O(uri).
 options:
   level:
     description:
@@ -78,6 +75,7 @@ recorded:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import CONNECTION
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import connection, run_engine
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import get_patch_level, set_patch_level
 
@@ -98,7 +96,7 @@ def patch_level(p: dict, check_mode: bool = False) -> dict:
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=dict(uri=dict(type="str", default="qemu:///system"),
+    module = AnsibleModule(argument_spec=dict(**CONNECTION,
                                               level=dict(type="str"),
                                               by=dict(type="str", default="fleetmaint.libvirt.host_patch_level")),
                            supports_check_mode=True)

@@ -21,6 +21,8 @@ description:
   - Changes nothing.
 author:
   - fleetmaint.libvirt contributors (@fleetmaint)
+extends_documentation_fragment:
+  - fleetmaint.libvirt.attributes
 attributes:
   check_mode:
     support: full
@@ -28,10 +30,6 @@ attributes:
   diff_mode:
     support: none
     description: Nothing changes.
-  platform:
-    support: full
-    platforms: posix
-    description: Runs where the probes should come from (usually the controller).
 options:
   uri:
     description: The host's libvirt URI; its host part is the address the TCP probes use.

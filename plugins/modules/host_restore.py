@@ -22,6 +22,12 @@ author:
   - fleetmaint.libvirt contributors (@fleetmaint)
 extends_documentation_fragment:
   - fleetmaint.libvirt.fleet_moves
+  - fleetmaint.libvirt.storage
+  - fleetmaint.libvirt.migration_tuning
+  - fleetmaint.libvirt.placement.headroom
+  - fleetmaint.libvirt.move_limits
+  - fleetmaint.libvirt.attributes
+  - fleetmaint.libvirt.attributes.action
 attributes:
   check_mode:
     support: full
@@ -29,13 +35,6 @@ attributes:
   diff_mode:
     support: none
     description: Nothing to diff; RV(moves) is the plan.
-  platform:
-    support: full
-    platforms: posix
-    description: Runs wherever libvirt-python reaches every URI (usually the controller).
-  action:
-    support: full
-    description: The action plugin runs on the controller for local connections and prints progress.
 options:
   clear_maintenance:
     description: Clear the host's maintenance mark once every VM is home.

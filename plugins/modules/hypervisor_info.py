@@ -25,6 +25,8 @@ author:
   - fleetmaint.libvirt contributors (@fleetmaint)
 extends_documentation_fragment:
   - fleetmaint.libvirt.connection
+  - fleetmaint.libvirt.storage.shared_pools
+  - fleetmaint.libvirt.attributes
 attributes:
   check_mode:
     support: full
@@ -32,24 +34,12 @@ attributes:
   diff_mode:
     support: none
     description: Nothing changes, so there is no diff.
-  platform:
-    support: full
-    platforms: posix
-    description: Runs wherever libvirt-python can reach the hypervisor's URI.
 options:
   domains:
     description:
       - Only report these domains (names). Default is every domain on the host.
     type: list
     elements: str
-  shared_pools:
-    description:
-      - Names of storage pools whose storage every host sees at the same path (for example a
-        directory pool on a cluster filesystem that libvirt cannot recognise as shared).
-      - Pools of network or cluster types (C(netfs), C(rbd), C(gluster), C(iscsi), ...) are shared anyway.
-    type: list
-    elements: str
-    default: []
   probe_migration:
     description:
       - Probe which migration compression methods the host accepts. Needs a read-write connection
@@ -163,6 +153,7 @@ migration:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import CONNECTION, pick
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
     connection, fail_from_exception, redact_uri, require_libvirt,
 )
@@ -174,9 +165,9 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_fact
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
-            uri=dict(type="str", default="qemu:///system"),
+            **CONNECTION,
             domains=dict(type="list", elements="str"),
-            shared_pools=dict(type="list", elements="str", default=[]),
+            **pick("shared_pools"),
             probe_migration=dict(type="bool", default=True),
         ),
         supports_check_mode=True,

@@ -32,6 +32,11 @@ author:
   - fleetmaint.libvirt contributors (@fleetmaint)
 extends_documentation_fragment:
   - fleetmaint.libvirt.connection
+  - fleetmaint.libvirt.storage
+  - fleetmaint.libvirt.migration_tuning
+  - fleetmaint.libvirt.placement.headroom
+  - fleetmaint.libvirt.attributes
+  - fleetmaint.libvirt.attributes.action
 attributes:
   check_mode:
     support: full
@@ -40,13 +45,6 @@ attributes:
   diff_mode:
     support: none
     description: A migration moves a VM; there is no configuration to diff. RV(options) shows the plan.
-  platform:
-    support: full
-    platforms: posix
-    description: Runs wherever libvirt-python can reach both hosts' URIs (usually the controller).
-  action:
-    support: full
-    description: The action plugin runs the migration on the controller when the connection is local.
 options:
   name:
     description: Name of the VM. One of O(name) and O(uuid) is required.
@@ -83,21 +81,6 @@ options:
     description: Remove the definition from the source once the VM runs on the destination.
     type: bool
     default: true
-  bandwidth:
-    description: Bandwidth cap for the migration in MiB/s. Default is libvirt's (unlimited here, QEMU's own cap
-      otherwise).
-    type: int
-  max_downtime:
-    description: Longest pause allowed at switchover, in milliseconds (QEMU's default is 300). With
-      O(downtime_steps) it is the top of the ladder.
-    type: int
-  downtime_steps:
-    description:
-      - Raise the allowed downtime in this many equal steps up to O(max_downtime), spread evenly over
-        O(timeout) (or 10 s apart without a timeout), like OpenStack's downtime steps. C(1) sets
-        O(max_downtime) at once.
-    type: int
-    default: 1
   auto_converge:
     description: Let QEMU throttle the guest's vCPUs when memory is dirtied faster than it is sent.
     type: bool
@@ -122,38 +105,6 @@ options:
     type: str
     choices: [never, after_timeout, immediate]
     default: never
-  parallel_connections:
-    description: Number of parallel (multifd) connections for the memory stream.
-    type: int
-  compression:
-    description:
-      - Compression of the migration stream. C(xbzrle) sends deltas of re-sent pages, C(mt) multi-threaded
-        compression. C(zstd) and C(zlib) need a libvirt that accepts them (9.4 or later; 9.0 rejects them).
-      - The source host is probed before anything starts; an unsupported method is a clear error.
-    type: str
-    choices: [none, xbzrle, mt, zstd, zlib]
-    default: none
-  copy_storage:
-    description:
-      - Copy disks that are not on shared storage. C(all) copies the whole disk, C(incremental) only what
-        differs from a common backing image. Destination volumes are created first in the pool of the same
-        name, with the same size and format (and removed again if the migration fails).
-    type: str
-    choices: [none, all, incremental]
-    default: none
-  tls:
-    description:
-      - Encrypt the migration stream with TLS (C(VIR_MIGRATE_TLS)). The default, because the stream carries
-        guest memory. Set C(false) only on a trusted, isolated migration network (the lab does).
-    type: bool
-    default: true
-  unsafe:
-    description:
-      - Tell libvirt the storage is shared even though it cannot recognise the filesystem as shared
-        (C(VIR_MIGRATE_UNSAFE)), for example a directory on a cluster filesystem libvirt does not know.
-        Also skips libvirt's cache-mode safety check. Never use it for disks that are not really shared.
-    type: bool
-    default: false
   timeout:
     description: Seconds after which O(timeout_action) is taken if the migration has not finished.
     type: int
@@ -169,19 +120,6 @@ options:
     description: Abort when the remaining data has not reached a new low for this many seconds (a
       migration that is not converging), unless post-copy is running.
     type: int
-  memory_headroom:
-    description: MiB the destination must keep free beyond the VM's memory.
-    type: int
-    default: 256
-  shared_pools:
-    description: Pools whose storage every host sees at the same path (see M(fleetmaint.libvirt.hypervisor_info)).
-    type: list
-    elements: str
-    default: []
-  poll_interval:
-    description: Seconds between job statistics samples while the migration runs.
-    type: float
-    default: 0.5
 notes:
   - Only C(persistent=true, undefine_source=true) (the default) and C(persistent=false, undefine_source=false)
     are accepted; the other two combinations would leave the VM defined on two hosts or on none.

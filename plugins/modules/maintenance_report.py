@@ -20,6 +20,8 @@ description:
     written atomically and rendering holds a lock, so hosts of one batch can report at the same time.
 author:
   - fleetmaint.libvirt contributors (@fleetmaint)
+extends_documentation_fragment:
+  - fleetmaint.libvirt.attributes
 attributes:
   check_mode:
     support: full
@@ -27,10 +29,6 @@ attributes:
   diff_mode:
     support: none
     description: The report is new content each run.
-  platform:
-    support: full
-    platforms: posix
-    description: Runs where the report is written.
 options:
   path:
     description: Directory of the report (created if missing).

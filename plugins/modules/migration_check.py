@@ -23,6 +23,10 @@ author:
   - fleetmaint.libvirt contributors (@fleetmaint)
 extends_documentation_fragment:
   - fleetmaint.libvirt.connection
+  - fleetmaint.libvirt.migration_tuning.estimate
+  - fleetmaint.libvirt.placement.headroom
+  - fleetmaint.libvirt.storage.shared_pools
+  - fleetmaint.libvirt.attributes
 attributes:
   check_mode:
     support: full
@@ -30,10 +34,6 @@ attributes:
   diff_mode:
     support: none
     description: Nothing changes.
-  platform:
-    support: full
-    platforms: posix
-    description: Runs wherever libvirt-python reaches the URIs.
 options:
   name:
     description: One VM to check. Without O(name) and O(names), every VM on the host is checked.
@@ -62,23 +62,6 @@ options:
     type: str
     choices: [none, xbzrle, mt, zstd, zlib]
     default: none
-  memory_headroom:
-    description: MiB a destination must keep free beyond the VM's memory.
-    type: int
-    default: 256
-  shared_pools:
-    description: Pools whose storage every host sees at the same path.
-    type: list
-    elements: str
-    default: []
-  bandwidth:
-    description: Bandwidth for the estimate, in MiB/s (QEMU's default cap is 128).
-    type: int
-    default: 128
-  max_downtime:
-    description: Allowed downtime for the estimate, in milliseconds (QEMU's default is 300).
-    type: int
-    default: 300
   measure_dirty_rate:
     description: Measure each running VM's dirty rate with libvirt's page-sampling calculation (takes
       O(dirty_rate_seconds) plus a little, all VMs at once). Without it the estimate assumes an idle guest.
@@ -165,13 +148,16 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_check
     HostContext, check_pair, measure_dirty_rates, vm_facts,
 )
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import BLOCKER, finding
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import (
+    CONNECTION, DEFAULT_ESTIMATE_BANDWIDTH_MIB_S, ESTIMATE, pick,
+)
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import estimate_precopy
 
 
 def validate(p):
     """Bad input is refused before any host is asked (reason invalid_option)."""
     for key in ("bandwidth", "max_downtime", "dirty_rate_seconds"):
-        if p[key] <= 0:
+        if p[key] is not None and p[key] <= 0:
             raise FleetmaintError(f"{key} must be a positive number, got {p[key]}", step="validate options")
     if not p["dest_uris"]:
         raise FleetmaintError("dest_uris is empty: give at least one destination to check; nothing was checked",
@@ -226,9 +212,9 @@ def run(p):
         for vm, _xml in vms:
             rate = rates.get(vm["name"])
             dirty_bps = rate["bytes_per_s"] if rate and rate.get("measured") else 0.0
-            est = estimate_precopy(vm["memory_mib"] * 1048576, p["bandwidth"] * 1048576, dirty_bps,
-                                   p["max_downtime"])
-            est.update(memory_mib=vm["memory_mib"], bandwidth_mib_s=p["bandwidth"], max_downtime_ms=p["max_downtime"],
+            bandwidth = p["bandwidth"] or DEFAULT_ESTIMATE_BANDWIDTH_MIB_S
+            est = estimate_precopy(vm["memory_mib"] * 1048576, bandwidth * 1048576, dirty_bps, p["max_downtime"])
+            est.update(memory_mib=vm["memory_mib"], bandwidth_mib_s=bandwidth, max_downtime_ms=p["max_downtime"],
                        dirty_rate=rate or {"measured": False, "reason": "not requested (measure_dirty_rate)"})
             estimates[vm["name"]] = est
     finally:
@@ -243,19 +229,12 @@ def run(p):
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
-            uri=dict(type="str", default="qemu:///system"),
             name=dict(type="str"),
             names=dict(type="list", elements="str"),
             dest_uris=dict(type="list", elements="str", required=True),
-            copy_storage=dict(type="str", default="none", choices=["none", "all", "incremental"]),
-            tls=dict(type="bool", default=True),
-            compression=dict(type="str", default="none", choices=["none", "xbzrle", "mt", "zstd", "zlib"]),
-            memory_headroom=dict(type="int", default=256),
-            shared_pools=dict(type="list", elements="str", default=[]),
-            bandwidth=dict(type="int", default=128),
-            max_downtime=dict(type="int", default=300),
             measure_dirty_rate=dict(type="bool", default=False),
             dirty_rate_seconds=dict(type="int", default=1),
+            **CONNECTION, **ESTIMATE, **pick("copy_storage", "tls", "compression", "memory_headroom", "shared_pools"),
         ),
         mutually_exclusive=[["name", "names"]],
         supports_check_mode=True,

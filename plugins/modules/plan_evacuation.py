@@ -24,6 +24,9 @@ author:
   - fleetmaint.libvirt contributors (@fleetmaint)
 extends_documentation_fragment:
   - fleetmaint.libvirt.placement
+  - fleetmaint.libvirt.migration_tuning.estimate
+  - fleetmaint.libvirt.storage.shared_pools
+  - fleetmaint.libvirt.attributes
 attributes:
   check_mode:
     support: full
@@ -31,10 +34,6 @@ attributes:
   diff_mode:
     support: none
     description: Nothing changes.
-  platform:
-    support: full
-    platforms: posix
-    description: Runs wherever libvirt-python reaches every URI.
 options:
   uris:
     description: libvirt URIs of every hypervisor of the fleet (sources and candidate destinations).
@@ -46,29 +45,12 @@ options:
     type: list
     elements: str
     required: true
-  memory_headroom:
-    description: MiB each destination keeps free for itself.
-    type: int
-    default: 1024
   limits:
     description:
       - Concurrency limits, C(per_source) (outgoing per host, default 2 like oVirt), C(per_destination)
         (incoming per host, default 2), C(fleet) (at once, default 4).
     type: dict
     default: {}
-  bandwidth:
-    description: Bandwidth per migration for the estimates, MiB/s.
-    type: int
-    default: 128
-  max_downtime:
-    description: Downtime limit for the estimates, ms.
-    type: int
-    default: 300
-  shared_pools:
-    description: Pools every host sees at the same path.
-    type: list
-    elements: str
-    default: []
 '''
 
 EXAMPLES = r'''
@@ -125,6 +107,10 @@ maintenance:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import (
+    DEFAULT_ESTIMATE_BANDWIDTH_MIB_S, ESTIMATE, PLACEMENT, pick,
+)
+
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.fleet import Fleet
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
     FleetmaintError, fail_from_exception, require_libvirt,
@@ -137,16 +123,7 @@ def main() -> None:
         argument_spec=dict(
             uris=dict(type="list", elements="str", required=True),
             evacuate=dict(type="list", elements="str", required=True),
-            memory_headroom=dict(type="int", default=1024),
-            memory_overcommit=dict(type="float", default=1.0),
-            cpu_overcommit=dict(type="float", default=4.0),
-            anti_affinity=dict(type="dict", default={}),
-            priority=dict(type="dict", default={}),
-            pinned=dict(type="list", elements="str", default=[]),
-            limits=dict(type="dict", default={}),
-            bandwidth=dict(type="int", default=128),
-            max_downtime=dict(type="int", default=300),
-            shared_pools=dict(type="list", elements="str", default=[]),
+            **PLACEMENT, **ESTIMATE, **pick("limits", "shared_pools"),
         ),
         supports_check_mode=True,
     )
@@ -159,7 +136,7 @@ def main() -> None:
                                       p["anti_affinity"], {k: int(v) for k, v in p["priority"].items()}, p["pinned"])
             marks = {h: m for h, m in fleet.marks.items() if m}
         plan = plan_evacuation(inp["hosts"], inp["vms"], evac, limits={k: int(v) for k, v in p["limits"].items()},
-                               bandwidth_mib_s=p["bandwidth"], max_downtime_ms=p["max_downtime"])
+                               bandwidth_mib_s=p["bandwidth"] or DEFAULT_ESTIMATE_BANDWIDTH_MIB_S, max_downtime_ms=p["max_downtime"])
     except PlanRefused as exc:
         module.fail_json(msg=f"refusing to plan the evacuation of {', '.join(p['evacuate'])}: {exc}", changed=False,
                          refused=True, reason="no_capacity")

@@ -117,7 +117,7 @@ def test_unknown_vm_fails_clearly(lab, scene):
 
 def test_dirty_rate_estimate_within_a_factor_of_two(lab, scene):
     r = lab.check(uri=lab.uri("lab1"), names=["mc-hot", "mc-ok"], dest_uris=[lab.uri("lab2")],
-                  measure_dirty_rate=True, dirty_rate_seconds=1, bandwidth=16)
+                  measure_dirty_rate=True, dirty_rate_seconds=1, bandwidth=16, max_downtime=300)
     hot, idle = r["estimates"]["mc-hot"], r["estimates"]["mc-ok"]
     assert hot["dirty_rate"]["measured"] is True
     configured_mib = 40e6 / 1048576  # the guest dirties 40 MB/s

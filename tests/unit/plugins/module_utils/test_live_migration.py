@@ -22,7 +22,7 @@ def test_defaults_are_safe():
     (dict(persistent=False, undefine_source=True), "defined on two hosts or on none"),
     (dict(bandwidth=0), "bandwidth must be a positive number"),
     (dict(downtime_steps=0), "downtime_steps must be at least 1"),
-    (dict(downtime_steps=3), "downtime_steps needs max_downtime"),
+    (dict(downtime_steps=3, max_downtime=None), "downtime_steps needs max_downtime"),
     (dict(postcopy="after_timeout"), "postcopy=after_timeout needs timeout"),
     (dict(timeout=10, timeout_action="postcopy"), "timeout_action=postcopy needs postcopy allowed"),
     (dict(auto_converge_initial=50), "auto_converge_initial needs auto_converge=true"),
@@ -39,8 +39,10 @@ def test_persistent_false_with_source_kept_is_allowed():
 
 
 def test_downtime_ladder_spreads_over_timeout():
-    assert lm.downtime_ladder(params()) == []
-    assert lm.downtime_ladder(params(max_downtime=500)) == [(0.0, 500)]
+    # The defaults, the same as an evacuation's: up to 500 ms in 5 steps, 10 s apart without a timeout.
+    assert lm.downtime_ladder(params()) == [(0.0, 100), (10.0, 200), (20.0, 300), (30.0, 400), (40.0, 500)]
+    assert lm.downtime_ladder(params(max_downtime=None)) == []
+    assert lm.downtime_ladder(params(max_downtime=500, downtime_steps=1)) == [(0.0, 500)]
     ladder = lm.downtime_ladder(params(max_downtime=500, downtime_steps=5, timeout=60))
     assert [step[1] for step in ladder] == [100, 200, 300, 400, 500]
     assert [step[0] for step in ladder] == [0.0, 10.0, 20.0, 30.0, 40.0]  # all before the timeout

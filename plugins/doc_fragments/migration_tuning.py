@@ -1,0 +1,68 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) fleetmaint.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    """Migration tuning (module_utils/options.py MIGRATION_TUNING), and ESTIMATE (what a preview's estimate reads)."""
+
+    DOCUMENTATION = r'''
+options:
+  tls:
+    description:
+      - Encrypt migration streams with TLS (C(VIR_MIGRATE_TLS)). The default, because the stream carries guest
+        memory. Set C(false) only on a trusted, isolated migration network (the lab does). A destination that
+        does not look ready for TLS is a C(tls_not_configured) finding.
+    type: bool
+    default: true
+  bandwidth:
+    description:
+      - Bandwidth cap per migration in MiB/s. Unset, libvirt's default applies (unlimited here, QEMU's own cap
+        otherwise) and estimates assume 128 MiB/s.
+    type: int
+  max_downtime:
+    description:
+      - Longest pause allowed at switchover, in milliseconds, the top of the downtime ladder
+        (O(downtime_steps)). oVirt's default is the same 500 ms in 5 steps.
+    type: int
+    default: 500
+  downtime_steps:
+    description:
+      - Raise the allowed downtime in this many equal steps up to O(max_downtime), spread evenly over the
+        attempt's timeout (or 10 s apart without one), like OpenStack's downtime steps. C(1) sets
+        O(max_downtime) at once.
+    type: int
+    default: 5
+  parallel_connections:
+    description: Number of parallel (multifd) connections for each migration's memory stream.
+    type: int
+  compression:
+    description:
+      - Compression of migration streams. C(xbzrle) sends deltas of re-sent pages, C(mt) multi-threaded
+        compression. C(zstd) and C(zlib) need a libvirt that accepts them (9.4 or later; 9.0 rejects them).
+      - The source host is probed before anything starts; an unsupported method is a clear error.
+    type: str
+    choices: [none, xbzrle, mt, zstd, zlib]
+    default: none
+  poll_interval:
+    description: Seconds between job statistics samples while a migration runs.
+    type: float
+    default: 0.5
+'''
+
+    ESTIMATE = r'''
+options:
+  bandwidth:
+    description:
+      - Bandwidth of the move in MiB/s, for the estimate; unset, 128 (QEMU's default cap). The same option,
+        with the same default, as in the modules that move.
+    type: int
+  max_downtime:
+    description:
+      - Allowed downtime at switchover in milliseconds, for the estimate; the same option, with the same
+        default, as in the modules that move (the top of their downtime ladder).
+    type: int
+    default: 500
+'''

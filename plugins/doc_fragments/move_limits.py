@@ -1,0 +1,69 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) fleetmaint.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    """Limits and escalation of many moves (module_utils/options.py MOVE_LIMITS)."""
+
+    DOCUMENTATION = r'''
+options:
+  limits:
+    description:
+      - Concurrency, C(per_source) (outgoing per host), C(per_destination) (incoming per host) and C(fleet)
+        (at once). Defaults 2, 2 and 4; oVirt allows 2 outgoing per host, nova 1 per compute node.
+    type: dict
+    default: {}
+  vm_timeout:
+    description: Seconds each migration attempt may take before its escalation step acts.
+    type: int
+    default: 300
+  max_attempts:
+    description:
+      - Attempts per VM, never more. Each attempt escalates as allowed - the downtime ladder, then
+        auto-converge (O(allow_auto_converge)), then post-copy (O(allow_postcopy)), then pausing the guest to
+        finish (O(allow_suspend)). Only a VM that did not converge (reason C(timeout) or C(no_progress)) is
+        tried again; one refused before any data moved (C(refused_at_start)) is restarted once.
+    type: int
+    default: 3
+  allow_auto_converge:
+    description: Let an attempt throttle the guest's vCPUs.
+    type: bool
+    default: true
+  allow_postcopy:
+    description: Let an attempt switch to post-copy (bounded time; the guest is lost if a host or the link dies
+      during post-copy).
+    type: bool
+    default: false
+  allow_suspend:
+    description: Let an attempt pause the guest to finish (a pause instead of a risk).
+    type: bool
+    default: false
+  on_failure:
+    description: C(stop) starts no new migration after a VM failed (running ones finish); C(continue) goes on.
+    type: str
+    choices: [stop, continue]
+    default: stop
+  allow_cold_move:
+    description:
+      - When a VM still does not converge after its attempts (reason C(timeout) or C(no_progress)), shut it
+        down, move its definition with libvirt's offline migration (it is never defined on two hosts) and start
+        it on the destination. Only for VMs whose disks are all on shared storage. The VM is down meanwhile;
+        the result says for how long.
+    type: bool
+    default: false
+  cold_shutdown_timeout:
+    description: Seconds a cold move waits for the guest to shut down (ACPI).
+    type: int
+    default: 120
+  cold_move_force:
+    description: Force the guest off when it does not shut down in time (like pulling the plug). Without it, a
+      guest that does not shut down keeps running on its source and the VM is reported failed.
+    type: bool
+    default: false
+  overall_timeout:
+    description: Seconds after which no new migration starts.
+    type: int
+'''

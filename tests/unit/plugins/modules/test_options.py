@@ -1,0 +1,92 @@
+"""Shared options are declared once (module_utils/options.py) and documented once (doc_fragments/): every module's
+documented options, defaults, types and choices equal its argument spec's, and the action groups hold exactly the
+modules that share their options."""
+
+import importlib
+import pathlib
+
+import pytest
+import yaml
+from ansible.module_utils import basic
+
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils import options
+
+ROOT = pathlib.Path(options.__file__).resolve().parents[2]
+MODULES = sorted(p.stem for p in (ROOT / "plugins" / "modules").glob("*.py") if p.stem != "__init__")
+
+
+class _Captured(Exception):
+    pass
+
+
+def argument_spec(name, monkeypatch):
+    """The argument spec main() gives AnsibleModule (as ansible-test's validate-modules reads it)."""
+    def capture(self, *args, **kwargs):
+        raise _Captured(kwargs.get("argument_spec", args[0] if args else None))
+    monkeypatch.setattr(basic.AnsibleModule, "__init__", capture)
+    mod = importlib.import_module(f"ansible_collections.fleetmaint.libvirt.plugins.modules.{name}")
+    with pytest.raises(_Captured) as got:
+        mod.main()
+    return got.value.args[0]
+
+
+def documented_options(name):
+    """The module's DOCUMENTATION options with its doc fragments merged in (the module's own win)."""
+    mod = importlib.import_module(f"ansible_collections.fleetmaint.libvirt.plugins.modules.{name}")
+    doc = yaml.safe_load(mod.DOCUMENTATION)
+    opts = {}
+    for frag in doc.get("extends_documentation_fragment") or []:
+        parts = frag.split(".")
+        assert parts[:2] == ["fleetmaint", "libvirt"], frag
+        fmod = importlib.import_module(f"ansible_collections.fleetmaint.libvirt.plugins.doc_fragments.{parts[2]}")
+        text = getattr(fmod.ModuleDocFragment, parts[3].upper() if len(parts) > 3 else "DOCUMENTATION")
+        opts.update((yaml.safe_load(text) or {}).get("options") or {})
+    opts.update(doc.get("options") or {})
+    return opts
+
+
+def _norm(value):
+    return None if value in (None, [], {}) and value is not False else value
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_documented_options_equal_the_argument_spec(name, monkeypatch):
+    spec = argument_spec(name, monkeypatch)
+    docs = documented_options(name)
+    assert set(docs) == set(spec), f"{name}: documented but not taken {set(docs) - set(spec)}, " \
+                                   f"taken but not documented {set(spec) - set(docs)}"
+    for opt, s in spec.items():
+        d = docs[opt]
+        assert d.get("type", "str") == s.get("type", "str"), f"{name}.{opt} type"
+        assert _norm(d.get("default")) == _norm(s.get("default")), \
+            f"{name}.{opt}: documented default {d.get('default')!r}, spec default {s.get('default')!r}"
+        assert d.get("choices") == s.get("choices"), f"{name}.{opt} choices"
+        assert bool(d.get("required")) == bool(s.get("required")), f"{name}.{opt} required"
+
+
+# Where a module means something else by a shared name, said here on purpose.
+OWN_MEANING = {("host_probe", "uri"): "the host to probe, required: a probe has no local default"}
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_a_shared_option_is_the_one_declaration_wherever_it_is_taken(name, monkeypatch):
+    spec = argument_spec(name, monkeypatch)
+    for opt, s in spec.items():
+        if opt in options.OPTIONS and (name, opt) not in OWN_MEANING:
+            assert s == options.OPTIONS[opt], f"{name}.{opt} is declared again, differently: {s}"
+
+
+def test_the_action_groups_hold_exactly_the_modules_that_share_their_options(monkeypatch):
+    groups = yaml.safe_load((ROOT / "meta" / "runtime.yml").read_text())["action_groups"]
+    specs = {m: argument_spec(m, monkeypatch) for m in MODULES}
+    assert set(groups["storage"]) == {m for m, s in specs.items() if "shared_pools" in s}
+    migration = set(options.STORAGE) | set(options.MIGRATION_TUNING) | {"memory_headroom"}
+    assert groups["migration"] and all(migration <= set(specs[m]) for m in groups["migration"])
+    assert set(groups["migration"]) == {m for m, s in specs.items() if migration <= set(s)}
+
+
+def test_a_default_given_to_a_shared_option_reaches_preview_and_move_alike(monkeypatch):
+    plan, move = argument_spec("plan_evacuation", monkeypatch), argument_spec("host_evacuate", monkeypatch)
+    check, single = argument_spec("migration_check", monkeypatch), argument_spec("live_migrate", monkeypatch)
+    for opt in ("memory_headroom", "max_downtime", "bandwidth"):
+        assert plan[opt] == move[opt] == check[opt] == single[opt], opt
