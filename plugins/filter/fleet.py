@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import storage_kind
+
 try:
     import jmespath
 
@@ -31,9 +33,7 @@ def _domains(data):
 
 
 def _storage(d):
-    kinds = {"shared" if disk.get("storage") == "shared" else "local" for disk in d.get("disks") or []
-             if disk.get("device", "disk") in ("disk", "lun")}
-    return "none" if not kinds else (kinds.pop() if len(kinds) == 1 else "mixed")
+    return storage_kind(d.get("disks") or [])
 
 
 def select_vms(data, state=None, storage=None, home_host=None, away_from_home=None, persistent=None):

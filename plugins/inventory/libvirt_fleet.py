@@ -100,6 +100,7 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_fact
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
     HAS_LIBVIRT, call_with_timeout, open_uri, redact_uri,
 )
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import storage_kind
 
 HYPERVISOR_KEYS = ("hostname", "uri", "uuid", "libvirt_version", "hypervisor", "hypervisor_version", "cpu",
                    "memory_total_mib", "memory_free_mib")
@@ -117,11 +118,7 @@ def read_hypervisor(uri, shared_pools):
 
 
 def storage_of(disks):
-    kinds = {"shared" if d.get("storage") == "shared" else "local" for d in disks
-             if d.get("device", "disk") in ("disk", "lun")}
-    if not kinds:
-        return "none"
-    return kinds.pop() if len(kinds) == 1 else "mixed"
+    return storage_kind(disks)
 
 
 def fleet_vms(readings):

@@ -25,6 +25,7 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connect
     FleetmaintError, call_with_timeout, libvirt_message, open_uri, redact_uri,
 )
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import classify_storage, parse_domain
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import is_local_disk
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import PlanRefused, plan_evacuation
 
 RECORD_MODE = 0o644  # the guard hook on every host reads it
@@ -145,8 +146,7 @@ def plan_failover(host: str, index: Dict[str, Any], xmls: Dict[str, str], surviv
         d = parse_domain(xml)
         pools = next(iter(survivors.values()))["pools"] if survivors else []
         local = [disk.get("path") or disk.get("pool") for disk in d["disks"]
-                 if disk.get("device", "disk") in ("disk", "lun")
-                 and classify_storage(disk, pools, planner.get("shared_pools", ())).get("storage") != "shared"]
+                 if is_local_disk(disk, classify_storage(disk, pools, planner.get("shared_pools", ())).get("storage"))]
         if local:
             out["unrecoverable"].append({"vm": name, "reason": f"disk {', '.join(str(x) for x in local)} is on "
                                          f"{host}'s local storage: it comes back when {host} does"})

@@ -26,7 +26,7 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance imp
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import (
     HostContext, check_pair, vm_facts,
 )
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import blockers, stays
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import blockers, is_local_disk, stays
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import (
     DEFAULT_ESTIMATE_BANDWIDTH_MIB_S, MIGRATION_TUNING, MOVE_LIMITS, PLACEMENT, STORAGE, pick,
 )
@@ -68,7 +68,7 @@ def cold_move(vm: str, src_uri: str, dest_uri: str, p: Dict[str, Any]) -> Dict[s
         src = HostContext(sconn, src_uri, p["shared_pools"])
         dom = sconn.lookupByName(vm)
         facts = vm_facts(dom, src)[0]
-        local = [d["target"] for d in facts["disks"] if d["storage"] != "shared" and d["device"] == "disk"]
+        local = [d["target"] for d in facts["disks"] if is_local_disk(d)]
         if local:
             raise FleetmaintError(f"{vm}: cold move needs shared storage; disk(s) {', '.join(local)} are local",
                                   step="cold move", vm=vm)

@@ -26,12 +26,14 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connect
     FleetmaintError, connection, libvirt, libvirt_message, open_uri, redact_uri,
 )
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import (
-    METADATA_NS, METADATA_PREFIX, build_metadata, parse_domain,
+    DOMAIN_STATES, METADATA_NS, METADATA_PREFIX, build_metadata, parse_domain,
 )
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import (
     HostContext, check_pair, vm_facts,
 )
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import blockers, same_host
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import (
+    blockers, is_local_disk, same_host,
+)
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import (
     CONNECTION, MIGRATION_TUNING, STORAGE, pick,
 )
@@ -170,7 +172,7 @@ def _lookup(conn: Any, name: Optional[str], uuid: Optional[str]) -> Any:
 
 def _state(dom: Any) -> Tuple[str, int]:
     st, reason = dom.state()
-    return {1: "running", 3: "paused", 5: "shutoff"}.get(st, str(st)), reason
+    return DOMAIN_STATES.get(st, "unknown"), reason
 
 
 def _metrics(final: Optional[Dict[str, Any]], last: Optional[Dict[str, Any]], events: List[Dict[str, Any]],
@@ -354,8 +356,8 @@ def _migrate(p: Dict[str, Any], sconn: Any, dconn: Any, peer_uri: str, check_mod
                     + "; ".join(f["message"] for f in bad), "preflight", findings=findings,
                     codes=[f["code"] for f in bad], **ctx)
 
-    copy_disks = [d for d in vm["disks"] if d.get("storage") != "shared" and not d.get("readonly")
-                  and d.get("device") == "disk"] if p["copy_storage"] != "none" else []
+    copy_disks = [d for d in vm["disks"] if is_local_disk(d) and not d.get("readonly")] \
+        if p["copy_storage"] != "none" else []
     need_postcopy = p["postcopy"] != "never" or effective_timeout_action(p) == "postcopy"
     # Copy flags only when a local disk is to be copied: with no disk list libvirt would copy
     # every disk, shared ones included, and the destination refuses to export a shared image.

@@ -39,6 +39,25 @@ def _version(text: Optional[str]) -> Optional[tuple]:
         return None
 
 
+# Devices whose content is the guest's own data (not read-only media): the one local-disk rule.
+DATA_DISK_DEVICES = ("disk", "lun")
+
+
+def is_local_disk(disk: Dict[str, Any], storage: Optional[str] = None) -> bool:
+    """A disk or LUN whose storage is not shared: it lives on its host only, so a live move must copy it, a cold
+    move cannot take the VM, and a disaster-recovery restart elsewhere cannot run it. ``storage``: the disk's
+    classification (``shared``, ``local``, ``unknown``) when the dict does not carry it."""
+    return disk.get("device", "disk") in DATA_DISK_DEVICES and (storage or disk.get("storage", "unknown")) != "shared"
+
+
+def storage_kind(disks: List[Dict[str, Any]]) -> str:
+    """A VM's storage in one word, by the same rule: ``none`` (no data disk), ``shared``, ``local`` or ``mixed``."""
+    kinds = {"local" if is_local_disk(d) else "shared" for d in disks if d.get("device", "disk") in DATA_DISK_DEVICES}
+    if not kinds:
+        return "none"
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
 def same_host(name: str, source: Dict[str, Any], dest: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """The ``same_host`` blocker when source and destination are one host (same host UUID or hostname).
 

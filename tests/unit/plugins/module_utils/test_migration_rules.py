@@ -167,3 +167,27 @@ def test_tls_and_compression():
 def test_unknown_code_is_a_programming_error():
     with pytest.raises(ValueError):
         finding("made_up", BLOCKER, "x")
+
+
+def test_one_local_disk_rule_for_disks_and_luns():
+    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import is_local_disk
+    assert is_local_disk({"device": "disk", "storage": "local"})
+    assert is_local_disk({"device": "lun", "storage": "unknown"}), "a LUN holds data like a disk"
+    assert not is_local_disk({"device": "disk", "storage": "shared"})
+    assert not is_local_disk({"device": "cdrom", "storage": "local"}), "read-only media are not copied"
+    assert is_local_disk({"device": "disk"}, "local") and not is_local_disk({"device": "lun", "storage": "local"}, "shared")
+
+
+def test_no_other_file_filters_disks_by_device():
+    import pathlib
+    import re
+    from ansible_collections.fleetmaint.libvirt.plugins.module_utils import migration_rules
+    here = pathlib.Path(migration_rules.__file__).parent
+    pattern = re.compile(r"""["']device["'](?:,\s*["']\w+["'])?\]?\)?\s*(?:==|in)\s*\(?["'](?:disk|lun)""")
+    old = ['local = [d["target"] for d in x if d["storage"] != "shared" and d["device"] == "disk"]',
+           'and d.get("device") == "disk"] if p["copy_storage"] != "none" else []',
+           'if disk.get("device", "disk") in ("disk", "lun")']
+    assert all(pattern.search(line) for line in old), "the scan finds the rules it replaced"
+    hits = [f"{f.name}:{n}" for f in here.parent.rglob("*.py") if f.name not in ("migration_rules.py", "libvirt_xml.py")
+            for n, line in enumerate(f.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not hits, f"a second local-disk rule: {hits}"
