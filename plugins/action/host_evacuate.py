@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.evacuation import EVACUATE_SPEC, evacuate_host
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.host_jobs import EVACUATE_SPEC, evacuate_host
 from ansible_collections.fleetmaint.libvirt.plugins.plugin_utils.controller_run import ControllerRunAction
 
 

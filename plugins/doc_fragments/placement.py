@@ -5,20 +5,15 @@
 from __future__ import annotations
 
 
-_HEADROOM = r'''
+class ModuleDocFragment:
+    """Placement (module_utils/options.py PLACEMENT), and HEADROOM alone (modules that check one destination)."""
+
+    DOCUMENTATION = r'''
+options:
   memory_headroom:
     description: MiB each destination keeps free beyond the VMs' memory (placement and the move rules).
     type: int
     default: 1024
-'''
-
-
-class ModuleDocFragment:
-    """Placement (module_utils/options.py PLACEMENT), and HEADROOM alone (modules that check one destination)."""
-
-    HEADROOM = "options:\n" + _HEADROOM
-
-    DOCUMENTATION = HEADROOM + r'''
   memory_overcommit:
     description: Memory overcommit ratio of destinations.
     type: float
@@ -40,4 +35,13 @@ class ModuleDocFragment:
     type: list
     elements: str
     default: []
+'''
+
+    # The same text as in DOCUMENTATION (ansible-test reads fragments as literal strings).
+    HEADROOM = r'''
+options:
+  memory_headroom:
+    description: MiB each destination keeps free beyond the VMs' memory (placement and the move rules).
+    type: int
+    default: 1024
 '''

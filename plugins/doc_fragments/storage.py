@@ -5,7 +5,11 @@
 from __future__ import annotations
 
 
-_SHARED_POOLS = r'''
+class ModuleDocFragment:
+    """Storage options (module_utils/options.py STORAGE), and SHARED_POOLS alone."""
+
+    DOCUMENTATION = r'''
+options:
   shared_pools:
     description:
       - Names of storage pools whose storage every host sees at the same path (for example a directory pool
@@ -14,15 +18,6 @@ _SHARED_POOLS = r'''
     type: list
     elements: str
     default: []
-'''
-
-
-class ModuleDocFragment:
-    """Storage options (module_utils/options.py STORAGE), and SHARED_POOLS alone."""
-
-    SHARED_POOLS = "options:\n" + _SHARED_POOLS
-
-    DOCUMENTATION = SHARED_POOLS + r'''
   copy_storage:
     description:
       - Copy disks that are not on shared storage. C(all) copies the whole disk, C(incremental) only what
@@ -39,4 +34,17 @@ class ModuleDocFragment:
         Also skips libvirt's cache-mode safety check. Never use it for disks that are not really shared.
     type: bool
     default: false
+'''
+
+    # The same text as in DOCUMENTATION (ansible-test reads fragments as literal strings).
+    SHARED_POOLS = r'''
+options:
+  shared_pools:
+    description:
+      - Names of storage pools whose storage every host sees at the same path (for example a directory pool
+        on a cluster filesystem that libvirt cannot recognise as shared); their disks are not copied.
+      - Pools of network or cluster types (C(netfs), C(rbd), C(gluster), C(iscsi), ...) are shared anyway.
+    type: list
+    elements: str
+    default: []
 '''

@@ -98,8 +98,9 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_fact
     all_domain_facts, host_facts, pool_facts,
 )
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-    HAS_LIBVIRT, call_with_timeout, open_uri, redact_uri,
+    HAS_LIBVIRT, call_with_timeout, open_uri,
 )
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.redaction import redact_uri
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import storage_kind
 
 HYPERVISOR_KEYS = ("hostname", "uri", "uuid", "libvirt_version", "hypervisor", "hypervisor_version", "cpu",

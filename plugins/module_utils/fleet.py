@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, List, Optional
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_facts import all_domain_facts
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-    FleetmaintError, open_uri, redact_uri,
-)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import open_uri
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.redaction import redact_uri
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import get_mark
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import HostContext
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_facts import HostContext
 
 
 class Fleet:

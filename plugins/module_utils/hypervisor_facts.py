@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import urlparse
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-    FleetmaintError, libvirt, libvirt_message, wrap_error,
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cpu_compat import parse_domain_capabilities
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import (
+    FleetmaintError, libvirt_message, wrap_error,
 )
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import libvirt
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import (
     DOMAIN_STATES, SHARED_POOL_TYPES, classify_storage, parse_capabilities, parse_domain, parse_pool, version_string,
 )
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.redaction import redact_uri
 
 # Methods libvirt may accept for VIR_MIGRATE_PARAM_COMPRESSION; which ones a host accepts is probed.
 COMPRESSION_CANDIDATES = ("xbzrle", "mt", "zlib", "zstd")
@@ -265,3 +268,37 @@ def migration_capabilities(conn: Any, uri: str, libvirt_version: str, qemu_versi
                     "parallel_connections": "version", "postcopy": "version", "auto_converge": "version",
                     "tls": "connect"},
     }
+
+
+class HostContext:
+    """One host's facts for checking moves to (or from) it, read once."""
+
+    def __init__(self, conn: Any, uri: str, shared_pools: Iterable[str] = (), tls: bool = False) -> None:
+        self.conn = conn
+        self.uri = uri
+        self.shared_pools = list(shared_pools)
+        self.host = host_facts(conn, redact_uri(uri))
+        self.pools = pool_facts(conn, uri, self.shared_pools)
+        self.networks = network_facts(conn, uri)
+        self.tls = tls_configured(uri) if tls else None
+        self._domcaps: Dict[Tuple[Any, ...], Optional[Dict[str, Any]]] = {}
+        self._compression: Optional[Dict[str, Any]] = None
+
+    @property
+    def hostname(self) -> str:
+        return self.host["hostname"]
+
+    def domain_capabilities(self, vm: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        key = (vm.get("emulator"), vm.get("arch"), vm.get("machine"), vm.get("virt_type"))
+        if key not in self._domcaps:
+            try:
+                xml = self.conn.getDomainCapabilities(None, vm.get("arch"), vm.get("machine"), vm.get("virt_type"), 0)
+                self._domcaps[key] = parse_domain_capabilities(xml)
+            except libvirt.libvirtError:
+                self._domcaps[key] = None  # e.g. unknown machine type: the machine rule reports it
+        return self._domcaps[key]
+
+    def compression(self) -> Dict[str, Any]:
+        if self._compression is None:
+            self._compression = probe_compression(self.conn)
+        return self._compression

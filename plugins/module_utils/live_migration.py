@@ -22,15 +22,16 @@ import time
 from urllib.parse import urlparse
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError, libvirt_message
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-    FleetmaintError, connection, libvirt, libvirt_message, open_uri, redact_uri,
+    connection, libvirt, open_uri,
 )
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.redaction import redact_uri
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import (
     DOMAIN_STATES, METADATA_NS, METADATA_PREFIX, build_metadata, parse_domain,
 )
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import (
-    HostContext, check_pair, vm_facts,
-)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_facts import HostContext
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import check_pair, vm_facts
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import (
     blockers, is_local_disk, same_host,
 )

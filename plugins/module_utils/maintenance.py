@@ -20,9 +20,8 @@ import time
 from typing import Any, Dict, Optional
 from xml.sax.saxutils import escape
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-    FleetmaintError, libvirt, open_uri, wrap_error,
-)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError, wrap_error
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import libvirt, open_uri
 
 USAGE_NAME = "fleetmaint-maintenance"
 PATCH_LEVEL_USAGE = "fleetmaint-patch-level"

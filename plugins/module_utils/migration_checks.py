@@ -10,53 +10,14 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cpu_compat import (
-    cpu_runnable, merge_cpu_verdicts, parse_domain_capabilities,
-)
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_facts import (
-    domain_facts, host_facts, network_facts, pool_facts, probe_compression, tls_configured,
-)
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-    libvirt, libvirt_message, redact_uri,
-)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cpu_compat import cpu_runnable, merge_cpu_verdicts
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_facts import HostContext, domain_facts
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import libvirt_message
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import libvirt
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import parse_domain
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import check_move
-
-
-class HostContext:
-    """One host's facts for checking moves to (or from) it, read once."""
-
-    def __init__(self, conn: Any, uri: str, shared_pools: Iterable[str] = (), tls: bool = False) -> None:
-        self.conn = conn
-        self.uri = uri
-        self.shared_pools = list(shared_pools)
-        self.host = host_facts(conn, redact_uri(uri))
-        self.pools = pool_facts(conn, uri, self.shared_pools)
-        self.networks = network_facts(conn, uri)
-        self.tls = tls_configured(uri) if tls else None
-        self._domcaps: Dict[Tuple[Any, ...], Optional[Dict[str, Any]]] = {}
-        self._compression: Optional[Dict[str, Any]] = None
-
-    @property
-    def hostname(self) -> str:
-        return self.host["hostname"]
-
-    def domain_capabilities(self, vm: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-        key = (vm.get("emulator"), vm.get("arch"), vm.get("machine"), vm.get("virt_type"))
-        if key not in self._domcaps:
-            try:
-                xml = self.conn.getDomainCapabilities(None, vm.get("arch"), vm.get("machine"), vm.get("virt_type"), 0)
-                self._domcaps[key] = parse_domain_capabilities(xml)
-            except libvirt.libvirtError:
-                self._domcaps[key] = None  # e.g. unknown machine type: the machine rule reports it
-        return self._domcaps[key]
-
-    def compression(self) -> Dict[str, Any]:
-        if self._compression is None:
-            self._compression = probe_compression(self.conn)
-        return self._compression
 
 
 def vm_facts(dom: Any, ctx: HostContext) -> Tuple[Dict[str, Any], str]:

@@ -109,9 +109,12 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cpu_compat impo
     cpu_runnable, fleet_usable_models, host_model_cpu_xml, merge_cpu_verdicts, parse_cpu_xml,
     parse_domain_capabilities, replace_domain_cpu,
 )
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-    FleetmaintError, fail_from_exception, libvirt, open_uri, redact_uri, require_libvirt, wrap_error,
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError, wrap_error
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import libvirt, open_uri
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.module_runner import (
+    fail_from_exception, require_libvirt,
 )
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.redaction import redact_uri
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import parse_domain
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import libvirt_cpu_comparison
 

@@ -90,8 +90,9 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-    connection, fail_from_exception, libvirt, require_libvirt,
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import connection, libvirt
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.module_runner import (
+    fail_from_exception, require_libvirt,
 )
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.files import read_text, write_atomic
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import DOMAIN_STATES, read_home_host

@@ -94,8 +94,8 @@ start_failed:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import pick
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.disaster_recovery import failback_host
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import run_engine
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.failback import failback_host
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.module_runner import run_engine
 
 
 def main() -> None:

@@ -89,9 +89,10 @@ import xml.etree.ElementTree as ET
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import CONNECTION
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-    FleetmaintError, libvirt, libvirt_message, open_uri, redact_uri, run_engine,
-)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError, libvirt_message
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import libvirt, open_uri
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.module_runner import run_engine
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.redaction import redact_uri
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_facts import host_facts
 
 

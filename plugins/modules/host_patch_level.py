@@ -76,7 +76,8 @@ recorded:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import CONNECTION
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import connection, run_engine
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import connection
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.module_runner import run_engine
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import get_patch_level, set_patch_level
 
 

@@ -96,10 +96,10 @@ probes:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.disaster_recovery import probe_host
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-    FleetmaintError, redact_uri, require_libvirt,
-)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.probes import probe_host
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.module_runner import require_libvirt
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.redaction import redact_uri
 
 
 def main() -> None:

@@ -93,8 +93,8 @@ reason:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.evacuation import RESTORE_SPEC, restore_host
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import run_engine
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.host_jobs import RESTORE_SPEC, restore_host
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.module_runner import run_engine
 
 
 def main() -> None:

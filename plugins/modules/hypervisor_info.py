@@ -154,9 +154,11 @@ migration:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import CONNECTION, pick
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-    connection, fail_from_exception, redact_uri, require_libvirt,
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import connection
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.module_runner import (
+    fail_from_exception, require_libvirt,
 )
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.redaction import redact_uri
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_facts import (
     all_domain_facts, host_facts, migration_capabilities, network_facts, pool_facts,
 )

@@ -261,7 +261,7 @@ state_before:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import run_engine
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.module_runner import run_engine
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.live_migration import (
     ARGUMENT_SPEC, MUTUALLY_EXCLUSIVE, REQUIRED_ONE_OF, migrate,
 )

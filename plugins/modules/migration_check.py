@@ -141,11 +141,15 @@ blocked:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-    FleetmaintError, fail_from_exception, libvirt, open_uri, redact_uri, require_libvirt,
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import libvirt, open_uri
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.module_runner import (
+    fail_from_exception, require_libvirt,
 )
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.redaction import redact_uri
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_facts import HostContext
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import (
-    HostContext, check_pair, measure_dirty_rates, vm_facts,
+    check_pair, measure_dirty_rates, vm_facts,
 )
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import BLOCKER, finding
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import (

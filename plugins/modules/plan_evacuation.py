@@ -112,8 +112,9 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import 
 )
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.fleet import Fleet
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-    FleetmaintError, fail_from_exception, require_libvirt,
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.module_runner import (
+    fail_from_exception, require_libvirt,
 )
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import PlanRefused, plan_evacuation
 

@@ -21,8 +21,9 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import failure_result
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-    HAS_LIBVIRT, LIBVIRT_IMPORT_ERROR, failure_result,
+    HAS_LIBVIRT, LIBVIRT_IMPORT_ERROR,
 )
 
 display = Display()

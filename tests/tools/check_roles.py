@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """make lint: each role's defaults agree with its meta/argument_specs.yml, and a role that wraps a module
 passes every option of that module, from a variable of its own, in every task that calls it.
 

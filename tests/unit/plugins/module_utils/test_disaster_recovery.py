@@ -5,8 +5,10 @@ import sys
 
 import pytest
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils import disaster_recovery as dr
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import FleetmaintError
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.failback import classify_copies
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.failover import failover_host, plan_failover
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.probes import probe_host
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
 
 POOLS = [{"name": "shared", "type": "dir", "path": "/srv/shared"}, {"name": "local", "type": "dir",
                                                                     "path": "/var/lib/libvirt/images"}]
@@ -36,7 +38,7 @@ def planner(mem=4096):
 
 
 def plan(index, xmls, current=None, surv=None, plan_in=None):
-    return dr.plan_failover("hv1", index, xmls, surv or survivors(), current or {}, plan_in or planner())
+    return plan_failover("hv1", index, xmls, surv or survivors(), current or {}, plan_in or planner())
 
 
 def test_shared_vms_are_spread_over_the_survivors():
@@ -63,7 +65,7 @@ def test_a_vm_already_running_elsewhere_is_left_alone_and_our_interrupted_restar
     index = {"a": entry("a"), "b": entry("b"), "c": entry("c")}
     current = {"u-a": {"running_on": ["hv3"], "defined_on": ["hv3"]}, "u-b": {"running_on": [], "defined_on": ["hv2"]},
                "u-c": {"running_on": [], "defined_on": ["hv3"]}}
-    p = dr.plan_failover("hv1", index, {n: xml(n) for n in index}, survivors(), current, planner(), {}, {"b": "hv2"})
+    p = plan_failover("hv1", index, {n: xml(n) for n in index}, survivors(), current, planner(), {}, {"b": "hv2"})
     assert p["already_running"] == [{"vm": "a", "host": "hv3"}]
     assert p["start_defined"] == [{"vm": "b", "destination": "hv2"}] and p["restart"] == []
     assert [n["vm"] for n in p["not_running"]] == ["c"], "shut down on hv3 by someone else: not started"
@@ -81,7 +83,7 @@ def test_no_capacity_is_unrecoverable_not_overcommitted():
 
 
 def test_another_vm_of_the_same_name_on_a_survivor_blocks_the_restart():
-    p = dr.plan_failover("hv1", {"a": entry("a")}, {"a": xml("a")}, survivors(), {}, planner(), {"a": ["hv2"]})
+    p = plan_failover("hv1", {"a": entry("a")}, {"a": xml("a")}, survivors(), {}, planner(), {"a": ["hv2"]})
     assert p["restart"] == [] and "another VM named a (another UUID) is on hv2" in p["unrecoverable"][0]["reason"]
 
 
@@ -92,17 +94,17 @@ def test_missing_definition_is_unrecoverable():
 
 def test_probes_dead_only_when_enough_probes_ran_and_none_answered():
     dead_uri = "qemu+tcp://127.0.0.1:1/system"  # nothing listens on port 1
-    r = dr.probe_host(dead_uri, [1], [], timeout=3, min_probes=2)
+    r = probe_host(dead_uri, [1], [], timeout=3, min_probes=2)
     assert r["dead"] is True and r["alive"] == [] and len(r["probes"]) == 2
-    r = dr.probe_host(dead_uri, [], [], timeout=3, min_probes=2)
+    r = probe_host(dead_uri, [], [], timeout=3, min_probes=2)
     assert r["dead"] is False and r["enough_probes"] is False, "one failed probe is not proof"
-    r = dr.probe_host(dead_uri, [1], [[sys.executable, "-c", "pass"]], timeout=3, min_probes=2)
+    r = probe_host(dead_uri, [1], [[sys.executable, "-c", "pass"]], timeout=3, min_probes=2)
     assert r["dead"] is False and r["alive"] == [f"command {sys.executable} -c pass"]
 
 
 def test_a_probe_command_that_cannot_run_is_an_error_not_a_dead_host():
     with pytest.raises(FleetmaintError, match="could not run"):
-        dr.probe_host("qemu+tcp://127.0.0.1:1/system", [], [["/nonexistent/bmc-probe"]], timeout=3, min_probes=1)
+        probe_host("qemu+tcp://127.0.0.1:1/system", [], [["/nonexistent/bmc-probe"]], timeout=3, min_probes=1)
 
 
 def params(tmp_path, **kw):
@@ -115,23 +117,23 @@ def params(tmp_path, **kw):
 
 def test_failover_refuses_an_unfenced_host_before_reading_anything(tmp_path):
     with pytest.raises(FleetmaintError, match="not fenced"):
-        dr.failover_host(params(tmp_path, fenced=False))
+        failover_host(params(tmp_path, fenced=False))
     assert not (tmp_path / "f").exists()
 
 
 def test_failover_refuses_when_the_failed_host_answers(tmp_path):
     pytest.importorskip("libvirt")
     with pytest.raises(FleetmaintError, match="answers as"):
-        dr.failover_host(params(tmp_path, failed_uri="test:///default"))
+        failover_host(params(tmp_path, failed_uri="test:///default"))
 
 
 def test_failover_needs_a_backup_that_knows_the_host(tmp_path):
     with pytest.raises(FleetmaintError, match="no backup"):
-        dr.failover_host(params(tmp_path))
+        failover_host(params(tmp_path))
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "index.json").write_text(json.dumps({"a": entry("a", host="hv7")}))
     with pytest.raises(FleetmaintError, match="no VM on 'hv1'.*hv7"):
-        dr.failover_host(params(tmp_path))
+        failover_host(params(tmp_path))
 
 
 def test_failover_restarts_from_the_backup_then_changes_nothing(tmp_path):
@@ -146,21 +148,21 @@ def test_failover_restarts_from_the_backup_then_changes_nothing(tmp_path):
                                    "<memory unit='MiB'>64</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>")
     (b / "index.json").write_text(json.dumps({name: dict(entry(name), uuid=uuid)}))
     conn = libvirt.open("test:///default")  # keeps the test driver's state alive between the calls
-    full = dr.failover_host(params(tmp_path), check_mode=True)
+    full = failover_host(params(tmp_path), check_mode=True)
     assert full["plan"]["restart"] == [] and full["unrecoverable"][0]["vm"] == name
     assert "no capacity" in full["unrecoverable"][0]["reason"], "the test domain fills the test driver's 3 GiB"
     busy = conn.lookupByName("test")
     busy.destroy()
     try:
-        check = dr.failover_host(params(tmp_path), check_mode=True)
+        check = failover_host(params(tmp_path), check_mode=True)
         assert check["changed"] is True and [r["vm"] for r in check["plan"]["restart"]] == [name]
         assert not (tmp_path / "f").exists(), "check mode writes no record"
-        r = dr.failover_host(params(tmp_path))
+        r = failover_host(params(tmp_path))
         assert r["recovered"] == [{"vm": name, "host": conn.getHostname()}]
         assert conn.lookupByName(name).isActive()
         record = json.loads((tmp_path / "f" / "hv1.fenced").read_text())
         assert record["recovered"] == {name: conn.getHostname()}
-        again = dr.failover_host(params(tmp_path))
+        again = failover_host(params(tmp_path))
         assert again["changed"] is False and again["already_running"] == [{"vm": name, "host": conn.getHostname()}]
     finally:
         try:
@@ -180,7 +182,7 @@ def test_failback_sorts_the_returned_hosts_copies():
     elsewhere = {"1": {"running_on": ["hv2"], "defined_on": ["hv2"]}, "2": {"running_on": ["hv3"], "defined_on": ["hv3"]},
                  "4": {"running_on": [], "defined_on": ["hv2"]}, "5": {"running_on": [], "defined_on": ["hv3"]}}
     record = {"recovered": {"recorded": "hv2", "unclear": "hv2"}}
-    stale, twice, unclear = dr.classify_copies("hv1", here, elsewhere, record)
+    stale, twice, unclear = classify_copies("hv1", here, elsewhere, record)
     assert stale == [{"vm": "stale", "running_on": "hv2"}, {"vm": "recorded", "running_on": None}]
     assert twice == ["twice runs on hv1 and hv3"]
     assert unclear == ["unclear (defined on hv1, defined on hv3)"], "the record says hv2, not hv3: do not guess"

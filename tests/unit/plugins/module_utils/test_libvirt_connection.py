@@ -1,6 +1,8 @@
 import pytest
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils import libvirt_connection as lc
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError, wrap_error
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.redaction import redact_uri
 
 
 @pytest.mark.parametrize("uri,redacted", [
@@ -11,18 +13,18 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils import libvirt_
     (None, None),
 ])
 def test_redact_uri(uri, redacted):
-    assert lc.redact_uri(uri) == redacted
+    assert redact_uri(uri) == redacted
 
 
 @pytest.mark.parametrize("bad", ["not a uri", "", "/var/run/libvirt"])
 def test_open_rejects_non_uri_without_calling_libvirt(bad):
-    with pytest.raises(lc.FleetmaintError, match="is not a libvirt URI"):
+    with pytest.raises(FleetmaintError, match="is not a libvirt URI"):
         lc.open_uri(bad)
 
 
 def test_open_failure_names_uri_and_hides_password():
     pytest.importorskip("libvirt")
-    with pytest.raises(lc.FleetmaintError) as info:
+    with pytest.raises(FleetmaintError) as info:
         lc.open_uri("qemu+unix:///system?socket=/nonexistent/sock&password=topsecret")
     assert "cannot connect to libvirt at qemu+unix:///system?socket=/nonexistent/sock&password=********" \
         in info.value.msg
@@ -45,7 +47,7 @@ def test_wrap_error_names_step_and_host():
     conn = libvirt.open("test:///default")
     with pytest.raises(libvirt.libvirtError) as info:
         conn.lookupByName("no-such-vm")
-    err = lc.wrap_error(info.value, "looking up no-such-vm", "test:///default", vm="no-such-vm")
+    err = wrap_error(info.value, "looking up no-such-vm", "test:///default", vm="no-such-vm")
     assert err.msg.startswith("looking up no-such-vm on test:///default failed: ")
     assert "no-such-vm" in err.msg
     assert err.context["vm"] == "no-such-vm"

@@ -1,7 +1,7 @@
 import pytest
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils import live_migration as lm
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import FleetmaintError
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
 
 
 def params(**kw):

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils import maintenance as m
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import FleetmaintError
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
 
 libvirt = pytest.importorskip("libvirt")
 URI = "qemu+tcp://hv1/system"

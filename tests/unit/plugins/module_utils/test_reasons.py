@@ -6,9 +6,8 @@ import re
 import pytest
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils import reasons
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-    FleetmaintError, failure_result, libvirt,
-)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import failure_result, FleetmaintError
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import libvirt
 
 PLUGINS = pathlib.Path(reasons.__file__).resolve().parents[1]
 

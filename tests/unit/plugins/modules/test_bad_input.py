@@ -7,9 +7,8 @@ from ansible.module_utils import basic
 from ansible.module_utils.common.text.converters import to_bytes
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.fleet import Fleet
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-    FleetmaintError, uri_secrets,
-)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.redaction import uri_secrets
 from ansible_collections.fleetmaint.libvirt.plugins.modules import (
     host_evacuate, host_restore, hypervisor_info, live_migrate, migration_check, plan_evacuation,
 )

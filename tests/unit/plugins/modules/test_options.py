@@ -90,3 +90,12 @@ def test_a_default_given_to_a_shared_option_reaches_preview_and_move_alike(monke
     check, single = argument_spec("migration_check", monkeypatch), argument_spec("live_migrate", monkeypatch)
     for opt in ("memory_headroom", "max_downtime", "bandwidth"):
         assert plan[opt] == move[opt] == check[opt] == single[opt], opt
+
+
+@pytest.mark.parametrize("fragment,part", [("storage", "SHARED_POOLS"), ("placement", "HEADROOM")])
+def test_a_partial_fragment_says_what_the_whole_fragment_says(fragment, part):
+    # ansible-test reads doc fragments as literal strings, so a part is written twice: the same, always.
+    frag = importlib.import_module(f"ansible_collections.fleetmaint.libvirt.plugins.doc_fragments.{fragment}")
+    whole = yaml.safe_load(frag.ModuleDocFragment.DOCUMENTATION)["options"]
+    for opt, doc in yaml.safe_load(getattr(frag.ModuleDocFragment, part))["options"].items():
+        assert whole[opt] == doc, opt

@@ -1,11 +1,12 @@
 import pytest
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils import evacuation as ev
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import FleetmaintError
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils import host_jobs as hj
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils import move_scheduler as ev
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
 
 
 def params(**kw):
-    p = {k: v.get("default") for k, v in ev.EVACUATE_SPEC.items()}
+    p = {k: v.get("default") for k, v in hj.EVACUATE_SPEC.items()}
     p.update(uris=["test:///default"], host="x")
     p.update(kw)
     return p
@@ -27,11 +28,11 @@ def test_defaults_never_risk_postcopy():
 
 
 def test_limits_default_and_validation():
-    assert ev._limits(params()) == {"per_source": 2, "per_destination": 2, "fleet": 4}  # pylint: disable=protected-access
-    assert ev._limits(params(limits={"fleet": 8}))["fleet"] == 8  # pylint: disable=protected-access
+    assert hj._limits(params()) == {"per_source": 2, "per_destination": 2, "fleet": 4}  # pylint: disable=protected-access
+    assert hj._limits(params(limits={"fleet": 8}))["fleet"] == 8  # pylint: disable=protected-access
     for bad in ({"fleet": 0}, {"per_host": 2}):
         with pytest.raises(FleetmaintError, match="invalid limits"):
-            ev._limits(params(limits=bad))  # pylint: disable=protected-access
+            hj._limits(params(limits=bad))  # pylint: disable=protected-access
 
 
 def test_run_moves_with_nothing_to_do():

@@ -1,100 +1,32 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) fleetmaint.libvirt contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Disaster recovery: is a host dead, restart a fenced host's VMs elsewhere, clean it up when it returns.
+"""Failover: restart a dead, fenced host's VMs on the survivors from the definitions domain_backup saved.
 
-The order is what keeps a VM from running twice: probes agree the host is dead, the caller fences it,
-a fence record is written (a host-side guard hook refuses every start while it exists), and only then are
-VMs started elsewhere, from the definitions saved by domain_backup. When the host returns, its stale copies
-are undefined before the record is removed.
+The order is what keeps a VM from running twice: probes agree the host is dead, the caller fences it, the
+fence record is written, and only then are VMs started elsewhere, placed by the evacuation planner.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import time
-from typing import Any, Dict, List, Optional, Tuple
-from urllib.parse import urlparse
+from typing import Any, Dict, List, Optional
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.files import read_text, write_atomic
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.fleet import Fleet
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-    FleetmaintError, call_with_timeout, libvirt_message, open_uri, redact_uri,
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError, libvirt_message
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.fence_records import (
+    read_record, record_path, write_record,
 )
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.files import read_text
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.fleet import Fleet
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import classify_storage, parse_domain
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import is_local_disk
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import PlanRefused, plan_evacuation
-
-RECORD_MODE = 0o644  # the guard hook on every host reads it
-
-
-# ------------------------------------------------------------------ probes
-def probe_libvirt(uri: str, timeout: float) -> Dict[str, Any]:
-    def ask() -> str:
-        conn = open_uri(uri, readonly=True)
-        try:
-            return conn.getHostname()
-        finally:
-            conn.close()
-    try:
-        name = call_with_timeout(ask, timeout)
-        return {"probe": f"libvirt {redact_uri(uri)}", "alive": True, "detail": f"answers as {name}"}
-    except Exception as exc:  # pylint: disable=broad-except
-        return {"probe": f"libvirt {redact_uri(uri)}", "alive": False, "detail": str(exc)}
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import plan_evacuation, PlanRefused
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.probes import probe_libvirt
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.redaction import redact_uri
 
 
-def probe_tcp(address: str, port: int, timeout: float) -> Dict[str, Any]:
-    try:
-        socket.create_connection((address, port), timeout=timeout).close()
-        return {"probe": f"tcp {address}:{port}", "alive": True, "detail": "connection accepted"}
-    except OSError as exc:
-        return {"probe": f"tcp {address}:{port}", "alive": False, "detail": str(exc)}
-
-
-def probe_command(argv: List[str], timeout: float) -> Dict[str, Any]:
-    """A user probe (a BMC's power status, a ping over another network): exit 0 means alive. No shell."""
-    name = "command " + " ".join(argv)
-    try:
-        res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        # A probe that cannot run proves nothing: it must not count as "dead".
-        raise FleetmaintError(f"probe '{name}' could not run: {exc}", step="probe") from exc
-    out = (res.stdout.strip() or res.stderr.strip())[:200]
-    return {"probe": name, "alive": res.returncode == 0, "detail": f"exit {res.returncode}: {out}"}
-
-
-def probe_host(uri: str, tcp_ports: List[int], commands: List[List[str]], timeout: float,
-               min_probes: int) -> Dict[str, Any]:
-    """Dead only when at least min_probes probes ran and not one of them reached the host."""
-    address = urlparse(uri).hostname
-    probes = [probe_libvirt(uri, timeout)]
-    if address:
-        probes += [probe_tcp(address, int(port), timeout) for port in tcp_ports]
-    probes += [probe_command([str(a) for a in argv], timeout) for argv in commands]
-    alive = [p["probe"] for p in probes if p["alive"]]
-    enough = len(probes) >= min_probes
-    return {"probes": probes, "alive": alive, "dead": enough and not alive, "enough_probes": enough}
-
-
-# ------------------------------------------------------------- fence record
-def record_path(directory: str, host: str) -> str:
-    return os.path.join(directory, f"{host}.fenced")
-
-
-def read_record(directory: str, host: str) -> Optional[Dict[str, Any]]:
-    text = read_text(record_path(directory, host))
-    return json.loads(text) if text else None
-
-
-def write_record(directory: str, host: str, record: Dict[str, Any]) -> None:
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    write_atomic(record_path(directory, host), json.dumps(record, indent=1, sort_keys=True) + "\n", RECORD_MODE)
-
-
-# ----------------------------------------------------------------- failover
 def read_backup(path: str) -> Dict[str, Any]:
     text = read_text(os.path.join(path, "index.json"))
     if text is None:
@@ -283,97 +215,4 @@ def failover_host(p: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]
     if result["failed"]:
         result["msg"] += "; failed: " + "; ".join(f"{f['vm']}: {f['reason']}" for f in result["failed"])
         raise FleetmaintError(result["msg"], step="restart", host=host, result=result)
-    return result
-
-
-# ----------------------------------------------------------------- failback
-def classify_copies(host: str, here: List[Dict[str, Any]], elsewhere: Dict[str, Dict[str, List[str]]],
-                    record: Optional[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], List[str], List[str]]:
-    """Which of the returned host's domains are stale copies (to undefine), which run twice, which are unclear.
-
-    here: the host's domains (name, uuid, active); elsewhere: uuid -> running_on/defined_on on the other hosts.
-    """
-    stale: List[Dict[str, Any]] = []
-    twice: List[str] = []
-    unclear: List[str] = []
-    for d in here:
-        other = elsewhere.get(d["uuid"])
-        if not other:
-            continue
-        if d["active"] and other["running_on"]:
-            twice.append(f"{d['name']} runs on {host} and {', '.join(other['running_on'])}")
-        elif not d["active"] and other["running_on"]:
-            stale.append({"vm": d["name"], "running_on": other["running_on"][0]})
-        elif not d["active"] and (record or {}).get("recovered", {}).get(d["name"]) in other["defined_on"]:
-            stale.append({"vm": d["name"], "running_on": None})
-        else:
-            unclear.append(f"{d['name']} ({'running' if d['active'] else 'defined'} on {host}, defined on "
-                           f"{', '.join(other['defined_on'])})")
-    return stale, twice, unclear
-
-
-def failback_host(p: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]:
-    """On a host that returned after a failover: undefine its stale copies, clear its fence record, and start
-    the VMs that could not be recovered elsewhere (they were running when it failed)."""
-    with Fleet(p["uris"], p["shared_pools"]) as fleet:
-        host = fleet.resolve([p["host"]])[0]
-        record = read_record(p["fence_record_dir"], host)
-        elsewhere: Dict[str, Dict[str, List[str]]] = {}
-        for h, doms in fleet.vms.items():
-            if h == host:
-                continue
-            for d in doms:
-                e = elsewhere.setdefault(d["uuid"], {"running_on": [], "defined_on": []})
-                if d["active"]:
-                    e["running_on"].append(h)
-                if d["persistent"]:
-                    e["defined_on"].append(h)
-        stale, twice, unclear = classify_copies(host, fleet.vms[host], elsewhere, record)
-        if twice:
-            raise FleetmaintError("two copies running, nothing changed - stop the one that must not run: "
-                                  + "; ".join(twice), step="check copies", host=host)
-        if unclear:
-            raise FleetmaintError("cannot tell which copy is current, nothing changed: " + "; ".join(unclear),
-                                  step="check copies", host=host)
-        present = {d["name"]: d for d in fleet.vms[host]}
-        stale_names = {s["vm"] for s in stale}
-        to_start = [vm for vm in (record or {}).get("unrecovered_running", [])
-                    if vm in present and vm not in stale_names and not present[vm]["active"]
-                    and present[vm]["uuid"] not in elsewhere] if p["start_unrecovered"] else []
-        result: Dict[str, Any] = {"host": host, "stale_undefined": stale, "started": [], "start_failed": [],
-                                  "fence_record": record_path(p["fence_record_dir"], host),
-                                  "fence_record_cleared": record is not None,
-                                  "changed": bool(stale or to_start or record)}
-        if check_mode:
-            result["msg"] = (f"would undefine {len(stale)} stale copies on {host}, clear its fence record"
-                             f" ({'present' if record else 'none'}) and start {len(to_start)} VMs there")
-            result["started"] = to_start
-            return result
-        conn = fleet.hosts[host].conn
-        for s in stale:
-            try:
-                dom = conn.lookupByName(s["vm"])
-                if dom.isActive():  # started between our look and now: do not touch
-                    raise FleetmaintError(f"{s['vm']} started on {host} while failback ran", step="undefine stale copy")
-                dom.undefine()  # definition only: the disks belong to the running copy
-            except FleetmaintError:
-                raise
-            except Exception as exc:  # pylint: disable=broad-except
-                raise FleetmaintError(f"undefining the stale copy of {s['vm']} on {host} failed: "
-                                      f"{libvirt_message(exc)}; fence record kept", step="undefine stale copy",
-                                      host=host, result=result) from exc
-        if record is not None:
-            os.unlink(record_path(p["fence_record_dir"], host))  # the guard lets starts through again
-        for vm in to_start:
-            try:
-                conn.lookupByName(vm).create()
-                result["started"].append(vm)
-            except Exception as exc:  # pylint: disable=broad-except
-                result["start_failed"].append({"vm": vm, "reason": libvirt_message(exc)})
-    result["msg"] = (f"{host}: undefined {len(stale)} stale copies, fence record "
-                     f"{'cleared' if record else 'was not there'}, started {len(result['started'])} VMs that "
-                     "were not recovered elsewhere")
-    if result["start_failed"]:
-        result["msg"] += "; could not start: " + "; ".join(f"{f['vm']} ({f['reason']})" for f in result["start_failed"])
-        raise FleetmaintError(result["msg"], step="start", host=host, result=result)
     return result

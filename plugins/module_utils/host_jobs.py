@@ -1,0 +1,205 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) fleetmaint.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Host jobs: empty a host for maintenance (evacuate) and bring its VMs home (restore).
+
+Each job plans from where VMs are now, checks every move with the shared rules before anything moves, holds
+the host's job lease, marks or clears maintenance, and runs the moves through the move scheduler.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional
+
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.fleet import Fleet
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import clear_mark, HostLease, set_mark
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import check_pair, vm_facts
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import blockers, stays
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.move_scheduler import run_moves
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import (
+    DEFAULT_ESTIMATE_BANDWIDTH_MIB_S, MIGRATION_TUNING, MOVE_LIMITS, PLACEMENT, STORAGE, pick,
+)
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import (
+    DEFAULT_LIMITS, plan_evacuation, PlanRefused,
+)
+
+
+COMMON_SPEC: Dict[str, Any] = dict(
+    uris=dict(type="list", elements="str", required=True),
+    host=dict(type="str", required=True),
+    peer_uris=dict(type="dict", default={}),
+    **STORAGE, **MIGRATION_TUNING, **pick("memory_headroom"), **MOVE_LIMITS,
+)
+
+
+EVACUATE_SPEC: Dict[str, Any] = dict(
+    COMMON_SPEC,
+    **PLACEMENT,
+    mark_maintenance=dict(type="bool", default=True),
+    exclude_destinations=dict(type="list", elements="str", default=[]),
+    reason=dict(type="str", default="maintenance"),
+)
+
+
+RESTORE_SPEC: Dict[str, Any] = dict(COMMON_SPEC, clear_maintenance=dict(type="bool", default=True))
+
+
+def _staying_note(staying: List[Dict[str, Any]], away: bool = False) -> str:
+    if not staying:
+        return ""
+    what = "left away from home, home unchanged" if away else "staying"
+    return f"; {what}: " + "; ".join(f"{s['vm']} on {s['host']} ({s['reason']}: {s['msg']})" for s in staying)
+
+
+def _limits(p: Dict[str, Any]) -> Dict[str, int]:
+
+    lim = dict(DEFAULT_LIMITS, **{k: int(v) for k, v in (p.get("limits") or {}).items()})
+    unknown = set(lim) - set(DEFAULT_LIMITS)
+    if unknown or any(v < 1 for v in lim.values()) or p["max_attempts"] < 1 or p["vm_timeout"] < 1:
+        raise FleetmaintError(f"invalid limits {p.get('limits')} or attempts/timeouts: limits are per_source, "
+                              "per_destination, fleet (each at least 1)", step="validate options")
+    return lim
+
+
+def _preflight(fleet: Any, moves: List[Dict[str, Any]], p: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Check every move with the shared rules before anything moves; returns the blocked ones."""
+
+    blocked = []
+    for m in moves:
+        src, dst = fleet.hosts[m["source"]], fleet.hosts[m["destination"]]
+        dom = src.conn.lookupByName(m["vm"])
+        vm, xml = vm_facts(dom, src)
+        found = check_pair(vm, xml, src, dst, copy_storage=p["copy_storage"], tls=p["tls"],
+                           memory_headroom_mib=p["memory_headroom"], compression=p["compression"])
+        m["findings"] = found
+        if blockers(found):
+            blocked.append({"vm": m["vm"], "source": m["source"], "destination": m["destination"],
+                            "blockers": [f["message"] for f in blockers(found)],
+                            "codes": [f["code"] for f in blockers(found)], "stays": stays(found)})
+    return blocked
+
+
+def _split_staying(moves: List[Dict[str, Any]], blocked: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Take out of ``moves`` the VMs that cannot leave their host now whatever the destination (STAYS_CODES:
+    a paused VM QEMU would crash, say); returns them, each with its reason code and message."""
+    staying = [{"vm": b["vm"], "host": b["source"], "reason": b["codes"][0], "msg": " / ".join(b["blockers"])}
+               for b in blocked if b["stays"]]
+    names = {s["vm"] for s in staying}
+    moves[:] = [m for m in moves if m["vm"] not in names]
+    blocked[:] = [b for b in blocked if not b["stays"]]
+    return staying
+
+
+def _lease(fleet: Any, host: str, job: str, check_mode: bool) -> Optional[HostLease]:
+    """One job per host at a time, across controllers (none in check mode, which changes nothing)."""
+    if check_mode:
+        return None
+    lease = HostLease(fleet.uri_of[host], host, job)
+    lease.acquire()
+    return lease
+
+
+def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
+                  progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+    """Empty one host: plan, check every move, mark maintenance, move, report."""
+
+    lim = _limits(p)
+    lease = None
+    try:
+        with Fleet(p["uris"], p["shared_pools"], tls=p["tls"]) as fleet:
+            host = fleet.resolve([p["host"]])[0]
+            lease = _lease(fleet, host, "evacuate", check_mode)
+            inp = fleet.planner_input(p["memory_headroom"], p["memory_overcommit"], p["cpu_overcommit"],
+                                      p["anti_affinity"], {k: int(v) for k, v in p["priority"].items()}, p["pinned"])
+            # Hosts leaving at the same time (a rolling patch batch) take no VMs, as if in maintenance.
+            excluded = set(fleet.resolve(p["exclude_destinations"]))
+            for h in inp["hosts"]:
+                h["maintenance"] = h["maintenance"] or h["name"] in excluded
+            try:
+                plan = plan_evacuation(inp["hosts"], inp["vms"], [host], limits=lim,
+                                       bandwidth_mib_s=p["bandwidth"] or DEFAULT_ESTIMATE_BANDWIDTH_MIB_S, max_downtime_ms=p["max_downtime"])
+            except PlanRefused as exc:
+                raise FleetmaintError(f"refusing to evacuate {host}, nothing was moved: {exc}", step="plan",
+                                      host=host) from exc
+            blocked = _preflight(fleet, plan["moves"], p)
+            staying = _split_staying(plan["moves"], blocked)
+            if blocked:
+                raise FleetmaintError(f"refusing to evacuate {host}, nothing was moved: " + "; ".join(
+                    f"{b['vm']} -> {b['destination']}: {' / '.join(b['blockers'])}" for b in blocked),
+                    step="preflight", host=host, blocked=blocked)
+            result: Dict[str, Any] = {"host": host, "plan": plan, "skipped": [s for s in inp["skipped"] if s["host"] == host],
+                                      "staying": staying,
+                                      "changed": bool(plan["moves"]) or (p["mark_maintenance"] and not fleet.marks[host])}
+            if check_mode:
+                result["msg"] = f"would move {len(plan['moves'])} VMs off {host}" + _staying_note(staying)
+                return result
+            if p["mark_maintenance"]:
+                result["maintenance_marked"] = set_mark(fleet.hosts[host].conn, fleet.uri_of[host], p["reason"],
+                                                        "fleetmaint.libvirt.host_evacuate")
+            uri_of = dict(fleet.uri_of)
+        if progress:
+            progress({"kind": "plan", "vm": host, "moves": len(plan["moves"]), "makespan_est_s": plan["makespan_s"]})
+        run = run_moves(plan["moves"], uri_of, dict(p, limits=lim), progress)
+        result.update(run)
+        result["changed"] = result["changed"] or run["totals"]["moved"] + run["totals"]["cold_moved"] > 0
+        # Pinned or unplaceable VMs stay too: the host is not empty, and saying so is the point.
+        left = [r["vm"] for r in run["vms"] if r["result"] in ("failed", "not_started")] + \
+            [u["vm"] for u in plan["unplaceable"]] + [s["vm"] for s in staying]
+        cold = f" ({run['totals']['cold_moved']} more cold-moved)" if run["totals"]["cold_moved"] else ""
+        result["msg"] = (f"{host}: moved {run['totals']['moved']} of {len(plan['moves'])} VMs live{cold} in "
+                         f"{run['totals']['elapsed_s']} s"
+                         + (f"; still on {host}: {', '.join(left)}" if left else "; the host is empty of running VMs")
+                         + _staying_note(staying))
+        if left:
+            raise FleetmaintError(result["msg"] + (f" ({run['stopped']})" if run["stopped"] else ""), step="evacuate",
+                                  host=host, result=result)
+        return result
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+def restore_host(p: Dict[str, Any], check_mode: bool = False,
+                 progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+    """Bring back every VM whose recorded home is this host, then clear its maintenance mark."""
+
+    lim = _limits(p)
+    lease = None
+    try:
+        with Fleet(p["uris"], p["shared_pools"], tls=p["tls"]) as fleet:
+            host = fleet.resolve([p["host"]])[0]
+            lease = _lease(fleet, host, "restore", check_mode)
+            moves = [{"vm": d["name"], "source": other, "destination": host}
+                     for other in sorted(fleet.vms) if other != host
+                     for d in fleet.vms[other] if d["home_host"] == host and d["state"] in ("running", "paused")]
+            blocked = _preflight(fleet, moves, p)
+            staying = _split_staying(moves, blocked)
+            if blocked:
+                raise FleetmaintError(f"refusing to restore {host}, nothing was moved: " + "; ".join(
+                    f"{b['vm']} from {b['source']}: {' / '.join(b['blockers'])}" for b in blocked),
+                    step="preflight", host=host, blocked=blocked)
+            marked = fleet.marks[host] is not None
+            result: Dict[str, Any] = {"host": host, "moves": [{k: m[k] for k in ("vm", "source", "destination")}
+                                                              for m in moves],
+                                      "staying": staying,
+                                      "changed": bool(moves) or (marked and p["clear_maintenance"])}
+            if check_mode:
+                result["msg"] = f"would bring {len(moves)} VMs home to {host}" + _staying_note(staying)
+                return result
+            uri_of = dict(fleet.uri_of)
+        run = run_moves(moves, uri_of, dict(p, limits=lim), progress)
+        result.update(run)
+        left = [r["vm"] for r in run["vms"] if r["result"] in ("failed", "not_started")]
+        if left:
+            result["msg"] = f"{host}: {len(left)} VMs could not come home: {', '.join(left)}; maintenance mark kept"
+            raise FleetmaintError(result["msg"], step="restore", host=host, result=result)
+        if p["clear_maintenance"] and marked:
+            with Fleet([uri_of[host]], p["shared_pools"]) as one:
+                result["maintenance_cleared"] = clear_mark(one.hosts[host].conn, uri_of[host])
+        result["msg"] = (f"{host}: brought {run['totals']['moved']} VMs home in {run['totals']['elapsed_s']} s"
+                         + _staying_note(staying, away=True))
+        return result
+    finally:
+        if lease is not None:
+            lease.release()

@@ -1,0 +1,40 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) fleetmaint.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Passwords never leave the collection: redacted from URIs in messages, masked in Ansible's own output.
+
+Pure: no libvirt or Ansible imports.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Optional
+
+_PASSWORD_IN_URI = re.compile(r"^(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:@/]*):[^@/]*@")
+_PASSWORD_IN_QUERY = re.compile(r"(?i)((?:password|passwd|secret)=)[^&]*")
+
+
+def redact_uri(uri: Optional[str]) -> Optional[str]:
+    """Hide any password embedded in a URI (user:pass@host or ?password=...)."""
+    if not uri:
+        return uri
+    uri = _PASSWORD_IN_URI.sub(r"\g<scheme>\g<user>:********@", uri)
+    return _PASSWORD_IN_QUERY.sub(r"\1********", uri)
+
+
+def uri_secrets(value: Any) -> set:
+    """The password parts of every URI in a module's parameters (strings, lists and dicts of them)."""
+    out: set = set()
+    if isinstance(value, str):
+        m = re.match(r"^[a-zA-Z][\w+.-]*://[^:@/]*:(?P<pw>[^@/]*)@", value)
+        if m and m.group("pw"):
+            out.add(m.group("pw"))
+        out.update(x for x in re.findall(r"(?i)(?:password|passwd|secret)=([^&]*)", value) if x)
+    elif isinstance(value, dict):
+        for v in value.values():
+            out |= uri_secrets(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            out |= uri_secrets(v)
+    return out
