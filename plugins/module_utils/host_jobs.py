@@ -203,3 +203,22 @@ def restore_host(p: Dict[str, Any], check_mode: bool = False,
     finally:
         if lease is not None:
             lease.release()
+
+
+def plan_host_evacuation(p: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]:  # pylint: disable=unused-argument
+    """plan_evacuation's engine: the plan host_evacuate would follow, for one or more hosts (changes nothing)."""
+    with Fleet(p["uris"], p["shared_pools"]) as fleet:
+        evac = fleet.resolve(p["evacuate"])
+        inp = fleet.planner_input(p["memory_headroom"], p["memory_overcommit"], p["cpu_overcommit"],
+                                  p["anti_affinity"], {k: int(v) for k, v in p["priority"].items()}, p["pinned"])
+        marks = {h: m for h, m in fleet.marks.items() if m}
+    try:
+        plan = plan_evacuation(inp["hosts"], inp["vms"], evac, limits={k: int(v) for k, v in p["limits"].items()},
+                               bandwidth_mib_s=p["bandwidth"] or DEFAULT_ESTIMATE_BANDWIDTH_MIB_S,
+                               max_downtime_ms=p["max_downtime"])
+    except PlanRefused as exc:
+        raise FleetmaintError(f"refusing to plan the evacuation of {', '.join(p['evacuate'])}: {exc}", step="plan",
+                              reason="no_capacity", result={"changed": False, "refused": True}) from exc
+    except ValueError as exc:
+        raise FleetmaintError(str(exc), step="validate options", result={"changed": False}) from exc
+    return dict(changed=False, skipped=[s for s in inp["skipped"] if s["host"] in evac], maintenance=marks, **plan)

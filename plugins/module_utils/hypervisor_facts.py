@@ -18,7 +18,7 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cpu_compat impo
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import (
     FleetmaintError, libvirt_message, wrap_error,
 )
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import libvirt
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import connection, libvirt
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import (
     DOMAIN_STATES, SHARED_POOL_TYPES, classify_storage, parse_capabilities, parse_domain, parse_pool, version_string,
 )
@@ -302,3 +302,16 @@ class HostContext:
         if self._compression is None:
             self._compression = probe_compression(self.conn)
         return self._compression
+
+
+def hypervisor_info(p: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]:  # pylint: disable=unused-argument
+    """hypervisor_info's engine: everything a host reports, read-only unless the migration probe is asked for."""
+    uri = p["uri"]
+    with connection(uri, readonly=not p["probe_migration"]) as conn:
+        host = host_facts(conn, redact_uri(uri))
+        pools = pool_facts(conn, uri, p["shared_pools"])
+        domains = all_domain_facts(conn, uri, pools, p["shared_pools"], p["domains"])
+        networks = network_facts(conn, uri)
+        migration = migration_capabilities(conn, uri, host["libvirt_version"], host["hypervisor_version"],
+                                           probe=p["probe_migration"])
+    return dict(changed=False, host=host, domains=domains, pools=pools, networks=networks, migration=migration)

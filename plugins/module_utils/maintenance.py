@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional
 from xml.sax.saxutils import escape
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError, wrap_error
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import libvirt, open_uri
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import connection, libvirt, open_uri
 
 USAGE_NAME = "fleetmaint-maintenance"
 PATCH_LEVEL_USAGE = "fleetmaint-patch-level"
@@ -198,3 +198,19 @@ class HostLease:
                     self.conn.close()
                 except Exception:  # pylint: disable=broad-except
                     pass
+
+
+def patch_level(p: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]:
+    """host_patch_level's engine: read the level recorded on the host, record a new one (idempotent)."""
+    with connection(p["uri"]) as conn:
+        note = get_patch_level(conn)
+        previous = (note or {}).get("level")
+        want = p["level"]
+        changed = want is not None and want != previous
+        if changed and not check_mode:
+            note = set_patch_level(conn, p["uri"], want, p["by"])
+    result = {"changed": changed, "previous": previous, "level": want if changed else previous,
+              "diff": {"before": f"level: {previous}\n", "after": f"level: {want if changed else previous}\n"}}
+    if note:
+        result["recorded"] = note
+    return result

@@ -3,7 +3,8 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Gather what the move rules need from live hosts, and apply them: the one place that
 checks a (VM, destination) pair. live_migrate (before moving, and in check mode) and
-migration_check both call :func:`check_pair`, so a check and a move never disagree.
+migration_check (``check_moves``, its engine) both call :func:`check_pair`, so a check and a
+move never disagree.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cpu_compat import cpu_runnable, merge_cpu_verdicts
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_facts import HostContext, domain_facts
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import libvirt_message
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import libvirt
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError, libvirt_message
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import libvirt, open_uri
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.redaction import redact_uri
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import parse_domain
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import check_move
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import BLOCKER, check_move, finding
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import DEFAULT_ESTIMATE_BANDWIDTH_MIB_S
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import estimate_precopy
 
 
 def vm_facts(dom: Any, ctx: HostContext) -> Tuple[Dict[str, Any], str]:
@@ -95,3 +99,76 @@ def measure_dirty_rates(conn: Any, doms: List[Any], seconds: int = 1) -> Dict[st
     for dom in pending:
         out[dom.name()] = {"measured": False, "reason": "the calculation did not finish in time"}
     return out
+
+
+def validate_check(p: Dict[str, Any]) -> None:
+    """Bad input is refused before any host is asked (reason invalid_option)."""
+    for key in ("bandwidth", "max_downtime", "dirty_rate_seconds"):
+        if p[key] is not None and p[key] <= 0:
+            raise FleetmaintError(f"{key} must be a positive number, got {p[key]}", step="validate options")
+    if not p["dest_uris"]:
+        raise FleetmaintError("dest_uris is empty: give at least one destination to check; nothing was checked",
+                              step="validate options")
+    if p["names"] is not None and not p["names"]:
+        raise FleetmaintError("names is empty: give the VMs to check, or leave names out to check every VM "
+                              "of the source; nothing was checked", step="validate options")
+
+
+def check_moves(p: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]:  # pylint: disable=unused-argument
+    """migration_check's engine: every VM asked for against every destination, and estimates (changes nothing)."""
+    validate_check(p)
+    src_conn = open_uri(p["uri"])
+    dests = []
+    try:
+        src = HostContext(src_conn, p["uri"], p["shared_pools"])
+        wanted = [p["name"]] if p["name"] else p["names"]
+        if wanted:
+            doms = []
+            for n in wanted:
+                try:
+                    doms.append(src_conn.lookupByName(n))
+                except libvirt.libvirtError as exc:
+                    raise FleetmaintError(f"VM '{n}' not found on {src.hostname} ({redact_uri(p['uri'])})",
+                                          vm=n, step="locate") from exc
+        else:
+            doms = src_conn.listAllDomains(0)
+        vms = [vm_facts(d, src) for d in doms]
+        for uri in p["dest_uris"]:
+            try:
+                conn = open_uri(uri)
+                dests.append((uri, conn, HostContext(conn, uri, p["shared_pools"], tls=p["tls"]), None))
+            except FleetmaintError as exc:
+                dests.append((uri, None, None, exc.msg))
+        results = []
+        for vm, xml in vms:
+            for uri, _conn, dst, error in dests:
+                if dst is None:
+                    findings = [finding("dest_unreachable", BLOCKER, f"{vm['name']}: {error}", uri=redact_uri(uri))]
+                    dname = redact_uri(uri)
+                else:
+                    findings = check_pair(vm, xml, src, dst, copy_storage=p["copy_storage"], tls=p["tls"],
+                                          memory_headroom_mib=p["memory_headroom"], compression=p["compression"])
+                    dname = dst.hostname
+                results.append({"vm": vm["name"], "source": src.hostname, "destination": dname,
+                                "destination_uri": redact_uri(uri), "findings": findings,
+                                "ok": not any(f["severity"] == BLOCKER for f in findings)})
+        rates = {}
+        if p["measure_dirty_rate"]:
+            running = [d for d, (vm, _x) in zip(doms, vms) if vm["state"] == "running"]
+            rates = measure_dirty_rates(src_conn, running, p["dirty_rate_seconds"])
+        estimates = {}
+        for vm, _xml in vms:
+            rate = rates.get(vm["name"])
+            dirty_bps = rate["bytes_per_s"] if rate and rate.get("measured") else 0.0
+            bandwidth = p["bandwidth"] or DEFAULT_ESTIMATE_BANDWIDTH_MIB_S
+            est = estimate_precopy(vm["memory_mib"] * 1048576, bandwidth * 1048576, dirty_bps, p["max_downtime"])
+            est.update(memory_mib=vm["memory_mib"], bandwidth_mib_s=bandwidth, max_downtime_ms=p["max_downtime"],
+                       dirty_rate=rate or {"measured": False, "reason": "not requested (measure_dirty_rate)"})
+            estimates[vm["name"]] = est
+    finally:
+        for _uri, conn, _dst, _err in dests:
+            if conn is not None:
+                conn.close()
+        src_conn.close()
+    return {"changed": False, "results": results, "estimates": estimates, "checked": len(results),
+            "blocked": sum(1 for r in results if not r["ok"])}

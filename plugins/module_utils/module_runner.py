@@ -35,16 +35,22 @@ def require_libvirt(module: Any) -> None:
                          exception=LIBVIRT_IMPORT_ERROR)
 
 
-def run_engine(module: Any, engine: Any) -> None:
+def run_engine(module: Any, engine: Any, needs_libvirt: bool = True) -> None:
     """Run ``engine(params, check_mode=...)`` for a module; exit with its result or a clear failure.
 
-    A FleetmaintError may carry the partial result (what ran before the failure) in its context.
+    A FleetmaintError may carry the partial result (what ran before the failure) in its context. A result's
+    ``diff`` is returned only in diff mode.
     """
-    require_libvirt(module)
+    if needs_libvirt:
+        require_libvirt(module)
+    else:
+        hide_uri_secrets(module)
     try:
         result = engine(module.params, check_mode=module.check_mode)
     except Exception as exc:  # pylint: disable=broad-except
-        fail_from_exception(module, exc)
+        fail_from_exception(module, exc, changed=False)
+    if not module._diff:  # pylint: disable=protected-access
+        result.pop("diff", None)
     module.exit_json(**result)
 
 

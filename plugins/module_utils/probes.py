@@ -62,3 +62,20 @@ def probe_host(uri: str, tcp_ports: List[int], commands: List[List[str]], timeou
     alive = [p["probe"] for p in probes if p["alive"]]
     enough = len(probes) >= min_probes
     return {"probes": probes, "alive": alive, "dead": enough and not alive, "enough_probes": enough}
+
+
+def probe_job(p: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]:  # pylint: disable=unused-argument
+    """host_probe's engine: probe, say what the probes found (changes nothing)."""
+    if p["min_probes"] < 1 or p["timeout"] <= 0:
+        raise FleetmaintError("min_probes must be at least 1 and timeout positive", step="validate options")
+    res = probe_host(p["uri"], p["tcp_ports"], p["commands"], p["timeout"], p["min_probes"])
+    host = redact_uri(p["uri"])
+    if res["dead"]:
+        msg = f"{host} is dead: none of {len(res['probes'])} probes reached it"
+    elif res["alive"]:
+        msg = f"{host} is not dead: {', '.join(res['alive'])} answered"
+    else:
+        msg = f"{host} did not answer, but only {len(res['probes'])} probes ran (min_probes {p['min_probes']})"
+    if p["fail_unless_dead"] and not res["dead"]:
+        raise FleetmaintError(msg, step="probe", reason="not_dead", result=dict(res, changed=False))
+    return dict(res, msg=msg, changed=False)

@@ -75,25 +75,9 @@ recorded:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import CONNECTION
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import connection
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import patch_level
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.module_runner import run_engine
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import get_patch_level, set_patch_level
-
-
-def patch_level(p: dict, check_mode: bool = False) -> dict:
-    with connection(p["uri"]) as conn:
-        note = get_patch_level(conn)
-        previous = (note or {}).get("level")
-        want = p["level"]
-        changed = want is not None and want != previous
-        if changed and not check_mode:
-            note = set_patch_level(conn, p["uri"], want, p["by"])
-    result = {"changed": changed, "previous": previous, "level": want if changed else previous,
-              "diff": {"before": f"level: {previous}\n", "after": f"level: {want if changed else previous}\n"}}
-    if note:
-        result["recorded"] = note
-    return result
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import CONNECTION
 
 
 def main() -> None:

@@ -96,10 +96,8 @@ probes:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.probes import probe_host
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.module_runner import require_libvirt
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.redaction import redact_uri
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.module_runner import run_engine
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.probes import probe_job
 
 
 def main() -> None:
@@ -111,24 +109,7 @@ def main() -> None:
         min_probes=dict(type="int", default=2),
         fail_unless_dead=dict(type="bool", default=False),
     ), supports_check_mode=True)
-    require_libvirt(module)
-    p = module.params
-    if p["min_probes"] < 1 or p["timeout"] <= 0:
-        module.fail_json(msg="min_probes must be at least 1 and timeout positive")
-    try:
-        res = probe_host(p["uri"], p["tcp_ports"], p["commands"], p["timeout"], p["min_probes"])
-    except FleetmaintError as exc:
-        module.fail_json(msg=exc.msg)
-    host = redact_uri(p["uri"])
-    if res["dead"]:
-        msg = f"{host} is dead: none of {len(res['probes'])} probes reached it"
-    elif res["alive"]:
-        msg = f"{host} is not dead: {', '.join(res['alive'])} answered"
-    else:
-        msg = f"{host} did not answer, but only {len(res['probes'])} probes ran (min_probes {p['min_probes']})"
-    if p["fail_unless_dead"] and not res["dead"]:
-        module.fail_json(msg=msg, changed=False, **res)
-    module.exit_json(msg=msg, changed=False, **res)
+    run_engine(module, probe_job)
 
 
 if __name__ == "__main__":

@@ -153,15 +153,9 @@ migration:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_facts import hypervisor_info
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.module_runner import run_engine
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import CONNECTION, pick
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import connection
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.module_runner import (
-    fail_from_exception, require_libvirt,
-)
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.redaction import redact_uri
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_facts import (
-    all_domain_facts, host_facts, migration_capabilities, network_facts, pool_facts,
-)
 
 
 def main() -> None:
@@ -174,19 +168,7 @@ def main() -> None:
         ),
         supports_check_mode=True,
     )
-    require_libvirt(module)
-    uri = module.params["uri"]
-    try:
-        with connection(uri, readonly=not module.params["probe_migration"]) as conn:
-            host = host_facts(conn, redact_uri(uri))
-            pools = pool_facts(conn, uri, module.params["shared_pools"])
-            domains = all_domain_facts(conn, uri, pools, module.params["shared_pools"], module.params["domains"])
-            networks = network_facts(conn, uri)
-            migration = migration_capabilities(conn, uri, host["libvirt_version"], host["hypervisor_version"],
-                                               probe=module.params["probe_migration"])
-    except Exception as exc:  # pylint: disable=broad-except
-        fail_from_exception(module, exc, changed=False)
-    module.exit_json(changed=False, host=host, domains=domains, pools=pools, networks=networks, migration=migration)
+    run_engine(module, hypervisor_info)
 
 
 if __name__ == "__main__":

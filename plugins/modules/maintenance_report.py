@@ -83,70 +83,17 @@ summary:
   type: dict
 '''
 
-import fcntl
-import json
-import os
-import re
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.files import read_text, write_atomic
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.report import build, html_page, markdown
-
-
-def _records(hdir: str) -> list:
-    out = []
-    if os.path.isdir(hdir):
-        for n in sorted(os.listdir(hdir)):
-            if n.endswith(".json"):
-                with open(os.path.join(hdir, n)) as f:
-                    out.append(json.load(f))
-    return out
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.module_runner import run_engine
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.report_store import write_report
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=dict(path=dict(type="path", required=True), record=dict(type="dict"),
                                               title=dict(type="str", default="Rolling patch")),
                            supports_check_mode=True)
-    path, rec = module.params["path"], module.params["record"]
-    if rec is not None and not rec.get("host"):
-        module.fail_json(msg="record needs a 'host'")
-    hdir = os.path.join(path, "hosts")
-    changed = False
-    try:
-        records = _records(hdir)
-        if rec is not None:
-            fname = os.path.join(hdir, re.sub(r"[^A-Za-z0-9_.-]", "_", rec["host"]) + ".json")
-            old = next((r for r in records if r.get("host") == rec["host"]), None)
-            keep = (old is not None and rec.get("status") == "already_at_level"
-                    and old.get("status") == "patched" and old.get("target_level") == rec.get("target_level"))
-            if keep:
-                rec = old  # the run that patched it tells more than 'already there'; and re-runs change nothing
-            records = [r for r in records if r.get("host") != rec["host"]] + [rec]
-            text = json.dumps(rec, indent=1, sort_keys=True, default=str)
-            changed = old is None or json.dumps(old, indent=1, sort_keys=True, default=str) != text
-            if changed and not module.check_mode:
-                os.makedirs(hdir, exist_ok=True)
-                write_atomic(fname, text)
-        paths = {k: os.path.join(path, f"report.{k}") for k in ("json", "md", "html")}
-        if module.check_mode:
-            rep = build(records, module.params["title"])
-            md = markdown(rep)
-        else:
-            os.makedirs(path, exist_ok=True)
-            with open(os.path.join(path, ".lock"), "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                rep = build(_records(hdir), module.params["title"])  # every record, other hosts' included
-                md = markdown(rep)
-                if read_text(paths["md"]) != md:
-                    write_atomic(paths["json"], json.dumps(rep, indent=1, sort_keys=True, default=str))
-                    write_atomic(paths["md"], md)
-                    write_atomic(paths["html"], html_page(rep))
-                    changed = True
-    except (OSError, ValueError) as exc:
-        module.fail_json(msg=f"cannot write the report in {path}: {exc}")
-    module.exit_json(changed=changed, json_path=paths["json"], markdown_path=paths["md"], html_path=paths["html"],
-                     markdown=md, summary=rep["summary"])
+    run_engine(module, write_report, needs_libvirt=False)
 
 
 if __name__ == "__main__":

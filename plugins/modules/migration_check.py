@@ -141,93 +141,9 @@ blocked:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import libvirt, open_uri
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.module_runner import (
-    fail_from_exception, require_libvirt,
-)
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.redaction import redact_uri
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_facts import HostContext
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import (
-    check_pair, measure_dirty_rates, vm_facts,
-)
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import BLOCKER, finding
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import (
-    CONNECTION, DEFAULT_ESTIMATE_BANDWIDTH_MIB_S, ESTIMATE, pick,
-)
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import estimate_precopy
-
-
-def validate(p):
-    """Bad input is refused before any host is asked (reason invalid_option)."""
-    for key in ("bandwidth", "max_downtime", "dirty_rate_seconds"):
-        if p[key] is not None and p[key] <= 0:
-            raise FleetmaintError(f"{key} must be a positive number, got {p[key]}", step="validate options")
-    if not p["dest_uris"]:
-        raise FleetmaintError("dest_uris is empty: give at least one destination to check; nothing was checked",
-                              step="validate options")
-    if p["names"] is not None and not p["names"]:
-        raise FleetmaintError("names is empty: give the VMs to check, or leave names out to check every VM "
-                              "of the source; nothing was checked", step="validate options")
-
-
-def run(p):
-    validate(p)
-    src_conn = open_uri(p["uri"])
-    dests = []
-    try:
-        src = HostContext(src_conn, p["uri"], p["shared_pools"])
-        wanted = [p["name"]] if p["name"] else p["names"]
-        if wanted:
-            doms = []
-            for n in wanted:
-                try:
-                    doms.append(src_conn.lookupByName(n))
-                except libvirt.libvirtError as exc:
-                    raise FleetmaintError(f"VM '{n}' not found on {src.hostname} ({redact_uri(p['uri'])})",
-                                          vm=n, step="locate") from exc
-        else:
-            doms = src_conn.listAllDomains(0)
-        vms = [vm_facts(d, src) for d in doms]
-        for uri in p["dest_uris"]:
-            try:
-                conn = open_uri(uri)
-                dests.append((uri, conn, HostContext(conn, uri, p["shared_pools"], tls=p["tls"]), None))
-            except FleetmaintError as exc:
-                dests.append((uri, None, None, exc.msg))
-        results = []
-        for vm, xml in vms:
-            for uri, _conn, dst, error in dests:
-                if dst is None:
-                    findings = [finding("dest_unreachable", BLOCKER, f"{vm['name']}: {error}", uri=redact_uri(uri))]
-                    dname = redact_uri(uri)
-                else:
-                    findings = check_pair(vm, xml, src, dst, copy_storage=p["copy_storage"], tls=p["tls"],
-                                          memory_headroom_mib=p["memory_headroom"], compression=p["compression"])
-                    dname = dst.hostname
-                results.append({"vm": vm["name"], "source": src.hostname, "destination": dname,
-                                "destination_uri": redact_uri(uri), "findings": findings,
-                                "ok": not any(f["severity"] == BLOCKER for f in findings)})
-        rates = {}
-        if p["measure_dirty_rate"]:
-            running = [d for d, (vm, _x) in zip(doms, vms) if vm["state"] == "running"]
-            rates = measure_dirty_rates(src_conn, running, p["dirty_rate_seconds"])
-        estimates = {}
-        for vm, _xml in vms:
-            rate = rates.get(vm["name"])
-            dirty_bps = rate["bytes_per_s"] if rate and rate.get("measured") else 0.0
-            bandwidth = p["bandwidth"] or DEFAULT_ESTIMATE_BANDWIDTH_MIB_S
-            est = estimate_precopy(vm["memory_mib"] * 1048576, bandwidth * 1048576, dirty_bps, p["max_downtime"])
-            est.update(memory_mib=vm["memory_mib"], bandwidth_mib_s=bandwidth, max_downtime_ms=p["max_downtime"],
-                       dirty_rate=rate or {"measured": False, "reason": "not requested (measure_dirty_rate)"})
-            estimates[vm["name"]] = est
-    finally:
-        for _uri, conn, _dst, _err in dests:
-            if conn is not None:
-                conn.close()
-        src_conn.close()
-    return {"changed": False, "results": results, "estimates": estimates, "checked": len(results),
-            "blocked": sum(1 for r in results if not r["ok"])}
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import check_moves
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.module_runner import run_engine
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import CONNECTION, ESTIMATE, pick
 
 
 def main() -> None:
@@ -243,13 +159,7 @@ def main() -> None:
         mutually_exclusive=[["name", "names"]],
         supports_check_mode=True,
     )
-    require_libvirt(module)
-    p = module.params
-    try:
-        result = run(p)
-    except Exception as exc:  # pylint: disable=broad-except
-        fail_from_exception(module, exc, changed=False)
-    module.exit_json(**result)
+    run_engine(module, check_moves)
 
 
 if __name__ == "__main__":

@@ -107,16 +107,9 @@ maintenance:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import (
-    DEFAULT_ESTIMATE_BANDWIDTH_MIB_S, ESTIMATE, PLACEMENT, pick,
-)
-
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.fleet import Fleet
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.module_runner import (
-    fail_from_exception, require_libvirt,
-)
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import PlanRefused, plan_evacuation
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.host_jobs import plan_host_evacuation
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.module_runner import run_engine
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import ESTIMATE, PLACEMENT, pick
 
 
 def main() -> None:
@@ -128,25 +121,7 @@ def main() -> None:
         ),
         supports_check_mode=True,
     )
-    require_libvirt(module)
-    p = module.params
-    try:
-        with Fleet(p["uris"], p["shared_pools"]) as fleet:
-            evac = fleet.resolve(p["evacuate"])
-            inp = fleet.planner_input(p["memory_headroom"], p["memory_overcommit"], p["cpu_overcommit"],
-                                      p["anti_affinity"], {k: int(v) for k, v in p["priority"].items()}, p["pinned"])
-            marks = {h: m for h, m in fleet.marks.items() if m}
-        plan = plan_evacuation(inp["hosts"], inp["vms"], evac, limits={k: int(v) for k, v in p["limits"].items()},
-                               bandwidth_mib_s=p["bandwidth"] or DEFAULT_ESTIMATE_BANDWIDTH_MIB_S, max_downtime_ms=p["max_downtime"])
-    except PlanRefused as exc:
-        module.fail_json(msg=f"refusing to plan the evacuation of {', '.join(p['evacuate'])}: {exc}", changed=False,
-                         refused=True, reason="no_capacity")
-    except ValueError as exc:
-        module.fail_json(msg=str(exc), changed=False, reason="invalid_option")
-    except FleetmaintError as exc:
-        fail_from_exception(module, exc, changed=False)
-    module.exit_json(changed=False, skipped=[s for s in inp["skipped"] if s["host"] in evac], maintenance=marks,
-                     **plan)
+    run_engine(module, plan_host_evacuation)
 
 
 if __name__ == "__main__":

@@ -172,6 +172,7 @@ def test_non_converging_vm_escalates_while_the_others_complete(lab, fleet):
         assert r.get("failed") is True
         res = {v["vm"]: v for v in r["vms"]}
         assert res["ev-hot"]["result"] == "failed" and "timeout after 15 s" in res["ev-hot"]["msg"]
+        assert res["ev-hot"]["reason"] == "timeout", "a real timeout, as a code the retry decision reads"
         assert all(res[v]["result"] == "moved" for v in fleet)
         where = lab.invariant(vms)
         assert where["ev-hot"] == "lab1" and all(where[v] != "lab1" for v in fleet)

@@ -16,8 +16,10 @@ def test_backup_writes_definitions_and_index_then_changes_nothing(run_module, tm
     assert entry["defined_on"] == ["vm"] and entry["running_on"] == ["vm"] and entry["state"] == "running"
     assert "<name>test</name>" in (tmp_path / "test.xml").read_text()
     assert oct((tmp_path / "test.xml").stat().st_mode & 0o777) == "0o600"
-    again = run_module({"uris": ["test:///default"], "path": str(tmp_path)}, domain_backup)
+    again = run_module({"uris": ["test:///default"], "path": str(tmp_path), "_ansible_diff": True}, domain_backup)
     assert again["changed"] is False and again["written"] == [] and again["diff"] == []
+    assert "diff" not in run_module({"uris": ["test:///default"], "path": str(tmp_path)}, domain_backup), \
+        "the diff is returned in diff mode only"
 
 
 def test_check_mode_writes_nothing_and_diff_shows_the_definition(run_module, tmp_path):

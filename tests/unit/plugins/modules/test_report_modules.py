@@ -51,7 +51,8 @@ def test_patch_level_reads_none_where_the_driver_has_no_secrets(run_module):
 
 def test_patch_level_check_mode_reports_the_change(run_module):
     pytest.importorskip("libvirt")
-    r = run_module({"uri": "test:///default", "level": "L9", "_ansible_check_mode": True}, host_patch_level)
+    r = run_module({"uri": "test:///default", "level": "L9", "_ansible_check_mode": True, "_ansible_diff": True},
+                   host_patch_level)
     assert r["changed"] is True and r["level"] == "L9" and r["diff"]["after"] == "level: L9\n"
 
 
