@@ -45,16 +45,7 @@ def failback_host(p: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]
     with Fleet(p["uris"], p["shared_pools"]) as fleet:
         host = fleet.resolve([p["host"]])[0]
         record = read_record(p["fence_record_dir"], host)
-        elsewhere: Dict[str, Dict[str, List[str]]] = {}
-        for h, doms in fleet.vms.items():
-            if h == host:
-                continue
-            for d in doms:
-                e = elsewhere.setdefault(d["uuid"], {"running_on": [], "defined_on": []})
-                if d["active"]:
-                    e["running_on"].append(h)
-                if d["persistent"]:
-                    e["defined_on"].append(h)
+        elsewhere = fleet.placement("uuid", skip=[host])
         stale, twice, unclear = classify_copies(host, fleet.vms[host], elsewhere, record)
         if twice:
             raise FleetmaintError("two copies running, nothing changed - stop the one that must not run: "

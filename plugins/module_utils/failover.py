@@ -138,16 +138,11 @@ def failover_host(p: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]
                                   "list only surviving hosts in uris", step="probe", host=host)
         survivors = {h: {"pools": c.pools, "networks": [n["name"] for n in c.networks if n.get("active", True)]}
                      for h, c in fleet.hosts.items()}
-        current: Dict[str, Dict[str, List[str]]] = {}
+        current = fleet.placement("uuid")
         names_on: Dict[str, List[str]] = {}
         for h, doms in fleet.vms.items():
             for d in doms:
                 names_on.setdefault(d["name"], []).append(h)
-                cur = current.setdefault(d["uuid"], {"running_on": [], "defined_on": []})
-                if d["active"]:
-                    cur["running_on"].append(h)
-                if d["persistent"]:
-                    cur["defined_on"].append(h)
         planner = fleet.planner_input(p["memory_headroom"])
         planner["shared_pools"] = p["shared_pools"]
         same_uuid = {d["name"] for doms in fleet.vms.values() for d in doms

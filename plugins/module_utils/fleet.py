@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_facts import all_domain_facts
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
@@ -13,6 +13,18 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connect
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.redaction import redact_uri
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import get_mark
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_facts import HostContext
+
+
+def placement_of(entries: Iterable[Tuple[str, str, bool, bool]]) -> Dict[str, Dict[str, List[str]]]:
+    """The one placement aggregation: (host, key, active, persistent) -> key -> {running_on, defined_on}."""
+    out: Dict[str, Dict[str, List[str]]] = {}
+    for host, key, active, persistent in entries:
+        where = out.setdefault(key, {"running_on": [], "defined_on": []})
+        if active:
+            where["running_on"].append(host)
+        if persistent:
+            where["defined_on"].append(host)
+    return out
 
 
 class Fleet:
@@ -103,3 +115,8 @@ class Fleet:
                             "pinned": bool(d["hostdevs"]) or d["name"] in pins,
                             "dirty_rate": (dirty_rates or {}).get(d["name"], 0.0), "home_host": d["home_host"]})
         return {"hosts": hosts, "vms": vms, "skipped": skipped}
+
+    def placement(self, key: str = "uuid", skip: Iterable[str] = ()) -> Dict[str, Dict[str, List[str]]]:
+        """Where each VM (by ``key``: uuid or name) runs and is defined, over every host but ``skip``."""
+        return placement_of((h, d[key], d["active"], d["persistent"])
+                            for h, doms in self.vms.items() if h not in set(skip) for d in doms)

@@ -64,8 +64,9 @@ def connection(uri: str, readonly: bool = False) -> Iterator[Any]:
             pass  # closing a dead connection must not mask the real error
 
 
-def call_with_timeout(fn: Callable[[], Any], timeout: float) -> Any:
-    """fn() in a thread, abandoned after timeout (a blackholed host hangs a TCP connect for minutes)."""
+def call_with_timeout(fn: Callable[[], Any], timeout: float, name: Optional[str] = None) -> Any:
+    """fn() in a thread, abandoned after timeout (a blackholed host hangs a TCP connect for minutes; a libvirt
+    call on a stuck connection is never answered): the one bounded call. Raises TimeoutError, or fn's error."""
     box: Dict[str, Any] = {}
 
     def run() -> None:
@@ -74,7 +75,7 @@ def call_with_timeout(fn: Callable[[], Any], timeout: float) -> Any:
         except Exception as exc:  # pylint: disable=broad-except
             box["error"] = exc
 
-    t = threading.Thread(target=run, daemon=True)
+    t = threading.Thread(target=run, name=name, daemon=True)
     t.start()
     t.join(timeout)
     if t.is_alive():

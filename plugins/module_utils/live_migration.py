@@ -24,12 +24,13 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError, libvirt_message
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
-    connection, libvirt, open_uri,
+    call_with_timeout, connection, libvirt, open_uri,
 )
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.redaction import redact_uri
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import (
     DOMAIN_STATES, METADATA_NS, METADATA_PREFIX, build_metadata, parse_domain,
 )
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.fleet import placement_of
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_facts import HostContext
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import check_pair, vm_facts
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import (
@@ -252,24 +253,14 @@ class _Control:
         if self.dom is None:
             self.conn = open_uri(self.uri)
             self.dom = self.conn.lookupByUUIDString(self.uuid)
-        dom, box = self.dom, {}
-
-        def run() -> None:
-            try:
-                box["value"] = getattr(dom, method)(*args)
-            except BaseException as exc:  # pylint: disable=broad-except
-                box["error"] = exc
-
-        th = threading.Thread(target=run, name=f"fleetmaint-control-{method}", daemon=True)
-        th.start()
-        th.join(self.timeout)
-        if th.is_alive():
+        dom = self.dom
+        try:
+            return call_with_timeout(lambda: getattr(dom, method)(*args), self.timeout,
+                                     name=f"fleetmaint-control-{method}")
+        except TimeoutError as exc:
             # Leave the connection to its stuck thread (closing it could block too); reconnect next time.
             self.conn = self.dom = None
-            raise ControlStuck(f"{method} did not return within {self.timeout:g} s")
-        if "error" in box:
-            raise box["error"]
-        return box.get("value")
+            raise ControlStuck(f"{method} did not return within {self.timeout:g} s") from exc
 
     def close(self) -> None:
         if self.conn is not None:
@@ -635,19 +626,12 @@ def _watch(p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, runner: _Runner
 
 
 def _placement(sconn: Any, dconn: Optional[Any], name: str) -> Dict[str, Any]:
-    out: Dict[str, Any] = {"running_on": [], "defined_on": []}
+    entries = []
     for conn in (sconn, dconn):
-        if conn is None:
-            continue
-        dom = _lookup(conn, name, None)
-        if dom is None:
-            continue
-        host = conn.getHostname()
-        if _state(dom)[0] in ("running", "paused"):
-            out["running_on"].append(host)
-        if dom.isPersistent():
-            out["defined_on"].append(host)
-    return out
+        dom = _lookup(conn, name, None) if conn is not None else None
+        if dom is not None:
+            entries.append((conn.getHostname(), name, _state(dom)[0] in ("running", "paused"), bool(dom.isPersistent())))
+    return placement_of(entries).get(name, {"running_on": [], "defined_on": []})
 
 
 POSTCOPY_SETTLE_S = 180  # how long a broken post-copy is watched (and resumed) before giving up

@@ -114,3 +114,10 @@ def test_no_progress_escalates_and_a_lost_vm_is_never_retried(monkeypatch):
     assert len(calls) == 2 * len(ev.escalation_steps(params())) and cold == []
     out, calls, cold = _run_two(monkeypatch, "vm_crashed", lambda n: "x")
     assert len(calls) == 2 and cold == [] and {v["reason"] for v in out["vms"]} == {"vm_crashed"}
+
+
+def test_one_placement_aggregation():
+    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.fleet import placement_of
+    where = placement_of([("hv1", "a", True, True), ("hv2", "a", False, True), ("hv2", "b", True, False)])
+    assert where == {"a": {"running_on": ["hv1"], "defined_on": ["hv1", "hv2"]},
+                     "b": {"running_on": ["hv2"], "defined_on": []}}
