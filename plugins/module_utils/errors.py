@@ -57,10 +57,11 @@ def wrap_error(exc: BaseException, step: str, uri: Optional[str] = None, **conte
 def failure_result(exc: BaseException, **result: Any) -> Dict[str, Any]:
     """The one mapping of an exception to a failed task's result, for modules and action plugins alike.
 
-    ``result``: what ran before the failure (a FleetmaintError also carries it as ``context['result']``).
+    ``result``: defaults (such as ``changed=False``); what ran before the failure, which a FleetmaintError
+    carries as ``context['result']``, wins over them (a move that crashed a VM says ``changed: true``).
     Always sets ``msg`` and ``reason`` (a code of ``reasons.REASONS``)."""
     if isinstance(exc, FleetmaintError):
-        out = dict(exc.context.get("result") or {}, **result)
+        out = dict(result, **(exc.context.get("result") or {}))
         out.pop("msg", None)
         out.update({k: v for k, v in exc.context.items() if v is not None and k != "result"})
         if exc.libvirt_code is not None:

@@ -81,6 +81,10 @@ def test_one_failure_mapping_for_modules_and_action_plugins():
     assert out["reason"] == "libvirt_error" and out["libvirt_code"] == libvirt.VIR_ERR_NO_DOMAIN
     assert out["msg"].startswith("libvirt error: ")
     assert failure_result(ValueError("boom"))["reason"] == "unexpected"
+    # What the failed move did wins over the runner's default: a crashed VM is a change.
+    crashed = FleetmaintError("x CRASHED", step="precopy", reason="vm_crashed", result={"changed": True})
+    assert failure_result(crashed, changed=False)["changed"] is True
+    assert failure_result(FleetmaintError("no", step="locate"), changed=False)["changed"] is False
 
 
 def test_the_readme_lists_every_reason_code():
