@@ -27,14 +27,6 @@ def test_defaults_never_risk_postcopy():
     assert len(steps) == 2  # ladder, then auto-converge
 
 
-def test_limits_default_and_validation():
-    assert hj._limits(params()) == {"per_source": 2, "per_destination": 2, "fleet": 4}  # pylint: disable=protected-access
-    assert hj._limits(params(limits={"fleet": 8}))["fleet"] == 8  # pylint: disable=protected-access
-    for bad in ({"fleet": 0}, {"per_host": 2}):
-        with pytest.raises(FleetmaintError, match="invalid limits"):
-            hj._limits(params(limits=bad))  # pylint: disable=protected-access
-
-
 def test_run_moves_with_nothing_to_do():
     out = ev.run_moves([], {}, dict(params(), limits={"per_source": 1, "per_destination": 1, "fleet": 1}))
     assert out["totals"]["moved"] == 0 and out["vms"] == [] and out["stopped"] is None

@@ -1,13 +1,10 @@
-"""Disaster recovery decisions: the failover plan (pure), the probes, and the modules' refusals."""
+"""Failover: the plan (pure) and the engine's refusals and restarts."""
 
 import json
-import sys
 
 import pytest
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.failback import classify_copies
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.failover import failover_host, plan_failover
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.probes import probe_host
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
 
 POOLS = [{"name": "shared", "type": "dir", "path": "/srv/shared"}, {"name": "local", "type": "dir",
@@ -92,21 +89,6 @@ def test_missing_definition_is_unrecoverable():
     assert p["unrecoverable"] == [{"vm": "a", "reason": "its definition is missing from the backup"}]
 
 
-def test_probes_dead_only_when_enough_probes_ran_and_none_answered():
-    dead_uri = "qemu+tcp://127.0.0.1:1/system"  # nothing listens on port 1
-    r = probe_host(dead_uri, [1], [], timeout=3, min_probes=2)
-    assert r["dead"] is True and r["alive"] == [] and len(r["probes"]) == 2
-    r = probe_host(dead_uri, [], [], timeout=3, min_probes=2)
-    assert r["dead"] is False and r["enough_probes"] is False, "one failed probe is not proof"
-    r = probe_host(dead_uri, [1], [[sys.executable, "-c", "pass"]], timeout=3, min_probes=2)
-    assert r["dead"] is False and r["alive"] == [f"command {sys.executable} -c pass"]
-
-
-def test_a_probe_command_that_cannot_run_is_an_error_not_a_dead_host():
-    with pytest.raises(FleetmaintError, match="could not run"):
-        probe_host("qemu+tcp://127.0.0.1:1/system", [], [["/nonexistent/bmc-probe"]], timeout=3, min_probes=1)
-
-
 def params(tmp_path, **kw):
     p = {"host": "hv1", "uris": ["test:///default"], "failed_uri": None, "backup_dir": str(tmp_path / "b"),
          "fence_record_dir": str(tmp_path / "f"), "fenced": True, "fence_evidence": "", "shared_pools": [],
@@ -173,16 +155,3 @@ def test_failover_restarts_from_the_backup_then_changes_nothing(tmp_path):
             pass
         busy.create()
         conn.close()
-
-
-def test_failback_sorts_the_returned_hosts_copies():
-    here = [{"name": "stale", "uuid": "1", "active": False}, {"name": "twice", "uuid": "2", "active": True},
-            {"name": "mine", "uuid": "3", "active": True}, {"name": "recorded", "uuid": "4", "active": False},
-            {"name": "unclear", "uuid": "5", "active": False}]
-    elsewhere = {"1": {"running_on": ["hv2"], "defined_on": ["hv2"]}, "2": {"running_on": ["hv3"], "defined_on": ["hv3"]},
-                 "4": {"running_on": [], "defined_on": ["hv2"]}, "5": {"running_on": [], "defined_on": ["hv3"]}}
-    record = {"recovered": {"recorded": "hv2", "unclear": "hv2"}}
-    stale, twice, unclear = classify_copies("hv1", here, elsewhere, record)
-    assert stale == [{"vm": "stale", "running_on": "hv2"}, {"vm": "recorded", "running_on": None}]
-    assert twice == ["twice runs on hv1 and hv3"]
-    assert unclear == ["unclear (defined on hv1, defined on hv3)"], "the record says hv2, not hv3: do not guess"
