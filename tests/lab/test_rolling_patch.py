@@ -169,7 +169,8 @@ def test_rolling_patch_through_ansible_runner_as_awx_runs_it(lab, fleet, tmp_pat
     ok = [e for e in events if e.get("event") == "runner_on_ok"]
     assert any(e["event_data"].get("task_action") == "fleetmaint.libvirt.host_evacuate" for e in ok)
     assert any(e["event_data"].get("task_action") == "fleetmaint.libvirt.host_restore" for e in ok)
-    assert any("live_migrate rp-a:" in e.get("stdout", "") for e in events), "progress lines are job events"
+    assert any("host_evacuate rp-a:" in e.get("stdout", "") for e in events), "progress lines are job events"
+    assert any("host_restore rp-a:" in e.get("stdout", "") for e in events)
     assert list((pdd / "artifacts").glob("*/job_events/*.json")), "job events are in the artifacts"
     assert json.loads((report / "report.json").read_text())["summary"]["patched"] == 3
 
