@@ -46,7 +46,7 @@ def probe_command(argv: List[str], timeout: float) -> Dict[str, Any]:
         res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         # A probe that cannot run proves nothing: it must not count as "dead".
-        raise FleetmaintError(f"probe '{name}' could not run: {exc}", step="probe") from exc
+        raise FleetmaintError(f"probe '{name}' could not run: {exc}", step="probe", reason="invalid_option") from exc
     out = (res.stdout.strip() or res.stderr.strip())[:200]
     return {"probe": name, "alive": res.returncode == 0, "detail": f"exit {res.returncode}: {out}"}
 

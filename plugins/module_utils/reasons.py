@@ -11,7 +11,7 @@ message's text or a VM's name. Pure: no libvirt or Ansible imports.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Dict, Optional
 
 # Stable codes: playbooks may match on them (``failed_when: result.reason == 'timeout'``).
 REASONS: Dict[str, str] = {
@@ -44,6 +44,9 @@ REASONS: Dict[str, str] = {
     "unhealthy": "a host failed a health check (the message names each failed check)",
     "write_failed": "a file on the controller could not be written (report, backup); nothing else changed",
     "not_dead": "host_probe with fail_unless_dead: some probe reached the host, so it is not dead",
+    "not_fenced": "a host must be fenced (powered off or cut from storage) before its VMs start elsewhere; nothing was restarted",
+    "no_backup": "the saved definitions (domain_backup) are missing or know nothing of the host; nothing was restarted",
+    "missing_library": "libvirt-python is not installed where the task runs",
     "incomplete": "some VMs were not moved; each VM's own reason is in its result (vms[].reason)",
     "not_started": "the job stopped before this move started (on_failure: stop, overall timeout)",
     "libvirt_error": "libvirt reported an error the collection has no better name for (see libvirt_code)",
@@ -67,6 +70,15 @@ STEP_REASONS: Dict[str, str] = {
     "write backup": "write_failed",
     "write report": "write_failed",
     "baseline": "blocked",
+    "backup": "two_copies",
+    "check copies": "two_copies",
+    "fence": "not_fenced",
+    "probe": "not_dead",
+    "read backup": "no_backup",
+    "import libvirt": "missing_library",
+    "undefine stale copy": "incomplete",
+    "start": "incomplete",
+    "restart": "incomplete",
     "plan": "no_capacity",
     "lease": "busy",
     "evacuate": "incomplete",
@@ -88,7 +100,8 @@ VM_LOST = frozenset({"vm_crashed", "vm_not_running_anywhere"})
 
 
 def reason_for(reason: Optional[str], step: Optional[str]) -> str:
-    """The reason code of a failure: its own, else its step's, else ``migration_failed``'s generic kin."""
+    """The reason code of a failure: its own, else its step's, else ``libvirt_error`` (a step with no code of
+    its own) or ``unexpected`` (no step at all)."""
     if reason:
         return reason
     return STEP_REASONS.get(step or "", "libvirt_error" if step else "unexpected")
@@ -101,7 +114,3 @@ def decide(reason: str, restarted: bool) -> str:
     if reason in NOT_CONVERGED:
         return "escalate"
     return "stop"
-
-
-def describe(reason: str) -> Dict[str, Any]:
-    return {"reason": reason, "meaning": REASONS.get(reason, REASONS["unexpected"])}

@@ -91,3 +91,12 @@ def test_the_readme_lists_every_reason_code():
     readme = (PLUGINS.parent / "README.md").read_text()
     missing = [code for code in reasons.REASONS if f"| `{code}` |" not in readme]
     assert not missing, f"README's 'Reason codes' table lacks {missing}"
+
+
+def test_every_step_a_failure_names_has_a_reason_code():
+    # FleetmaintError(..., step="x") without reason= gets STEP_REASONS["x"]; an unknown step would fall back to
+    # libvirt_error, which is for wrapped libvirt errors only.
+    unknown = set()
+    for f in PLUGINS.rglob("*.py"):
+        unknown |= set(re.findall(r"""step=["']([^"']+)["']""", f.read_text())) - set(reasons.STEP_REASONS)
+    assert not unknown, f"steps without a reason code: {sorted(unknown)}"
