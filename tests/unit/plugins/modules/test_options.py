@@ -3,7 +3,10 @@ documented options, defaults, types and choices equal its argument spec's, and t
 modules that share their options."""
 
 import importlib
+import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -99,3 +102,33 @@ def test_a_partial_fragment_says_what_the_whole_fragment_says(fragment, part):
     whole = yaml.safe_load(frag.ModuleDocFragment.DOCUMENTATION)["options"]
     for opt, doc in yaml.safe_load(getattr(frag.ModuleDocFragment, part))["options"].items():
         assert whole[opt] == doc, opt
+
+
+PLAY = """
+- hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/fleetmaint.libvirt.storage:
+      shared_pools: [default-pool]
+  tasks:
+    - fleetmaint.libvirt.hypervisor_info:
+        uri: test:///default
+        probe_migration: false
+      register: info
+    - ansible.builtin.assert:
+        that: "info.pools | selectattr('shared') | map(attribute='name') | list == ['default-pool']"
+"""
+
+
+def test_module_defaults_for_a_group_reach_its_modules(tmp_path):
+    """What the README shows: a group default set once for the play reaches a module of the group."""
+    pytest.importorskip("libvirt")
+    play = tmp_path / "play.yml"
+    play.write_text(PLAY)
+    collections = ROOT.parents[2]  # the directory that holds ansible_collections/fleetmaint/libvirt
+    res = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,",
+                          "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}", str(play)],
+                         capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections), ANSIBLE_NOCOLOR="1"))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert "All assertions passed" in res.stdout
