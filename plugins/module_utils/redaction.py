@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 from typing import Any, Optional
 
-_PASSWORD_IN_URI = re.compile(r"^(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:@/]*):[^@/]*@")
-_PASSWORD_IN_QUERY = re.compile(r"(?i)((?:password|passwd|secret)=)[^&]*")
+# One pattern each for the two places a URI carries a password; redact_uri and uri_secrets both read them.
+_PASSWORD_IN_URI = re.compile(r"^(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:@/]*):(?P<pw>[^@/]*)@")
+_PASSWORD_IN_QUERY = re.compile(r"(?i)(?P<key>(?:password|passwd|secret)=)(?P<pw>[^&]*)")
 
 
 def redact_uri(uri: Optional[str]) -> Optional[str]:
@@ -20,17 +21,17 @@ def redact_uri(uri: Optional[str]) -> Optional[str]:
     if not uri:
         return uri
     uri = _PASSWORD_IN_URI.sub(r"\g<scheme>\g<user>:********@", uri)
-    return _PASSWORD_IN_QUERY.sub(r"\1********", uri)
+    return _PASSWORD_IN_QUERY.sub(r"\g<key>********", uri)
 
 
 def uri_secrets(value: Any) -> set:
     """The password parts of every URI in a module's parameters (strings, lists and dicts of them)."""
     out: set = set()
     if isinstance(value, str):
-        m = re.match(r"^[a-zA-Z][\w+.-]*://[^:@/]*:(?P<pw>[^@/]*)@", value)
+        m = _PASSWORD_IN_URI.match(value)
         if m and m.group("pw"):
             out.add(m.group("pw"))
-        out.update(x for x in re.findall(r"(?i)(?:password|passwd|secret)=([^&]*)", value) if x)
+        out.update(q.group("pw") for q in _PASSWORD_IN_QUERY.finditer(value) if q.group("pw"))
     elif isinstance(value, dict):
         for v in value.values():
             out |= uri_secrets(v)
