@@ -118,5 +118,6 @@ class Fleet:
 
     def placement(self, key: str = "uuid", skip: Iterable[str] = ()) -> Dict[str, Dict[str, List[str]]]:
         """Where each VM (by ``key``: uuid or name) runs and is defined, over every host but ``skip``."""
+        skip = set(skip)
         return placement_of((h, d[key], d["active"], d["persistent"])
-                            for h, doms in self.vms.items() if h not in set(skip) for d in doms)
+                            for h, doms in self.vms.items() if h not in skip for d in doms)
