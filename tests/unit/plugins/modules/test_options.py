@@ -10,27 +10,13 @@ import sys
 
 import pytest
 import yaml
-from ansible.module_utils import basic
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils import options
+# The argument spec main() gives AnsibleModule, read as make lint's role check reads it.
+from ansible_collections.fleetmaint.libvirt.tests.tools.check_roles import module_spec
 
 ROOT = pathlib.Path(options.__file__).resolve().parents[2]
 MODULES = sorted(p.stem for p in (ROOT / "plugins" / "modules").glob("*.py") if p.stem != "__init__")
-
-
-class _Captured(Exception):
-    pass
-
-
-def argument_spec(name, monkeypatch):
-    """The argument spec main() gives AnsibleModule (as ansible-test's validate-modules reads it)."""
-    def capture(self, *args, **kwargs):
-        raise _Captured(kwargs.get("argument_spec", args[0] if args else None))
-    monkeypatch.setattr(basic.AnsibleModule, "__init__", capture)
-    mod = importlib.import_module(f"ansible_collections.fleetmaint.libvirt.plugins.modules.{name}")
-    with pytest.raises(_Captured) as got:
-        mod.main()
-    return got.value.args[0]
 
 
 def documented_options(name):
@@ -53,8 +39,8 @@ def _norm(value):
 
 
 @pytest.mark.parametrize("name", MODULES)
-def test_documented_options_equal_the_argument_spec(name, monkeypatch):
-    spec = argument_spec(name, monkeypatch)
+def test_documented_options_equal_the_argument_spec(name):
+    spec = module_spec(name)
     docs = documented_options(name)
     assert set(docs) == set(spec), f"{name}: documented but not taken {set(docs) - set(spec)}, " \
                                    f"taken but not documented {set(spec) - set(docs)}"
@@ -72,25 +58,25 @@ OWN_MEANING = {("host_probe", "uri"): "the host to probe, required: a probe has 
 
 
 @pytest.mark.parametrize("name", MODULES)
-def test_a_shared_option_is_the_one_declaration_wherever_it_is_taken(name, monkeypatch):
-    spec = argument_spec(name, monkeypatch)
+def test_a_shared_option_is_the_one_declaration_wherever_it_is_taken(name):
+    spec = module_spec(name)
     for opt, s in spec.items():
         if opt in options.OPTIONS and (name, opt) not in OWN_MEANING:
             assert s == options.OPTIONS[opt], f"{name}.{opt} is declared again, differently: {s}"
 
 
-def test_the_action_groups_hold_exactly_the_modules_that_share_their_options(monkeypatch):
+def test_the_action_groups_hold_exactly_the_modules_that_share_their_options():
     groups = yaml.safe_load((ROOT / "meta" / "runtime.yml").read_text())["action_groups"]
-    specs = {m: argument_spec(m, monkeypatch) for m in MODULES}
+    specs = {m: module_spec(m) for m in MODULES}
     assert set(groups["storage"]) == {m for m, s in specs.items() if "shared_pools" in s}
     migration = set(options.STORAGE) | set(options.MIGRATION_TUNING) | {"memory_headroom"}
     assert groups["migration"] and all(migration <= set(specs[m]) for m in groups["migration"])
     assert set(groups["migration"]) == {m for m, s in specs.items() if migration <= set(s)}
 
 
-def test_a_default_given_to_a_shared_option_reaches_preview_and_move_alike(monkeypatch):
-    plan, move = argument_spec("plan_evacuation", monkeypatch), argument_spec("host_evacuate", monkeypatch)
-    check, single = argument_spec("migration_check", monkeypatch), argument_spec("live_migrate", monkeypatch)
+def test_a_default_given_to_a_shared_option_reaches_preview_and_move_alike():
+    plan, move = module_spec("plan_evacuation"), module_spec("host_evacuate")
+    check, single = module_spec("migration_check"), module_spec("live_migrate")
     for opt in ("memory_headroom", "max_downtime", "bandwidth"):
         assert plan[opt] == move[opt] == check[opt] == single[opt], opt
 
