@@ -116,7 +116,7 @@ def dirty_rate_accuracy(tmp, u):
     time.sleep(8)
     chk = run_test_playbook(tmp, "migration_check.yml", "chk", {
         "uri": u["lab1"], "names": list(vms), "dest_uris": [u["lab2"]], "measure_dirty_rate": True,
-        "dirty_rate_seconds": 3, "bandwidth": CAP_MIB_S})
+        "dirty_rate_seconds": 3, "bandwidth": CAP_MIB_S, "max_downtime": 300})  # the move below allows 300 ms
     rows = []
     for vm, (mib, rate) in vms.items():
         est = chk["estimates"][vm]
