@@ -11,7 +11,7 @@ from typing import Any, Dict
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError, libvirt_message
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import connection, libvirt
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.live_migration import record_home
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.domains import record_home
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_facts import HostContext
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import vm_facts
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import is_local_disk

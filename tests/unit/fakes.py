@@ -1,0 +1,62 @@
+"""Fake domains and connections with the few libvirt calls the migration's end and post-copy recovery
+make (state, isActive, undefine, a post-copy resume), for tests that need a host in a given state."""
+
+
+class FakeDom:
+    def __init__(self, host, state, reason=0, persistent=True):
+        self.host, self.st, self.reason, self.persistent, self.undefined = host, state, reason, persistent, False
+        self.resumes = 0
+
+    def name(self):
+        return "vm1"
+
+    def UUIDString(self):  # noqa: N802 - libvirt's names
+        return "u-1"
+
+    def state(self):
+        return [self.st, self.reason]
+
+    def isActive(self):  # noqa: N802
+        return self.st in (1, 3)
+
+    def isPersistent(self):  # noqa: N802
+        return self.persistent and not self.undefined
+
+    def undefine(self):
+        self.undefined = True
+
+    def XMLDesc(self, _flags=0):  # noqa: N802
+        return "<domain type='qemu'><name>vm1</name><memory unit='MiB'>64</memory><vcpu>1</vcpu></domain>"
+
+    def migrateToURI3(self, _uri, _params, flags):  # noqa: N802
+        import libvirt
+        assert flags & libvirt.VIR_MIGRATE_POSTCOPY_RESUME
+        self.resumes += 1
+        self.st, self.reason = 5, 0  # the resumed post-copy completes: the source is shut off (migrated)
+
+
+class FakeConn:
+    def __init__(self, host, dom):
+        self.host, self.dom = host, dom
+
+    def getHostname(self):  # noqa: N802
+        return self.host
+
+    def lookupByName(self, _name):  # noqa: N802
+        import libvirt
+        if self.dom is None or (self.dom.undefined and not self.dom.isActive()):
+            err = libvirt.libvirtError("no domain")
+            err.get_error_code = lambda: libvirt.VIR_ERR_NO_DOMAIN
+            raise err
+        return self.dom
+
+
+class CrashDom(FakeDom):
+    def resume(self):
+        self.resumes += 1
+        self.st, self.reason = 1, 1
+
+
+class UriConn(FakeConn):
+    def getURI(self):  # noqa: N802
+        return f"qemu+tcp://{self.host}/system"

@@ -1,0 +1,74 @@
+import pytest
+
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils import migration_flags as mf
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.live_migration import ARGUMENT_SPEC
+
+
+def params(**kw):
+    p = {k: v.get("default") for k, v in ARGUMENT_SPEC.items()}
+    p.update(name="vm1", dest_uri="test:///default")
+    p.update(kw)
+    return p
+
+
+def test_defaults_are_safe():
+    p = params()
+    assert p["tls"] is True and p["p2p"] is True and p["persistent"] is True and p["undefine_source"] is True
+    mf.validate_options(p)
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(persistent=True, undefine_source=False), "defined on two hosts or on none"),
+    (dict(persistent=False, undefine_source=True), "defined on two hosts or on none"),
+    (dict(bandwidth=0), "bandwidth must be a positive number"),
+    (dict(downtime_steps=0), "downtime_steps must be at least 1"),
+    (dict(downtime_steps=3, max_downtime=None), "downtime_steps needs max_downtime"),
+    (dict(postcopy="after_timeout"), "postcopy=after_timeout needs timeout"),
+    (dict(timeout=10, timeout_action="postcopy"), "timeout_action=postcopy needs postcopy allowed"),
+    (dict(auto_converge_initial=50), "auto_converge_initial needs auto_converge=true"),
+    (dict(auto_converge=True, auto_converge_increment=120), "percentage from 1 to 99"),
+    (dict(p2p=False, peer_uri="qemu+tls://x/system"), "peer_uri is only used with p2p=true"),
+])
+def test_bad_combinations_are_refused(kw, msg):
+    with pytest.raises(FleetmaintError, match=msg):
+        mf.validate_options(params(**kw))
+
+
+def test_persistent_false_with_source_kept_is_allowed():
+    mf.validate_options(params(persistent=False, undefine_source=False))
+
+
+def test_downtime_ladder_spreads_over_timeout():
+    # The defaults, the same as an evacuation's: up to 500 ms in 5 steps, 10 s apart without a timeout.
+    assert mf.downtime_ladder(params()) == [(0.0, 100), (10.0, 200), (20.0, 300), (30.0, 400), (40.0, 500)]
+    assert mf.downtime_ladder(params(max_downtime=None)) == []
+    assert mf.downtime_ladder(params(max_downtime=500, downtime_steps=1)) == [(0.0, 500)]
+    ladder = mf.downtime_ladder(params(max_downtime=500, downtime_steps=5, timeout=60))
+    assert [step[1] for step in ladder] == [100, 200, 300, 400, 500]
+    assert [step[0] for step in ladder] == [0.0, 10.0, 20.0, 30.0, 40.0]  # all before the timeout
+    assert mf.downtime_ladder(params(max_downtime=300, downtime_steps=3))[2] == (20.0, 300)
+
+
+def test_timeout_action_follows_postcopy_after_timeout():
+    assert mf.effective_timeout_action(params(postcopy="after_timeout", timeout=5)) == "postcopy"
+    assert mf.effective_timeout_action(params(timeout=5, timeout_action="suspend")) == "suspend"
+
+
+def test_flags_and_params():
+    pytest.importorskip("libvirt")
+    import libvirt
+
+    flags, names = mf.build_flags(params(), need_postcopy=False)
+    assert names == ["LIVE", "PEER2PEER", "PERSIST_DEST", "UNDEFINE_SOURCE", "TLS", "ABORT_ON_ERROR"]
+    assert flags & libvirt.VIR_MIGRATE_TLS and not flags & libvirt.VIR_MIGRATE_POSTCOPY
+    hot = params(tls=False, copy_storage="all", compression="xbzrle", parallel_connections=2, auto_converge=True,
+                 unsafe=True)
+    names = mf.build_flags(hot, need_postcopy=True)[1]
+    assert {"NON_SHARED_DISK", "COMPRESSED", "PARALLEL", "AUTO_CONVERGE", "POSTCOPY", "UNSAFE"} <= set(names)
+    assert "TLS" not in names
+    p = mf.build_params(params(bandwidth=100, compression="xbzrle", parallel_connections=4, auto_converge=True,
+                               auto_converge_initial=40), ["vda"])
+    assert p == {libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: 100, libvirt.VIR_MIGRATE_PARAM_COMPRESSION: "xbzrle",
+                 libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS: 4, libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: ["vda"],
+                 libvirt.VIR_MIGRATE_PARAM_AUTO_CONVERGE_INITIAL: 40}

@@ -1,0 +1,136 @@
+import pytest
+
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils import migration_job as mj
+from ansible_collections.fleetmaint.libvirt.tests.unit.fakes import CrashDom, UriConn
+
+
+def test_metrics_prefer_destination_completed_job():
+    final = {"time_elapsed": 900, "downtime": 40, "data_processed": 10, "memory_iteration": 3}
+    m = mj.metrics(final, {"time_elapsed": 500}, [], 1200, False, 0)
+    assert m["source"] == "destination_completed_job" and m["total_time_ms"] == 900 and m["downtime_ms"] == 40
+    m = mj.metrics(None, {"time_elapsed": 500, "downtime": 300}, [], 1200, True, 30)
+    # A source sample predates the end, and its 'downtime' is the configured limit, not a measurement.
+    assert m["source"] == "source_last_sample" and m["total_time_ms"] == 1200 and m["downtime_ms"] is None
+    assert m["postcopy_used"] is True and m["auto_converge_throttle"] == 30
+
+
+def test_control_calls_run_on_their_own_connection():
+    pytest.importorskip("libvirt")
+    ctl = mj.Control("test:///default", "6695eb01-f6a4-8304-79aa-97f2502e193f", timeout=5)
+    try:
+        assert ctl.call("name") == "test"
+        first = ctl.conn
+        assert ctl.call("isActive") == 1 and ctl.conn is first, "one control connection, reused"
+    finally:
+        ctl.close()
+    assert ctl.conn is None
+
+
+def test_a_stuck_control_call_is_abandoned_and_the_next_one_reconnects():
+    import threading
+    import time
+
+    release = threading.Event()
+
+    class StuckDom:
+        def jobStats(self, _flags):
+            release.wait(10)
+            return {}
+
+    ctl = mj.Control("test:///default", "6695eb01-f6a4-8304-79aa-97f2502e193f", timeout=0.2)
+    ctl.conn, ctl.dom = object(), StuckDom()
+    t = time.monotonic()
+    with pytest.raises(mj.ControlStuck, match="jobStats did not return within 0.2 s"):
+        ctl.call("jobStats", 0)
+    assert time.monotonic() - t < 2
+    assert ctl.dom is None and ctl.conn is None
+    release.set()
+    pytest.importorskip("libvirt")
+    try:
+        assert ctl.call("name") == "test", "a fresh connection after a stuck call"
+    finally:
+        ctl.close()
+
+
+def test_a_timeout_whose_postcopy_cannot_start_aborts_the_migration():
+    """timeout_action postcopy, but starting post-copy gets stuck: the job is aborted, not left running."""
+    libvirt = pytest.importorskip("libvirt")
+
+    class Dom:
+        def state(self):
+            return (1, 1)
+
+        def isPersistent(self):
+            return True
+
+    class Conn:
+        def lookupByName(self, _name):
+            return Dom()
+
+        def getHostname(self):
+            return "hv1"
+
+    class DestConn(Conn):
+        def lookupByName(self, _name):
+            err = libvirt.libvirtError("no domain")
+            err.get_error_code = lambda: libvirt.VIR_ERR_NO_DOMAIN
+            raise err
+
+    runner = mj.Runner(lambda: None)
+    calls = []
+
+    class Ctl:
+        def call(self, method, *args):
+            calls.append(method)
+            if method == "jobStats":
+                return {"type": 2, "data_total": 100, "data_remaining": 60, "memory_dirty_rate": 9}
+            if method == "migrateStartPostCopy":
+                raise mj.ControlStuck("migrateStartPostCopy did not return within 30 s")
+            if method == "abortJob":
+                runner.error = libvirt.libvirtError("operation aborted: migration job: canceled by client")
+                runner.done.set()
+            return None
+
+    p = {"poll_interval": 0.01, "timeout": 0.05, "timeout_action": "abort", "postcopy": "after_timeout",
+         "progress_timeout": None}
+    result = {"events": []}
+    ctx = {"vm": "web1", "source": "hv1", "destination": "hv2"}
+    job = mj.MigrationJob(p, Dom(), Conn(), DestConn(), "qemu+tcp://hv2/system", [], result, ctx)
+    with pytest.raises(FleetmaintError) as info:
+        job.watch(runner, Ctl())
+    events = result["events"]
+    assert "postcopy could not be started" in info.value.msg and "it still runs on hv1" in info.value.msg
+    assert calls.index("migrateStartPostCopy") < calls.index("abortJob")
+    assert [e["event"] for e in events if e["event"] in ("control_error", "abort")] == ["control_error", "abort"]
+
+
+def _failed_move(src_dom, dst_dom, state_before="running"):
+    libvirt = pytest.importorskip("libvirt")
+    result = {"events": [], "state_before": state_before, "changed": True}
+    ctx = {"vm": "vm1", "source": "hv1", "destination": "hv2"}
+    err = libvirt.libvirtError("operation failed: domain is not running")
+    with pytest.raises(FleetmaintError) as info:
+        mj.MigrationJob({"dest_uri": "qemu+tcp://hv2/system"}, src_dom, UriConn("hv1", src_dom),
+                        UriConn("hv2", dst_dom), "qemu+tcp://hv2/system", [], result, ctx).failed(err, 0)
+    return info.value, result
+
+
+def test_a_vm_that_crashed_during_a_move_is_reported_loudly():
+    """QEMU died with the guest (the paused-VM assertion of QEMU 7.2): not a neutral sentence."""
+    exc, result = _failed_move(CrashDom("hv1", 5, 3), None)  # shut off, reason crashed
+    assert exc.reason == "vm_crashed" and result["reason"] == "vm_crashed"
+    assert "vm1 CRASHED on hv1 during the move (shut off (crashed))" in exc.msg
+    assert "/var/log/libvirt/qemu/vm1.log on hv1" in exc.msg
+    assert result["changed"] is True
+
+
+def test_a_failed_move_keeps_a_paused_vm_paused_and_says_nothing_changed():
+    dom = CrashDom("hv1", 3, 1)  # paused by its user before the move
+    exc, result = _failed_move(dom, None, state_before="paused")
+    assert dom.resumes == 0 and "it still runs on hv1" in exc.msg
+    # It failed before a byte was sent (no job sample): refused at the start, untouched on its source.
+    assert result["changed"] is False and result["reason"] == "refused_at_start" == exc.reason
+    dom = CrashDom("hv1", 3, 1)  # the migration paused a running VM: it runs again
+    _failed_move(dom, None, state_before="running")
+    assert dom.resumes == 1
