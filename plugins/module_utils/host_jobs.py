@@ -9,6 +9,7 @@ the host's job lease, marks or clears maintenance, and runs the moves through th
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Any, Callable, Dict, List, Optional
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
@@ -100,16 +101,36 @@ def _lease(fleet: Any, host: str, job: str, check_mode: bool) -> Optional[HostLe
     return lease
 
 
+def _open_job(fleet: Any, p: Dict[str, Any], job: str, check_mode: bool, stack: ExitStack) -> str:
+    """What every host job does first: resolve the host and hold its lease until the job ends (``stack``)."""
+    host = fleet.resolve([p["host"]])[0]
+    lease = _lease(fleet, host, job, check_mode)
+    if lease is not None:
+        stack.callback(lease.release)
+    return host
+
+
+def _checked(fleet: Any, host: str, moves: List[Dict[str, Any]], p: Dict[str, Any], refusing: str,
+             describe: Callable[[Dict[str, Any]], str]) -> List[Dict[str, Any]]:
+    """Check every move before anything moves: the VMs that cannot leave their host now are taken out and
+    returned (they stay, and the result says why); any other blocked move refuses the whole job."""
+    blocked = _preflight(fleet, moves, p)
+    staying = _split_staying(moves, blocked)
+    if blocked:
+        raise FleetmaintError(f"{refusing}, nothing was moved: " + "; ".join(
+            f"{describe(b)}: {' / '.join(b['blockers'])}" for b in blocked),
+            step="preflight", host=host, blocked=blocked)
+    return staying
+
+
 def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
                   progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
     """Empty one host: plan, check every move, mark maintenance, move, report."""
 
     lim = _limits(p)
-    lease = None
-    try:
+    with ExitStack() as job:
         with Fleet(p["uris"], p["shared_pools"], tls=p["tls"]) as fleet:
-            host = fleet.resolve([p["host"]])[0]
-            lease = _lease(fleet, host, "evacuate", check_mode)
+            host = _open_job(fleet, p, "evacuate", check_mode, job)
             inp = fleet.planner_input(p["memory_headroom"], p["memory_overcommit"], p["cpu_overcommit"],
                                       p["anti_affinity"], {k: int(v) for k, v in p["priority"].items()}, p["pinned"])
             # Hosts leaving at the same time (a rolling patch batch) take no VMs, as if in maintenance.
@@ -122,12 +143,8 @@ def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
             except PlanRefused as exc:
                 raise FleetmaintError(f"refusing to evacuate {host}, nothing was moved: {exc}", step="plan",
                                       host=host) from exc
-            blocked = _preflight(fleet, plan["moves"], p)
-            staying = _split_staying(plan["moves"], blocked)
-            if blocked:
-                raise FleetmaintError(f"refusing to evacuate {host}, nothing was moved: " + "; ".join(
-                    f"{b['vm']} -> {b['destination']}: {' / '.join(b['blockers'])}" for b in blocked),
-                    step="preflight", host=host, blocked=blocked)
+            staying = _checked(fleet, host, plan["moves"], p, f"refusing to evacuate {host}",
+                               lambda b: f"{b['vm']} -> {b['destination']}")
             result: Dict[str, Any] = {"host": host, "plan": plan, "skipped": [s for s in inp["skipped"] if s["host"] == host],
                                       "staying": staying,
                                       "changed": bool(plan["moves"]) or (p["mark_maintenance"] and not fleet.marks[host])}
@@ -155,9 +172,6 @@ def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
             raise FleetmaintError(result["msg"] + (f" ({run['stopped']})" if run["stopped"] else ""), step="evacuate",
                                   host=host, result=result)
         return result
-    finally:
-        if lease is not None:
-            lease.release()
 
 
 def restore_host(p: Dict[str, Any], check_mode: bool = False,
@@ -165,20 +179,14 @@ def restore_host(p: Dict[str, Any], check_mode: bool = False,
     """Bring back every VM whose recorded home is this host, then clear its maintenance mark."""
 
     lim = _limits(p)
-    lease = None
-    try:
+    with ExitStack() as job:
         with Fleet(p["uris"], p["shared_pools"], tls=p["tls"]) as fleet:
-            host = fleet.resolve([p["host"]])[0]
-            lease = _lease(fleet, host, "restore", check_mode)
+            host = _open_job(fleet, p, "restore", check_mode, job)
             moves = [{"vm": d["name"], "source": other, "destination": host}
                      for other in sorted(fleet.vms) if other != host
                      for d in fleet.vms[other] if d["home_host"] == host and d["state"] in ("running", "paused")]
-            blocked = _preflight(fleet, moves, p)
-            staying = _split_staying(moves, blocked)
-            if blocked:
-                raise FleetmaintError(f"refusing to restore {host}, nothing was moved: " + "; ".join(
-                    f"{b['vm']} from {b['source']}: {' / '.join(b['blockers'])}" for b in blocked),
-                    step="preflight", host=host, blocked=blocked)
+            staying = _checked(fleet, host, moves, p, f"refusing to restore {host}",
+                               lambda b: f"{b['vm']} from {b['source']}")
             marked = fleet.marks[host] is not None
             result: Dict[str, Any] = {"host": host, "moves": [{k: m[k] for k in ("vm", "source", "destination")}
                                                               for m in moves],
@@ -200,9 +208,6 @@ def restore_host(p: Dict[str, Any], check_mode: bool = False,
         result["msg"] = (f"{host}: brought {run['totals']['moved']} VMs home in {run['totals']['elapsed_s']} s"
                          + _staying_note(staying, away=True))
         return result
-    finally:
-        if lease is not None:
-            lease.release()
 
 
 def plan_host_evacuation(p: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]:  # pylint: disable=unused-argument
