@@ -17,10 +17,12 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.fleet import Fl
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import clear_mark, HostLease, set_mark
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import check_pair, vm_facts
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import blockers, stays
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.move_methods import choose_method, link_share, order_moves
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.move_scheduler import run_moves
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import (
-    DEFAULT_ESTIMATE_BANDWIDTH_MIB_S, MIGRATION_TUNING, MOVE_LIMITS, PLACEMENT, STORAGE, pick,
+    DEFAULT_ESTIMATE_BANDWIDTH_MIB_S, MEASUREMENT, MIGRATION_TUNING, MOVE_LIMITS, PLACEMENT, STORAGE, pick,
 )
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.vm_profile import MIB, profile_vms
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import (
     DEFAULT_LIMITS, plan_evacuation, PlanRefused,
 )
@@ -30,7 +32,7 @@ COMMON_SPEC: Dict[str, Any] = dict(
     uris=dict(type="list", elements="str", required=True),
     host=dict(type="str", required=True),
     peer_uris=dict(type="dict", default={}),
-    **STORAGE, **MIGRATION_TUNING, **pick("memory_headroom"), **MOVE_LIMITS,
+    **STORAGE, **MIGRATION_TUNING, **pick("memory_headroom"), **MOVE_LIMITS, **MEASUREMENT,
 )
 
 
@@ -101,6 +103,68 @@ def _lease(fleet: Any, host: str, job: str, check_mode: bool) -> Optional[HostLe
     return lease
 
 
+def _link_bps(p: Dict[str, Any], host: str) -> Optional[float]:
+    value = (p.get("link_bandwidth") or {}).get(host)
+    return float(value) * MIB if value else None
+
+
+class _Methods:
+    """Each move's method, chosen from its VM's profile and the job host's link before anything moves.
+
+    ``side``: the end of each move whose link the job shares - ``source`` when a host is emptied (its link
+    sends every move), ``destination`` when VMs come home (its link takes every move)."""
+
+    def __init__(self, fleet: Any, moves: List[Dict[str, Any]], p: Dict[str, Any], lim: Dict[str, int],
+                 side: str) -> None:
+        self.p, self.side = p, side
+        self.allowed = {"auto_converge": p["allow_auto_converge"], "postcopy": p["allow_postcopy"],
+                        "suspend": p["allow_suspend"]}
+        self.downtime = p.get("max_downtime") or 300
+        self.assumed = (p.get("bandwidth") or DEFAULT_ESTIMATE_BANDWIDTH_MIB_S) * MIB
+        self.cap = p["bandwidth"] * MIB if p.get("bandwidth") else None
+        facts = {d["name"]: d for vms in fleet.vms.values() for d in vms}
+        by_src: Dict[str, List[Dict[str, Any]]] = {}
+        by_link: Dict[str, List[str]] = {}
+        for m in moves:
+            by_src.setdefault(m["source"], []).append(facts[m["vm"]])
+            by_link.setdefault(m[side], []).append(m["vm"])
+        self.profiles = profile_vms({h: fleet.hosts[h].conn for h in by_src}, by_src, p["profile_seconds"],
+                                    p["copy_storage"] != "none")
+        limit = lim["per_source"] if side == "source" else lim["per_destination"]
+        self.share = {h: link_share([self.profiles[v] for v in vms], _link_bps(p, h), limit, self.downtime, self.cap)
+                      for h, vms in by_link.items()}
+        for m in moves:
+            prof = self.profiles[m["vm"]]
+            m["profile"] = {"memory_mib": round(prof["memory_bytes"] / MIB),
+                            "in_use_mib": round(prof["in_use_bytes"] / MIB, 1),
+                            "dirty_mib_s": round(prof["dirty_bps"] / MIB, 1) if prof["dirty_bps"] is not None else None,
+                            "disk_mib": round(prof["disk_bytes"] / MIB, 1), "dirty": prof.get("dirty")}
+            m["method"] = self.choose(m, _link_bps(p, m[side]))
+        moves[:] = order_moves(moves)
+
+    def choose(self, m: Dict[str, Any], link_bps: Optional[float]) -> Dict[str, Any]:
+        return choose_method(self.profiles[m["vm"]], link_bps, self.share.get(m[self.side], 1), self.allowed,
+                             self.downtime, self.assumed, self.cap)
+
+    def run(self, moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, Any],
+            progress: Optional[Callable[[Dict[str, Any]], None]]) -> Dict[str, Any]:
+        return run_moves(moves, uri_of, p, progress, share=self.share, side=self.side, predict=self.predict)
+
+    def predict(self, m: Dict[str, Any], link_bps: float) -> Dict[str, Any]:
+        """A move's prediction at a link measured by the job's own moves."""
+        return self.choose(m, link_bps)["predicted"]
+
+    @staticmethod
+    def refuse(moves: List[Dict[str, Any]], refusing: str, host: str) -> None:
+        """A VM no allowed method converges for refuses the job, with the numbers, before anything moves."""
+        refused = [m for m in moves if m["method"]["refused"]]
+        if refused:
+            raise FleetmaintError(f"{refusing}, nothing was moved: " + "; ".join(m["method"]["msg"] for m in refused),
+                                  step="plan", reason="will_not_converge", host=host,
+                                  refused=[{"vm": m["vm"], "source": m["source"], "profile": m["profile"],
+                                            "predicted": m["method"]["predicted"]} for m in refused])
+
+
 def _open_job(fleet: Any, p: Dict[str, Any], job: str, check_mode: bool, stack: ExitStack) -> str:
     """What every host job does first: resolve the host and hold its lease until the job ends (``stack``)."""
     host = fleet.resolve([p["host"]])[0]
@@ -145,6 +209,8 @@ def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
                                       host=host) from exc
             staying = _checked(fleet, host, plan["moves"], p, f"refusing to evacuate {host}",
                                lambda b: f"{b['vm']} -> {b['destination']}")
+            methods = _Methods(fleet, plan["moves"], p, lim, "source")
+            methods.refuse(plan["moves"], f"refusing to evacuate {host}", host)
             result: Dict[str, Any] = {"host": host, "plan": plan, "skipped": [s for s in inp["skipped"] if s["host"] == host],
                                       "staying": staying,
                                       "changed": bool(plan["moves"]) or (p["mark_maintenance"] and not fleet.marks[host])}
@@ -157,7 +223,7 @@ def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
             uri_of = dict(fleet.uri_of)
         if progress:
             progress({"kind": "plan", "vm": host, "moves": len(plan["moves"]), "makespan_est_s": plan["makespan_s"]})
-        run = run_moves(plan["moves"], uri_of, dict(p, limits=lim), progress)
+        run = methods.run(plan["moves"], uri_of, dict(p, limits=lim), progress)
         result.update(run)
         result["changed"] = result["changed"] or run["totals"]["moved"] + run["totals"]["cold_moved"] > 0
         # Pinned or unplaceable VMs stay too: the host is not empty, and saying so is the point.
@@ -187,16 +253,21 @@ def restore_host(p: Dict[str, Any], check_mode: bool = False,
                      for d in fleet.vms[other] if d["home_host"] == host and d["state"] in ("running", "paused")]
             staying = _checked(fleet, host, moves, p, f"refusing to restore {host}",
                                lambda b: f"{b['vm']} from {b['source']}")
+            methods = _Methods(fleet, moves, p, lim, "destination")
+            methods.refuse(moves, f"refusing to restore {host}", host)
             marked = fleet.marks[host] is not None
-            result: Dict[str, Any] = {"host": host, "moves": [{k: m[k] for k in ("vm", "source", "destination")}
-                                                              for m in moves],
+            result: Dict[str, Any] = {"host": host, "moves": [
+                                          dict({k: m[k] for k in ("vm", "source", "destination", "profile")},
+                                               method=m["method"]["method"], method_why=m["method"]["why"],
+                                               exclusive=m["method"]["exclusive"], predicted=m["method"]["predicted"])
+                                          for m in moves],
                                       "staying": staying,
                                       "changed": bool(moves) or (marked and p["clear_maintenance"])}
             if check_mode:
                 result["msg"] = f"would bring {len(moves)} VMs home to {host}" + _staying_note(staying)
                 return result
             uri_of = dict(fleet.uri_of)
-        run = run_moves(moves, uri_of, dict(p, limits=lim), progress)
+        run = methods.run(moves, uri_of, dict(p, limits=lim), progress)
         result.update(run)
         left = [r["vm"] for r in run["vms"] if r["result"] in ("failed", "not_started")]
         if left:

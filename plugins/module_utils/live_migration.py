@@ -51,7 +51,7 @@ ARGUMENT_SPEC: Dict[str, Any] = dict(
     auto_converge=dict(type="bool", default=False),
     auto_converge_initial=dict(type="int"),
     auto_converge_increment=dict(type="int"),
-    postcopy=dict(type="str", default="never", choices=["never", "after_timeout", "immediate"]),
+    postcopy=dict(type="str", default="never", choices=["never", "after_first_pass", "after_timeout", "immediate"]),
     timeout=dict(type="int"),
     timeout_action=dict(type="str", default="abort", choices=["abort", "postcopy", "suspend"]),
     progress_timeout=dict(type="int"),

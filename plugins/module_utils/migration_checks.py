@@ -9,7 +9,6 @@ move never disagree.
 
 from __future__ import annotations
 
-import time
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -22,6 +21,7 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml imp
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import BLOCKER, check_move, finding
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import DEFAULT_ESTIMATE_BANDWIDTH_MIB_S
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import estimate_precopy
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.vm_profile import measure_dirty_rates
 
 
 def vm_facts(dom: Any, ctx: HostContext) -> Tuple[Dict[str, Any], str]:
@@ -65,40 +65,6 @@ def check_pair(vm: Dict[str, Any], vm_xml: str, src: HostContext, dst: HostConte
     return check_move(vm, src.host, dst.host, dst.pools, dst.networks, copy_storage=copy_storage, tls=tls,
                       dest_tls=dst.tls, memory_headroom_mib=memory_headroom_mib, cpu_comparison=cpu,
                       compression=compression, compression_accepted=accepted, live=live)
-
-
-def measure_dirty_rates(conn: Any, doms: List[Any], seconds: int = 1) -> Dict[str, Dict[str, Any]]:
-    """libvirt's dirty-rate calculation (page sampling) for several running domains at once."""
-    out: Dict[str, Dict[str, Any]] = {}
-    started = []
-    mode = getattr(libvirt, "VIR_DOMAIN_DIRTYRATE_MODE_PAGE_SAMPLING", 0)
-    for dom in doms:
-        try:
-            dom.startDirtyRateCalc(seconds, mode)
-            started.append(dom)
-        except libvirt.libvirtError as exc:
-            out[dom.name()] = {"measured": False, "reason": libvirt_message(exc)}
-    deadline = time.monotonic() + seconds + 10
-    pending = list(started)
-    time.sleep(seconds)
-    while pending and time.monotonic() < deadline:
-        for dom in list(pending):
-            try:
-                stats = conn.domainListGetStats([dom], libvirt.VIR_DOMAIN_STATS_DIRTYRATE)[0][1]
-            except libvirt.libvirtError as exc:
-                out[dom.name()] = {"measured": False, "reason": libvirt_message(exc)}
-                pending.remove(dom)
-                continue
-            if stats.get("dirtyrate.calc_status") == 2:  # VIR_DOMAIN_DIRTYRATE_MEASURED
-                mbps = stats.get("dirtyrate.megabytes_per_second", 0)
-                out[dom.name()] = {"measured": True, "mib_per_s": mbps, "bytes_per_s": mbps * 1048576,
-                                   "seconds": seconds, "mode": "page-sampling"}
-                pending.remove(dom)
-        if pending:
-            time.sleep(0.2)
-    for dom in pending:
-        out[dom.name()] = {"measured": False, "reason": "the calculation did not finish in time"}
-    return out
 
 
 def validate_check(p: Dict[str, Any]) -> None:

@@ -43,7 +43,7 @@ def validate_options(p: Dict[str, Any]) -> None:
 
 
 def effective_timeout_action(p: Dict[str, Any]) -> str:
-    return "postcopy" if p["postcopy"] == "after_timeout" else p["timeout_action"]
+    return "postcopy" if p["postcopy"] in ("after_timeout", "after_first_pass") else p["timeout_action"]
 
 
 def build_flags(p: Dict[str, Any], need_postcopy: bool) -> Tuple[int, List[str]]:

@@ -155,6 +155,8 @@ class MigrationJob:
         self.best_remaining: Optional[int] = None
         self.best_at = self.t0
         self.phase = "precopy"
+        self.pass_start: Dict[int, int] = {}  # pre-copy pass -> memory left at its start (its largest sample)
+        self.watch_jumped = False
 
     def event(self, kind: str, **kw: Any) -> None:
         e = dict(t=round(time.monotonic() - self.t0, 2), event=kind, **kw)
@@ -214,6 +216,9 @@ class MigrationJob:
 
     def _sampled(self, st: Dict[str, Any]) -> None:
         self.last = st
+        it, left = st.get("memory_iteration"), st.get("memory_remaining")
+        if it is not None and left is not None:
+            self.pass_start[it] = max(self.pass_start.get(it, 0), left)
         self.throttle_max = max(self.throttle_max, st.get("auto_converge_throttle", 0) or 0)
         remaining = st.get("data_remaining")
         if remaining is not None and (self.best_remaining is None or remaining < self.best_remaining):
@@ -233,7 +238,7 @@ class MigrationJob:
         self.event("abort", why=why)
 
     def _steer(self, ctl: Any, st: Dict[str, Any]) -> None:
-        """The policy, applied to one sample: downtime ladder, post-copy, timeout action, no progress."""
+        """The policy, applied to one sample: downtime ladder, post-copy, timeout, convergence, no progress."""
         p = self.p
         elapsed = time.monotonic() - self.t0
         remaining = st.get("data_remaining")
@@ -241,38 +246,73 @@ class MigrationJob:
             ctl.call("migrateSetMaxDowntime", self.ladder[self.ladder_i][1], 0)
             self.event("downtime", downtime_ms=self.ladder[self.ladder_i][1])
             self.ladder_i += 1
-        if p["postcopy"] == "immediate" and not self.postcopy_used:
+        if not self.postcopy_used and (p["postcopy"] == "immediate" or (
+                p["postcopy"] == "after_first_pass" and (st.get("memory_iteration") or 0) >= 2)):
             ctl.call("migrateStartPostCopy", 0)
             self.postcopy_used, self.phase = True, "postcopy"
-            self.event("postcopy", why="postcopy=immediate")
+            self.event("postcopy", why="postcopy=immediate" if p["postcopy"] == "immediate" else "after the first pass")
         if p.get("timeout") and elapsed >= p["timeout"] and not self.timed_out and not self.postcopy_used:
             self.timed_out = True
-            action = effective_timeout_action(p)
-            self.event("timeout", after_s=p["timeout"], action=action, data_remaining=remaining)
-            if action in ("postcopy", "suspend"):
-                try:
-                    if action == "postcopy":
-                        ctl.call("migrateStartPostCopy", 0)
-                        self.postcopy_used, self.phase = True, "postcopy"
-                    else:
-                        ctl.call("suspend")
-                        self.suspended = True
-                    self.event(action, why="timeout")
-                except (libvirt.libvirtError, ControlStuck, FleetmaintError) as exc:
-                    # The timeout must end the migration one way or the other: abort it (retried if needed).
-                    msg = libvirt_message(exc) if isinstance(exc, libvirt.libvirtError) else str(exc)
-                    self.event("control_error", error=msg)
-                    self._abort(ctl, "timeout", f"timeout after {p['timeout']} s; {action} could not be started "
-                                                f"({msg}), so the migration was aborted",
-                                f"timeout; {action} did not start")
-            else:
-                self._abort(ctl, "timeout", f"timeout after {p['timeout']} s with {remaining} bytes remaining "
-                                            f"(dirty rate {st.get('memory_dirty_rate')} pages/s, "
-                                            f"throughput {st.get('memory_bps')} B/s)", "timeout")
+            self.event("timeout", after_s=p["timeout"], action=effective_timeout_action(p), data_remaining=remaining)
+            self._end_precopy(ctl, "timeout", f"timeout after {p['timeout']} s",
+                              f" with {remaining} bytes remaining (dirty rate {st.get('memory_dirty_rate')} pages/s, "
+                              f"throughput {st.get('memory_bps')} B/s)")
+        if p.get("convergence_watch") and not (self.postcopy_used or self.suspended or self.aborted or self.timed_out):
+            self._watch_convergence(ctl, st)
         if p.get("progress_timeout") and not self.postcopy_used and not self.aborted and not self.suspended \
                 and time.monotonic() - self.best_at >= p["progress_timeout"]:
             self._abort(ctl, "no_progress", f"no progress for {p['progress_timeout']} s: remaining data stayed "
                                             f"above {self.best_remaining} bytes", "progress_timeout")
+
+    def _end_precopy(self, ctl: Any, code: str, trigger: str, detail: str) -> None:
+        """Pre-copy will not finish (``trigger``: the timeout, or measured non-convergence): take the timeout
+        action - post-copy or suspend - or abort; an action that cannot start aborts too."""
+        action = effective_timeout_action(self.p)
+        if action in ("postcopy", "suspend"):
+            try:
+                if action == "postcopy":
+                    ctl.call("migrateStartPostCopy", 0)
+                    self.postcopy_used, self.phase = True, "postcopy"
+                else:
+                    ctl.call("suspend")
+                    self.suspended = True
+                self.event(action, why=code)
+            except (libvirt.libvirtError, ControlStuck, FleetmaintError) as exc:
+                # It must end the migration one way or the other: abort it (retried if needed).
+                msg = libvirt_message(exc) if isinstance(exc, libvirt.libvirtError) else str(exc)
+                self.event("control_error", error=msg)
+                self._abort(ctl, code, f"{trigger}; {action} could not be started ({msg}), so the migration was "
+                                       "aborted", f"{code}; {action} did not start")
+        else:
+            self._abort(ctl, code, trigger + detail, code)
+
+    def _watch_convergence(self, ctl: Any, st: Dict[str, Any]) -> None:
+        """Read convergence from the passes so far (convergence_watch): once three passes after the first no
+        longer shrink, either the ladder's top can take what is left (jump to it) or nothing can (end now)."""
+        starts = [self.pass_start[i] for i in sorted(self.pass_start) if i >= 2]
+        if len(starts) < 3:
+            return
+        last = starts[-3:]
+        if any(b < 0.9 * a for a, b in zip(last, last[1:])):
+            return  # still shrinking: pre-copy is converging
+        bps = st.get("memory_bps") or 0
+        if bps <= 0 or (self.p["auto_converge"] and (st.get("auto_converge_throttle") or 0) < 99):
+            return  # no throughput yet, or auto-converge still raising its throttle
+        need_ms = last[-1] / bps * 1000
+        top = self.p.get("max_downtime") or 300  # QEMU's own default
+        if need_ms <= top:
+            if not self.watch_jumped and self.ladder_i < len(self.ladder):
+                value = next(v for _t, v in self.ladder[self.ladder_i:] if v >= need_ms or v == self.ladder[-1][1])
+                ctl.call("migrateSetMaxDowntime", value, 0)
+                self.event("downtime", downtime_ms=value, why=f"measured: what is left needs about {need_ms:.0f} ms")
+                self.ladder_i, self.watch_jumped = len(self.ladder), True
+            return
+        mib = [round(x / 1048576, 1) for x in last]
+        self.event("not_converging", passes_mib=mib, need_ms=round(need_ms), max_downtime_ms=top)
+        self._end_precopy(ctl, "not_converging",
+                          f"not converging: the last three passes each left {mib} MiB to send",
+                          f"; at the measured {bps / 1048576:.1f} MiB/s that is a {need_ms:.0f} ms pause, over "
+                          f"max_downtime {top} ms (dirty rate {st.get('memory_dirty_rate')} pages/s)")
 
     # -- the end --------------------------------------------------------------------------------------------
 

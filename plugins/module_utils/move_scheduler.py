@@ -6,9 +6,16 @@
 Used by host_evacuate (moves from the plan) and host_restore (moves back to home hosts). Every move goes
 through live_migration.migrate, so each one keeps its guarantees (checks, exactly one definition, abort and
 stay on failure). Escalation per VM, as the options allow: the downtime ladder first, then auto-converge, then
-post-copy, then suspend; at most ``max_attempts`` attempts. What happens after a failed attempt is decided by
-its reason code alone (``reasons.decide``). ``on_failure``: ``stop`` starts no new move after a failure (running
-ones finish), ``continue`` goes on. ``overall_timeout`` stops starting new moves.
+post-copy after the first pass, then suspend; at most ``max_attempts`` attempts. A move whose method was chosen
+up front (``move_methods``: a VM pre-copy will not converge for) starts at that step. What happens after a
+failed attempt is decided by its reason code alone (``reasons.decide``). ``on_failure``: ``stop`` starts no new
+move after a failure (running ones finish), ``continue`` goes on. ``overall_timeout`` stops starting new moves.
+
+The links: at most ``share[source]`` moves run out of one source at once (chosen from measurements, within
+``limits``), a move marked ``exclusive`` runs with its source's link to itself, and a move waiting for link
+capacity says so once. Each finished move measures its source's link (bytes sent per second times the moves
+that shared it); a source whose link was not given gets the measurement, and the moves still waiting get
+predictions from it.
 """
 
 from __future__ import annotations
@@ -28,38 +35,64 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.reasons import 
 MIGRATION_KEYS = tuple(STORAGE) + tuple(MIGRATION_TUNING) + ("memory_headroom",)
 
 
-def escalation_steps(p: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """The options of each attempt, mildest first."""
+def escalation_steps(p: Dict[str, Any], method: Optional[str] = None) -> List[Dict[str, Any]]:
+    """The options of each attempt, mildest first, from ``method`` (the one chosen up front) on."""
     t = p["vm_timeout"]
     base = {"timeout": t, "timeout_action": "abort", "postcopy": "never", "auto_converge": False}
-    steps = [dict(base, why="pre-copy with the downtime ladder")]
+    steps = [dict(base, method="precopy", why="pre-copy with the downtime ladder")]
     if p["allow_auto_converge"]:
-        steps.append(dict(base, auto_converge=True, auto_converge_initial=50, auto_converge_increment=20,
-                          why="auto-converge (vCPU throttling)"))
+        steps.append(dict(base, method="auto_converge", auto_converge=True, auto_converge_initial=50,
+                          auto_converge_increment=20, why="auto-converge (vCPU throttling)"))
     if p["allow_postcopy"]:
-        steps.append(dict(base, postcopy="after_timeout", timeout_action="postcopy",
-                          why="post-copy after the timeout"))
+        steps.append(dict(base, method="postcopy", postcopy="after_first_pass", timeout_action="postcopy",
+                          why="post-copy after the first pass"))
     if p["allow_suspend"]:
-        steps.append(dict(base, timeout_action="suspend", why="pause the guest to finish"))
-    return steps[:p["max_attempts"]]
+        steps.append(dict(base, method="suspend", timeout_action="suspend", why="pause the guest to finish"))
+    start = next((i for i, s in enumerate(steps) if s["method"] == method), 0)
+    return steps[start:start + p["max_attempts"]]
+
+
+def measured_link_bps(metrics: Optional[Dict[str, Any]], sharing: int) -> Optional[float]:
+    """What one finished move says of its source's link: its bytes per second, times the moves sharing it."""
+    if not metrics or not metrics.get("data_processed") or not metrics.get("total_time_ms"):
+        return None
+    secs = max(0.001, (metrics["total_time_ms"] - (metrics.get("setup_time_ms") or 0)) / 1000.0)
+    return metrics["data_processed"] / secs * max(1, sharing)
 
 
 def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, Any],
-              progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
-    """Execute moves [{vm, source, destination}] within p['limits']; returns per-VM results and totals."""
+              progress: Optional[Callable[[Dict[str, Any]], None]] = None,
+              share: Optional[Dict[str, int]] = None, side: str = "source",
+              predict: Optional[Callable[[Dict[str, Any], float], Dict[str, Any]]] = None) -> Dict[str, Any]:
+    """Execute moves [{vm, source, destination, method?}] within p['limits']; returns per-VM results and totals.
+
+    ``method`` (from move_methods.choose_method): the step to start at, ``exclusive``, the prediction.
+    ``share``: moves allowed at once on each host's link, of the moves' ``side`` (``source``: out of a host
+    being emptied; ``destination``: into a host VMs come home to); the limits cap it. ``predict(move,
+    link_bps)``: a move's prediction at a measured link, for hosts whose link was not given."""
     limits = p["limits"]
     lock = threading.Lock()
     out_busy: Dict[str, int] = {}
     in_busy: Dict[str, int] = {}
-    results: Dict[str, Dict[str, Any]] = {
-        m["vm"]: {"vm": m["vm"], "source": m["source"], "destination": m["destination"], "result": "not_started",
-                  "attempts": []}
-        for m in moves}
+    busy_on = out_busy if side == "source" else in_busy  # the moves on each link the job shares
+    limit_key = "per_source" if side == "source" else "per_destination"
+    alone: Dict[str, str] = {}  # a link an exclusive move has to itself -> that move
+    given = {h for h, v in (p.get("link_bandwidth") or {}).items() if v}
+    links: Dict[str, Dict[str, Any]] = {}
+    results: Dict[str, Dict[str, Any]] = {}
+    for m in moves:
+        res = {"vm": m["vm"], "source": m["source"], "destination": m["destination"], "result": "not_started",
+               "attempts": []}
+        chosen = m.get("method")
+        if chosen:
+            res.update(method=chosen["method"], method_why=chosen["why"], exclusive=chosen["exclusive"],
+                       predicted=chosen["predicted"], profile=m.get("profile"))
+        results[m["vm"]] = res
     pending = list(moves)
+    waiting_said: set = set()
     running: List[threading.Thread] = []
     stop = {"flag": False, "why": None}
     t0 = time.monotonic()
-    steps = escalation_steps(p)
 
     def say(**kw: Any) -> None:
         if progress:
@@ -68,13 +101,14 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     def one(m: Dict[str, Any]) -> None:
         res = results[m["vm"]]
         res["result"] = "running"
+        steps = escalation_steps(p, (m.get("method") or {}).get("method"))
         i, restarted = 0, False
         while i < len(steps):
             step = steps[i]
             i += 1
             args = {k: v.get("default") for k, v in ARGUMENT_SPEC.items()}
             args.update({k: p[k] for k in MIGRATION_KEYS if k in p and p[k] is not None})
-            args.update({k: v for k, v in step.items() if k != "why"})
+            args.update({k: v for k, v in step.items() if k not in ("why", "method")})
             args.update(name=m["vm"], uri=uri_of[m["source"]], dest_uri=uri_of[m["destination"]],
                         peer_uri=(p.get("peer_uris") or {}).get(m["destination"]))
             say(kind="attempt", vm=m["vm"], attempt=i, why=step["why"], source=m["source"],
@@ -118,6 +152,31 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         res["msg"] = res["attempts"][-1]["msg"] if res["attempts"] else "not attempted"
         res["reason"] = (res["attempts"][-1].get("reason") if res["attempts"] else None) or "unexpected"
 
+    def finished(m: Dict[str, Any]) -> None:
+        """Under the lock, as a move ends: free its link and hosts, learn its source's link."""
+        res = results[m["vm"]]
+        sharing = busy_on[m[side]]
+        out_busy[m["source"]] -= 1
+        in_busy[m["destination"]] -= 1
+        if (m.get("method") or {}).get("exclusive"):
+            alone.pop(m[side], None)
+        metrics = res.get("metrics")
+        if res["result"] == "moved" and metrics:
+            res["measured"] = {"time_s": round(metrics["total_time_ms"] / 1000.0, 2)
+                               if metrics.get("total_time_ms") is not None else None,
+                               "downtime_ms": metrics.get("downtime_ms")}
+            pred = (res.get("predicted") or {}).get("time_s")
+            if pred and res["measured"]["time_s"]:
+                res["measured"]["time_vs_predicted"] = round(res["measured"]["time_s"] / pred, 2)
+            seen = measured_link_bps(metrics, sharing)
+            if seen and m[side] not in given:
+                link = links.setdefault(m[side], {"given": False, "measured_mib_s": None, "samples": 0})
+                mib = seen / 1048576.0
+                link["measured_mib_s"] = round(mib if not link["measured_mib_s"] else max(mib, link["measured_mib_s"]), 1)
+                link["samples"] += 1
+        if res["result"] == "failed" and p["on_failure"] == "stop" and not stop["flag"]:
+            stop.update(flag=True, why=f"{m['vm']} failed and on_failure is stop")
+
     def runner(m: Dict[str, Any]) -> None:
         try:
             one(m)
@@ -125,10 +184,37 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
             results[m["vm"]].update(result="failed", msg=f"unexpected error: {exc}", reason="unexpected")
         finally:
             with lock:
-                out_busy[m["source"]] -= 1
-                in_busy[m["destination"]] -= 1
-                if results[m["vm"]]["result"] == "failed" and p["on_failure"] == "stop" and not stop["flag"]:
-                    stop.update(flag=True, why=f"{m['vm']} failed and on_failure is stop")
+                finished(m)
+
+    def blocked_by_link(m: Dict[str, Any]) -> Optional[str]:
+        host = m[side]
+        busy = busy_on.get(host, 0)
+        if alone.get(host):
+            return f"{host}'s link: {alone[host]} has it to itself"
+        if (m.get("method") or {}).get("exclusive") and busy:
+            return f"{host}'s link: this move needs it to itself, {busy} other move(s) still on it"
+        cap = min(limits[limit_key], (share or {}).get(host, limits[limit_key]))
+        if busy >= cap:
+            return f"{host}'s link: {busy} move(s) share it, the most chosen for it is {cap}"
+        return None
+
+    def start(m: Dict[str, Any]) -> None:
+        pending.remove(m)
+        out_busy[m["source"]] = out_busy.get(m["source"], 0) + 1
+        in_busy[m["destination"]] = in_busy.get(m["destination"], 0) + 1
+        if (m.get("method") or {}).get("exclusive"):
+            alone[m[side]] = m["vm"]
+        link = links.get(m[side])
+        if predict and m.get("method") and link and link.get("measured_mib_s"):
+            results[m["vm"]]["predicted"] = dict(predict(m, link["measured_mib_s"] * 1048576.0),
+                                                 from_measured_link=True)
+        if m.get("method"):
+            pred = results[m["vm"]].get("predicted") or {}
+            say(kind="dispatch", vm=m["vm"], method=m["method"]["method"], why=m["method"]["why"],
+                predicted_s=pred.get("time_s"), predicted_downtime_ms=pred.get("downtime_ms"))
+        th = threading.Thread(target=runner, args=(m,), name=f"move-{m['vm']}", daemon=True)
+        running.append(th)
+        th.start()
 
     while pending or running:
         with lock:
@@ -138,14 +224,13 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
                 for m in list(pending):
                     if len(running) >= limits["fleet"]:
                         break
-                    if out_busy.get(m["source"], 0) < limits["per_source"] and \
+                    why = blocked_by_link(m)
+                    if why is None and out_busy.get(m["source"], 0) < limits["per_source"] and \
                             in_busy.get(m["destination"], 0) < limits["per_destination"]:
-                        pending.remove(m)
-                        out_busy[m["source"]] = out_busy.get(m["source"], 0) + 1
-                        in_busy[m["destination"]] = in_busy.get(m["destination"], 0) + 1
-                        th = threading.Thread(target=runner, args=(m,), name=f"move-{m['vm']}", daemon=True)
-                        running.append(th)
-                        th.start()
+                        start(m)
+                    elif why is not None and m["vm"] not in waiting_said:
+                        waiting_said.add(m["vm"])
+                        say(kind="waiting", vm=m["vm"], why=f"waiting for link capacity: {why}")
         for th in list(running):
             th.join(timeout=0.2)
             if not th.is_alive():
@@ -158,4 +243,6 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     totals = {k: sum(1 for r in ordered if r["result"] == k)
               for k in ("moved", "cold_moved", "already_there", "failed", "not_started")}
     totals["elapsed_s"] = round(time.monotonic() - t0, 1)
-    return {"vms": ordered, "totals": totals, "stopped": stop["why"]}
+    for h in given:
+        links[h] = {"given": True, "mib_s": p["link_bandwidth"][h]}
+    return {"vms": ordered, "totals": totals, "stopped": stop["why"], "links": links}

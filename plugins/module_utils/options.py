@@ -36,6 +36,7 @@ OPTIONS: Dict[str, Dict[str, Any]] = dict(
     parallel_connections=dict(type="int"),
     compression=dict(type="str", default="none", choices=COMPRESSION_METHODS),
     poll_interval=dict(type="float", default=0.5),
+    convergence_watch=dict(type="bool", default=True),
     # placement (fragment: placement)
     memory_headroom=dict(type="int", default=1024),
     memory_overcommit=dict(type="float", default=1.0),
@@ -55,6 +56,9 @@ OPTIONS: Dict[str, Dict[str, Any]] = dict(
     cold_shutdown_timeout=dict(type="int", default=120),
     cold_move_force=dict(type="bool", default=False),
     overall_timeout=dict(type="int"),
+    # measurement (fragment: measurement)
+    link_bandwidth=dict(type="dict", default={}),
+    profile_seconds=dict(type="int", default=2),
 )
 
 
@@ -66,9 +70,10 @@ def pick(*names: str) -> Dict[str, Dict[str, Any]]:
 CONNECTION = pick("uri")
 STORAGE = pick("shared_pools", "copy_storage", "unsafe")
 MIGRATION_TUNING = pick("tls", "bandwidth", "max_downtime", "downtime_steps", "parallel_connections", "compression",
-                        "poll_interval")
+                        "poll_interval", "convergence_watch")
 # What the estimates of a preview read (plan_evacuation, migration_check): the same defaults as the move.
 ESTIMATE = pick("bandwidth", "max_downtime")
 PLACEMENT = pick("memory_headroom", "memory_overcommit", "cpu_overcommit", "anti_affinity", "priority", "pinned")
 MOVE_LIMITS = pick("limits", "vm_timeout", "max_attempts", "allow_auto_converge", "allow_postcopy", "allow_suspend",
                    "on_failure", "allow_cold_move", "cold_shutdown_timeout", "cold_move_force", "overall_timeout")
+MEASUREMENT = pick("link_bandwidth", "profile_seconds")

@@ -33,6 +33,11 @@ REASONS: Dict[str, str] = {
     "timeout": "the migration did not converge within its timeout and was aborted; the VM still runs on its source",
     "no_progress": "the data left to send stopped shrinking for progress_timeout and the migration was aborted; "
                    "the VM still runs on its source",
+    "not_converging": "the job's own progress showed pre-copy would not converge (the data left stopped shrinking "
+                      "above what max_downtime can send), so the migration was aborted at once, not at its timeout; "
+                      "the VM still runs on its source",
+    "will_not_converge": "refused before anything moved: a VM's measured dirty rate is more than its link can send "
+                         "and no method the job allows (auto-converge, post-copy, suspend) converges",
     "migration_failed": "libvirt or QEMU failed the migration after it started; the VM still runs on its source "
                         "(or where the message says)",
     "postcopy_unfinished": "a post-copy migration could not be completed or resumed: the guest runs on the "
@@ -89,7 +94,7 @@ STEP_REASONS: Dict[str, str] = {
 
 # The decisions. Each reads a reason code and nothing else.
 # The VM did not converge: a stronger method (the next escalation step) may move it.
-NOT_CONVERGED = frozenset({"timeout", "no_progress"})
+NOT_CONVERGED = frozenset({"timeout", "no_progress", "not_converging"})
 # Nothing was sent and the VM is untouched on its source (a destination resource busy for a moment):
 # the same attempt once more, after a pause.
 RETRY_ONCE = frozenset({"refused_at_start"})

@@ -31,6 +31,7 @@ extends_documentation_fragment:
   - fleetmaint.libvirt.storage
   - fleetmaint.libvirt.migration_tuning
   - fleetmaint.libvirt.move_limits
+  - fleetmaint.libvirt.measurement
   - fleetmaint.libvirt.attributes
   - fleetmaint.libvirt.attributes.action
 attributes:
@@ -77,7 +78,10 @@ host:
   returned: always
   type: str
 plan:
-  description: The plan followed (moves with destinations and estimates, unplaceable VMs, makespan, balance).
+  description:
+    - The plan followed - moves with destinations and estimates, unplaceable VMs, makespan, balance; each move
+      also has its VM's C(profile) and the C(method) chosen for it (C(method), C(why), C(exclusive),
+      C(predicted)), in dispatch order.
   returned: success
   type: dict
 skipped:
@@ -94,13 +98,24 @@ staying:
   type: list
   elements: dict
 vms:
-  description: Per VM - C(vm), C(source), C(destination), C(result) (moved, cold_moved, already_there, failed,
-    not_started),
-    C(attempts) (each with why, ok, msg, reason, metrics), C(metrics) of the successful attempt, and for a failed
-    VM C(reason) (the last attempt's code, for example C(vm_crashed)).
+  description:
+    - Per VM - C(vm), C(source), C(destination), C(result) (moved, cold_moved, already_there, failed,
+      not_started), C(attempts) (each with why, ok, msg, reason, metrics), C(metrics) of the successful attempt,
+      and for a failed VM C(reason) (the last attempt's code, for example C(vm_crashed)).
+    - What was known before it moved and how it was chosen to move - C(profile) (C(memory_mib), C(in_use_mib),
+      C(dirty_mib_s) measured by libvirt, C(disk_mib) to copy), C(method) (C(precopy), C(auto_converge),
+      C(postcopy), C(suspend)), C(method_why), C(exclusive) (it had its link to itself), C(predicted)
+      (C(time_s), C(downtime_ms), C(converges), C(bandwidth_mib_s); C(from_measured_link) when it was
+      predicted again at a link the job measured) - and what happened, C(measured) (C(time_s),
+      C(downtime_ms), C(time_vs_predicted)).
   returned: when migrations ran
   type: list
   elements: dict
+links:
+  description: Per host whose link the job shared, C(given) and C(mib_s) (from O(link_bandwidth)), or the link
+    C(measured_mib_s) from the job's own moves and its number of C(samples).
+  returned: when migrations ran
+  type: dict
 totals:
   description: Counts per result and C(elapsed_s).
   returned: when migrations ran
@@ -117,7 +132,7 @@ reason:
   description:
     - Why the task failed, one code of the collection's vocabulary (README, "Reason codes"); C(incomplete) when
       some VMs did not move (each VM's own code is in C(vms[].reason)), C(blocked), C(no_capacity), C(busy),
-      C(unknown_vm) or C(invalid_option) when nothing was moved.
+      C(will_not_converge), C(unknown_vm) or C(invalid_option) when nothing was moved.
   returned: failure
   type: str
 '''

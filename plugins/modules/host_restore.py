@@ -26,6 +26,7 @@ extends_documentation_fragment:
   - fleetmaint.libvirt.migration_tuning
   - fleetmaint.libvirt.placement.headroom
   - fleetmaint.libvirt.move_limits
+  - fleetmaint.libvirt.measurement
   - fleetmaint.libvirt.attributes
   - fleetmaint.libvirt.attributes.action
 attributes:
@@ -57,7 +58,8 @@ host:
   returned: always
   type: str
 moves:
-  description: The moves home (vm, source, destination).
+  description: The moves home - C(vm), C(source), C(destination), the VM's C(profile), the C(method) chosen for it,
+    C(method_why), C(exclusive) and C(predicted) (as in RV(vms)).
   returned: success
   type: list
   elements: dict
@@ -70,10 +72,24 @@ staying:
   type: list
   elements: dict
 vms:
-  description: Per VM result, as in M(fleetmaint.libvirt.host_evacuate).
+  description:
+    - Per VM - C(vm), C(source), C(destination), C(result) (moved, cold_moved, already_there, failed,
+      not_started), C(attempts) (each with why, ok, msg, reason, metrics), C(metrics) of the successful attempt,
+      and for a failed VM C(reason) (the last attempt's code, for example C(vm_crashed)).
+    - What was known before it moved and how it was chosen to move - C(profile) (C(memory_mib), C(in_use_mib),
+      C(dirty_mib_s) measured by libvirt, C(disk_mib) to copy), C(method) (C(precopy), C(auto_converge),
+      C(postcopy), C(suspend)), C(method_why), C(exclusive) (it had its link to itself), C(predicted)
+      (C(time_s), C(downtime_ms), C(converges), C(bandwidth_mib_s); C(from_measured_link) when it was
+      predicted again at a link the job measured) - and what happened, C(measured) (C(time_s),
+      C(downtime_ms), C(time_vs_predicted)).
   returned: when migrations ran
   type: list
   elements: dict
+links:
+  description: Per host whose link the job shared, C(given) and C(mib_s) (from O(link_bandwidth)), or the link
+    C(measured_mib_s) from the job's own moves and its number of C(samples).
+  returned: when migrations ran
+  type: dict
 totals:
   description: Counts per result and C(elapsed_s).
   returned: when migrations ran
@@ -85,7 +101,7 @@ maintenance_cleared:
 reason:
   description:
     - Why the task failed, one code of the collection's vocabulary (README, "Reason codes"); C(incomplete) when
-      some VMs did not move (each VM's own code is in C(vms[].reason)), C(blocked), C(no_capacity), C(busy),
+      some VMs did not move (each VM's own code is in C(vms[].reason)), C(blocked), C(will_not_converge), C(busy),
       C(unknown_vm) or C(invalid_option) when nothing was moved.
   returned: failure
   type: str

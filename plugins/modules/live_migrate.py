@@ -95,7 +95,11 @@ options:
   postcopy:
     description:
       - C(never) - pre-copy only.
-      - C(after_timeout) - switch to post-copy when O(timeout) expires (then O(timeout_action) is C(postcopy)).
+      - C(after_first_pass) - switch once the first pass has sent all memory (the guest's pages are on the
+        destination, only what it dirtied since is fetched on demand); what host_evacuate chooses for a VM
+        pre-copy will not converge for when post-copy is allowed.
+      - C(after_timeout) - switch to post-copy when O(timeout) expires, or earlier when O(convergence_watch)
+        measures that pre-copy will not converge (then O(timeout_action) is C(postcopy)).
       - C(immediate) - switch as soon as the job runs.
       - After the switch the guest runs on the destination and pulls missing pages. Bounded time, higher risk -
         if either host dies then, the guest is lost. A broken link is recoverable - the module watches the
@@ -103,7 +107,7 @@ options:
         (C(VIR_MIGRATE_POSTCOPY_RESUME)) once the link allows, and removes the definition a half-finished
         migration leaves on the source; after that a re-run does the same.
     type: str
-    choices: [never, after_timeout, immediate]
+    choices: [never, after_first_pass, after_timeout, immediate]
     default: never
   timeout:
     description: Seconds after which O(timeout_action) is taken if the migration has not finished.

@@ -134,3 +134,100 @@ def test_a_failed_move_keeps_a_paused_vm_paused_and_says_nothing_changed():
     dom = CrashDom("hv1", 3, 1)  # the migration paused a running VM: it runs again
     _failed_move(dom, None, state_before="running")
     assert dom.resumes == 1
+
+
+class _Samples:
+    """A control connection replaying job samples, one per jobStats call; abortJob ends the migration."""
+
+    def __init__(self, libvirt, runner, samples):
+        self.libvirt, self.runner, self.samples, self.calls = libvirt, runner, list(samples), []
+
+    def call(self, method, *args):
+        self.calls.append((method,) + args)
+        if method == "jobStats":
+            if len(self.samples) > 1:
+                return self.samples.pop(0)
+            return self.samples[0]
+        if method == "abortJob":
+            self.runner.error = self.libvirt.libvirtError("operation aborted: migration job: canceled by client")
+            self.runner.done.set()
+        if method == "migrateStartPostCopy":
+            self.runner.done.set()  # the post-copy then completes (not checked here)
+        return None
+
+
+def _sample(iteration, left_mib, bps_mib=24, throttle=0):
+    return {"type": 2, "data_total": 200 << 20, "data_remaining": left_mib << 20, "memory_remaining": left_mib << 20,
+            "memory_iteration": iteration, "memory_bps": bps_mib << 20, "memory_dirty_rate": 15000,
+            "auto_converge_throttle": throttle}
+
+
+def _job(p, ctl_samples):
+    libvirt = pytest.importorskip("libvirt")
+    runner = mj.Runner(lambda: None)
+    dom = CrashDom("hv1", 1, 1)
+    result = {"events": [], "state_before": "running", "changed": True}
+    ctx = {"vm": "vm1", "source": "hv1", "destination": "hv2"}
+    base = {"poll_interval": 0.001, "timeout": None, "timeout_action": "abort", "postcopy": "never",
+            "progress_timeout": None, "convergence_watch": True, "auto_converge": False, "max_downtime": 500,
+            "dest_uri": "qemu+tcp://hv2/system", "p2p": True}
+    job = mj.MigrationJob(dict(base, **p), dom, UriConn("hv1", dom), UriConn("hv2", None), "qemu+tcp://hv2/system",
+                          [(0.0, 100), (3600.0, 500)], result, ctx)
+    return job, runner, _Samples(libvirt, runner, ctl_samples), result
+
+
+def test_a_migration_that_stopped_converging_is_ended_at_once_not_at_its_timeout():
+    """Passes 2, 3, 4 each leave about 60 MiB: at 24 MiB/s a 2.5 s pause, over 500 ms - end it now."""
+    samples = [_sample(1, 150), _sample(2, 60), _sample(3, 58), _sample(4, 59)]
+    job, runner, ctl, result = _job({"timeout": 3600}, samples)
+    with pytest.raises(FleetmaintError) as info:
+        job.watch(runner, ctl)
+    assert info.value.reason == "not_converging" and "still runs on hv1" in info.value.msg
+    assert "the last three passes each left [60.0, 58.0, 59.0] MiB" in info.value.msg
+    assert "2458 ms pause, over max_downtime 500 ms" in info.value.msg
+    watched = [e for e in result["events"] if e["event"] == "not_converging"][0]
+    assert watched["need_ms"] == 2458 and not any(e["event"] == "timeout" for e in result["events"])
+
+
+def test_a_shrinking_migration_is_left_alone():
+    samples = [_sample(1, 150), _sample(2, 60), _sample(3, 40), _sample(4, 25)]
+    job, runner, ctl, result = _job({}, samples)
+    for _ in range(8):
+        job._sampled(ctl.call("jobStats", 0))  # pylint: disable=protected-access
+        job._steer(ctl, job.last)  # pylint: disable=protected-access
+    assert job.aborted is None and not any(c[0] == "abortJob" for c in ctl.calls)
+
+
+def test_a_plateau_that_fits_in_max_downtime_jumps_the_ladder():
+    """About 10 MiB left each pass, 24 MiB/s: 417 ms fits under the 500 ms top - raise the limit now."""
+    samples = [_sample(1, 150), _sample(2, 10), _sample(3, 10), _sample(4, 10)]
+    job, runner, ctl, result = _job({}, samples)
+    for _ in range(6):
+        job._sampled(ctl.call("jobStats", 0))  # pylint: disable=protected-access
+        job._steer(ctl, job.last)  # pylint: disable=protected-access
+    assert ("migrateSetMaxDowntime", 500, 0) in ctl.calls and job.aborted is None
+    assert [e["downtime_ms"] for e in result["events"] if e["event"] == "downtime"] == [100, 500]
+
+
+def test_the_watch_waits_for_auto_converge_to_reach_its_top_throttle():
+    samples = [_sample(1, 150), _sample(2, 60, throttle=50), _sample(3, 60, throttle=70), _sample(4, 60, throttle=90)]
+    job, runner, ctl, result = _job({"auto_converge": True}, samples)
+    for _ in range(6):
+        job._sampled(ctl.call("jobStats", 0))  # pylint: disable=protected-access
+        job._steer(ctl, job.last)  # pylint: disable=protected-access
+    assert job.aborted is None
+    job._sampled(_sample(5, 60, throttle=99))  # pylint: disable=protected-access
+    job._steer(ctl, job.last)  # pylint: disable=protected-access
+    assert job.aborted and job.aborted[0] == "not_converging"
+
+
+def test_postcopy_after_the_first_pass_switches_when_the_second_pass_starts():
+    job, runner, ctl, result = _job({"postcopy": "after_first_pass", "timeout_action": "postcopy"},
+                                    [_sample(1, 150), _sample(2, 60)])
+    job._sampled(ctl.call("jobStats", 0))  # pylint: disable=protected-access
+    job._steer(ctl, job.last)  # pylint: disable=protected-access
+    assert not job.postcopy_used
+    job._sampled(ctl.call("jobStats", 0))  # pylint: disable=protected-access
+    job._steer(ctl, job.last)  # pylint: disable=protected-access
+    assert job.postcopy_used and ("migrateStartPostCopy", 0) in ctl.calls
+    assert [e["why"] for e in result["events"] if e["event"] == "postcopy"] == ["after the first pass"]

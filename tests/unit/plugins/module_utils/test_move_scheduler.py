@@ -15,8 +15,8 @@ def params(**kw):
 def test_escalation_is_mildest_first_and_bounded():
     steps = ev.escalation_steps(params(allow_postcopy=True, allow_suspend=True, max_attempts=4))
     assert [s["why"] for s in steps] == ["pre-copy with the downtime ladder", "auto-converge (vCPU throttling)",
-                                         "post-copy after the timeout", "pause the guest to finish"]
-    assert steps[1]["auto_converge"] and steps[2]["postcopy"] == "after_timeout"
+                                         "post-copy after the first pass", "pause the guest to finish"]
+    assert steps[1]["auto_converge"] and steps[2]["postcopy"] == "after_first_pass"
     assert all(s["timeout"] == 300 for s in steps)
     assert len(ev.escalation_steps(params(allow_postcopy=True, allow_suspend=True, max_attempts=2))) == 2
 
@@ -113,3 +113,74 @@ def test_one_placement_aggregation():
     where = placement_of([("hv1", "a", True, True), ("hv2", "a", False, True), ("hv2", "b", True, False)])
     assert where == {"a": {"running_on": ["hv1"], "defined_on": ["hv1", "hv2"]},
                      "b": {"running_on": ["hv2"], "defined_on": []}}
+
+
+def test_a_move_starts_at_the_method_chosen_for_it():
+    p = params(allow_postcopy=True, max_attempts=2)
+    assert [s["method"] for s in ev.escalation_steps(p, "postcopy")] == ["postcopy"]
+    assert [s["method"] for s in ev.escalation_steps(p, "auto_converge")] == ["auto_converge", "postcopy"]
+    assert [s["method"] for s in ev.escalation_steps(p, None)] == ["precopy", "auto_converge"]
+
+
+def _method(name="precopy", exclusive=False, time_s=1.0):
+    return {"method": name, "exclusive": exclusive, "why": f"{name} (test)", "refused": False,
+            "predicted": {"time_s": time_s, "downtime_ms": 10, "converges": True}}
+
+
+def test_an_exclusive_move_has_its_link_alone_and_the_others_say_they_wait(monkeypatch):
+    """hot needs lab1's link to itself: nothing else leaves lab1 while it runs, and the waiting move says why."""
+    import threading
+    running, overlap, lock = set(), [], threading.Lock()
+    seen_args = {}
+
+    def fake_migrate(args, progress=None):
+        with lock:
+            running.add(args["name"])
+            overlap.append(set(running))
+            seen_args[args["name"]] = args
+        ev.time.sleep(0.3)
+        with lock:
+            running.discard(args["name"])
+        return {"changed": True, "msg": "migrated", "metrics": {"total_time_ms": 300, "data_processed": 30 * 1048576,
+                                                               "downtime_ms": 12, "setup_time_ms": 0}}
+
+    monkeypatch.setattr(ev, "migrate", fake_migrate)
+    moves = [{"vm": "hot", "source": "lab1", "destination": "lab2", "method": _method("auto_converge", True, 2.0)},
+             {"vm": "q1", "source": "lab1", "destination": "lab3", "method": _method()},
+             {"vm": "q2", "source": "lab1", "destination": "lab2", "method": _method()}]
+    events = []
+    out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2", "lab3": "u3"},
+                       dict(params(), limits={"per_source": 2, "per_destination": 2, "fleet": 4}),
+                       progress=events.append, share={"lab1": 2})
+    assert out["totals"]["moved"] == 3
+    assert all(s == {"hot"} for s in overlap if "hot" in s), overlap
+    assert {"q1", "q2"} in overlap, "the two quiet moves share the link once hot is done"
+    waits = [e for e in events if e.get("kind") == "waiting"]
+    assert {e["vm"] for e in waits} == {"q1", "q2"} and all("hot has it to itself" in e["why"] for e in waits)
+    assert seen_args["hot"]["auto_converge"] is True, "the chosen method is the first attempt"
+    res = {r["vm"]: r for r in out["vms"]}
+    assert res["hot"]["method"] == "auto_converge" and res["hot"]["predicted"]["time_s"] == 2.0
+    assert res["q1"]["measured"] == {"time_s": 0.3, "downtime_ms": 12, "time_vs_predicted": 0.3}
+    # Each move measured lab1's link: 30 MiB in 0.3 s, times the moves that shared it when it ended.
+    assert out["links"]["lab1"]["given"] is False and out["links"]["lab1"]["measured_mib_s"] >= 100
+
+
+def test_the_share_chosen_for_a_link_caps_the_moves_on_it(monkeypatch):
+    import threading
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def fake_migrate(args, progress=None):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        ev.time.sleep(0.1)
+        with lock:
+            running[0] -= 1
+        return {"changed": True, "msg": "migrated", "metrics": {}}
+
+    monkeypatch.setattr(ev, "migrate", fake_migrate)
+    moves = [{"vm": f"v{i}", "source": "lab1", "destination": f"lab{2 + i % 2}", "method": _method()}
+             for i in range(4)]
+    out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2", "lab3": "u3"},
+                       dict(params(), limits={"per_source": 4, "per_destination": 4, "fleet": 4}), share={"lab1": 1})
+    assert out["totals"]["moved"] == 4 and peak[0] == 1

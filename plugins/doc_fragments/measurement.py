@@ -1,0 +1,33 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) fleetmaint.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    """What a job measures before it moves (options.MEASUREMENT)."""
+
+    DOCUMENTATION = r'''
+options:
+  link_bandwidth:
+    description:
+      - The migration link of each host, in MiB/s, by host name (as C(hostname) reports it) - what one host can
+        send to the others at once, its network card or the share of it migrations may use.
+      - With the link of a source known (here, or O(bandwidth) as a cap per move), every VM's method and the
+        number of moves sharing that link are chosen from the VM's measured dirty rate before anything moves,
+        and a VM no allowed method converges for is refused with the numbers (reason C(will_not_converge)).
+      - A host not given is measured from the job's own moves (bytes sent per second over the moves that shared
+        its link), and the measurement updates the predictions of the moves still waiting; nothing is refused
+        on an assumed link.
+    type: dict
+    default: {}
+  profile_seconds:
+    description:
+      - Before anything moves, every VM of the job is profiled at once, each source in parallel - its dirty
+        rate measured by libvirt (page sampling) over this many seconds, its memory in use (QEMU's resident
+        memory), the bytes of its local disks to copy. The job waits about this long, whatever its size.
+      - V(0) skips the dirty-rate measurement (every VM is then moved by pre-copy, escalating on progress).
+    type: int
+    default: 2
+'''

@@ -1,0 +1,152 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) fleetmaint.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""How each VM of a job moves, chosen from measurements before anything moves. Pure.
+
+Input per VM: its profile (``vm_profile``: memory in use, dirty rate measured by libvirt, disk bytes to
+copy) and the bandwidth its source's link gives it (``link_bandwidth`` of the host, divided among the moves
+that share the link). With the pre-copy model (``precopy_estimate``) the choice, mildest first, within what
+the operator allows:
+
+1. plain pre-copy, when it converges at the VM's share of the link;
+2. pre-copy with the link to itself (``exclusive``: no other move from that source runs beside it), when it
+   converges only so;
+3. auto-converge from the start (``allow_auto_converge``): vCPU throttling lowers the dirty rate until the
+   rest fits in the allowed downtime;
+4. post-copy after the first pass (``allow_postcopy``): the guest switches to the destination and fetches
+   what is left on demand; converges whatever the dirty rate;
+5. pause the guest after the first pass (``allow_suspend``): converges, with a pause longer than
+   ``max_downtime`` the operator accepted.
+
+None allowed: the VM is refused before anything moves, with the numbers. When the link is not known (no
+``link_bandwidth`` for the host, no ``bandwidth`` cap) nothing is refused on an assumption: pre-copy is
+chosen and the move escalates on its measured progress (``migration_job``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import MIB, estimate_precopy
+
+# The throttle steps the scheduler asks auto-converge for (initial 50 %, +20 % an iteration, QEMU's cap 99 %).
+AUTO_CONVERGE_STEPS = (0.5, 0.7, 0.9, 0.99)
+# A post-copy switch-over sends the device state and the pages the guest touches first: a short pause.
+POSTCOPY_PAUSE_MS = 100.0
+
+
+def _mib(bps: float) -> str:
+    return f"{bps / MIB:.0f} MiB/s"
+
+
+def _predicted(est: Dict[str, Any], bandwidth_bps: float, extra_s: float = 0.0) -> Dict[str, Any]:
+    total = est["total_time_s"]
+    return {"time_s": round(total + extra_s, 2) if total is not None else None, "downtime_ms": est["downtime_ms"],
+            "converges": est["converges"], "bandwidth_mib_s": round(bandwidth_bps / MIB, 1),
+            "iterations": est["iterations"]}
+
+
+def bandwidths(link_bps: Optional[float], cap_bps: Optional[float], share: int,
+               assumed_bps: float) -> Tuple[float, float, bool]:
+    """(what one move gets when ``share`` moves use the link, what it gets alone, known?) in bytes/s.
+    ``cap_bps`` is the per-move cap (``bandwidth``); a link not known is ``assumed_bps``."""
+    link = link_bps or (None if cap_bps else assumed_bps)
+    if link is None:  # only a per-move cap: every move gets it, however many run
+        return float(cap_bps), float(cap_bps), True  # type: ignore[arg-type]
+    alone = min(link, cap_bps) if cap_bps else link
+    shared = min(link / max(1, share), cap_bps) if cap_bps else link / max(1, share)
+    return shared, alone, bool(link_bps or cap_bps)
+
+
+def choose_method(profile: Dict[str, Any], link_bps: Optional[float], share: int, allowed: Dict[str, bool],
+                  max_downtime_ms: float, assumed_bps: float, cap_bps: Optional[float] = None) -> Dict[str, Any]:
+    """The method of one move: {method, exclusive, why, predicted, refused, msg}.
+
+    profile: vm, memory_bytes, in_use_bytes, dirty_bps (None when not measured), disk_bytes.
+    link_bps: the source link in bytes/s, None when unknown; cap_bps: the per-move cap (``bandwidth``). With
+    neither, ``assumed_bps`` is used for the prediction and nothing is refused on it. share: moves that share
+    the link when this one runs. allowed: auto_converge, postcopy, suspend.
+    """
+    vm = profile["vm"]
+    shared, link, known = bandwidths(link_bps, cap_bps, share, assumed_bps)
+    data = float(profile.get("in_use_bytes") or profile["memory_bytes"])
+    disk_s = float(profile.get("disk_bytes") or 0) / link  # storage is copied before memory, at the same link
+    dirty = profile.get("dirty_bps")
+    out: Dict[str, Any] = {"vm": vm, "exclusive": False, "refused": False, "link_known": known,
+                           "dirty_mib_s": round(dirty / MIB, 1) if dirty is not None else None}
+    if dirty is None:
+        est = estimate_precopy(data, shared, 0.0, max_downtime_ms)
+        return dict(out, method="precopy", predicted=dict(_predicted(est, shared, disk_s), converges=None),
+                    why="dirty rate not measured: pre-copy, escalating on measured progress")
+    est = estimate_precopy(data, shared, dirty, max_downtime_ms)
+    if est["converges"]:
+        return dict(out, method="precopy", predicted=_predicted(est, shared, disk_s),
+                    why=f"dirties {_mib(dirty)}, converges at {_mib(shared)}")
+    if shared < link:
+        alone = estimate_precopy(data, link, dirty, max_downtime_ms)
+        if alone["converges"]:
+            return dict(out, method="precopy", exclusive=True, predicted=_predicted(alone, link, disk_s),
+                        why=f"dirties {_mib(dirty)}: converges only with the link to itself ({_mib(link)})")
+    first_pass_s = data / link
+    if allowed.get("auto_converge"):
+        for i, throttle in enumerate(AUTO_CONVERGE_STEPS, start=1):
+            est_t = estimate_precopy(data, link, dirty * (1 - throttle), max_downtime_ms)
+            if est_t["converges"]:
+                # Each throttle step takes about one pass before QEMU raises it again.
+                pred = _predicted(est_t, link, disk_s + first_pass_s * i)
+                return dict(out, method="auto_converge", exclusive=shared < link, predicted=pred, throttle=throttle,
+                            why=f"dirties {_mib(dirty)}, the link gives it {_mib(link)}: pre-copy would not "
+                                f"converge; auto-converge from the start (about {throttle:.0%} throttle)")
+    if allowed.get("postcopy"):
+        pred = {"time_s": round(disk_s + first_pass_s * 1.1, 2), "downtime_ms": POSTCOPY_PAUSE_MS, "converges": True,
+                "bandwidth_mib_s": round(link / MIB, 1), "iterations": 1}
+        return dict(out, method="postcopy", exclusive=shared < link, predicted=pred,
+                    why=f"dirties {_mib(dirty)}, the link gives it {_mib(link)}: pre-copy would not converge; "
+                        "post-copy after the first pass")
+    if allowed.get("suspend"):
+        left = min(data, dirty * first_pass_s)
+        pred = {"time_s": round(disk_s + first_pass_s + left / link, 2), "downtime_ms": round(left / link * 1000, 1),
+                "converges": True, "bandwidth_mib_s": round(link / MIB, 1), "iterations": 1}
+        return dict(out, method="suspend", exclusive=shared < link, predicted=pred,
+                    why=f"dirties {_mib(dirty)}, the link gives it {_mib(link)}: pre-copy would not converge; "
+                        "paused after the first pass (allow_suspend)")
+    msg = (f"{vm} dirties {_mib(dirty)}, the link gives it {_mib(link)}: will not converge within "
+           f"{max_downtime_ms:g} ms; allow auto-converge or post-copy")
+    if not known:
+        return dict(out, method="precopy", predicted=_predicted(est, shared, disk_s),
+                    why=f"would not converge at an assumed {_mib(link)} (link_bandwidth not given): pre-copy, "
+                        "escalating on measured progress")
+    return dict(out, method=None, refused=True, msg=msg, predicted=_predicted(est, shared, disk_s), why=msg)
+
+
+def link_share(profiles: List[Dict[str, Any]], link_bps: Optional[float], limit: int, max_downtime_ms: float,
+               cap_bps: Optional[float] = None) -> int:
+    """How many moves from one source share its link: the most, up to ``limit``, at which every measured VM
+    that converges on the whole link still converges at its share (those that do not get the link alone)."""
+    if not link_bps or not profiles:
+        return limit
+    best = 1
+    for k in range(1, min(limit, len(profiles)) + 1):
+        fine = True
+        shared, alone_bps, _known = bandwidths(link_bps, cap_bps, k, link_bps)
+        for prof in profiles:
+            dirty = prof.get("dirty_bps")
+            if dirty is None:
+                continue
+            data = float(prof.get("in_use_bytes") or prof["memory_bytes"])
+            alone = estimate_precopy(data, alone_bps, dirty, max_downtime_ms)["converges"]
+            if alone and not estimate_precopy(data, shared, dirty, max_downtime_ms)["converges"]:
+                fine = False
+                break
+        if fine:
+            best = k
+    return best
+
+
+def order_moves(moves: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Dispatch order: VMs that need their link alone first (their source's link is otherwise idle then),
+    then longest predicted first (the job ends earliest), by name for ties."""
+    def key(m: Dict[str, Any]) -> Any:
+        pred = (m.get("method") or {}).get("predicted") or {}
+        return (-m.get("priority", 0), not (m.get("method") or {}).get("exclusive"), -(pred.get("time_s") or 0), m["vm"])
+    return sorted(moves, key=key)

@@ -1,0 +1,143 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) fleetmaint.libvirt contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Know a VM before moving it: what a job profiles of every VM it is about to move, all at once, bounded.
+
+- the dirty rate, measured by libvirt (``virDomainStartDirtyRateCalc``, page sampling: QEMU hashes a sample
+  of guest pages twice, ``seconds`` apart; it works under TCG and costs the guest nothing measurable);
+- the memory in use: the QEMU process's resident memory, at most the guest's memory. Pages a guest never
+  touched are not resident, and pre-copy sends them as zero pages (a few bytes each), so this is what the
+  move really sends; it is an upper bound (QEMU's own memory is resident too);
+- the disk bytes to copy: the allocation of each local, writable disk, when storage is copied.
+
+Every source is profiled in a thread of its own and every VM of a source at once, so a job waits about
+``seconds`` whatever its size; a VM whose measurement fails or does not finish has ``dirty_bps`` None and
+the reason, and the job goes on without it (``move_methods`` then chooses pre-copy and watches progress).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Dict, List
+
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import libvirt_message
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import libvirt
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import is_local_disk
+
+MIB = 1048576
+
+
+def measure_dirty_rates(conn: Any, doms: List[Any], seconds: int = 1) -> Dict[str, Dict[str, Any]]:
+    """libvirt's dirty-rate calculation (page sampling) for several running domains at once."""
+    out: Dict[str, Dict[str, Any]] = {}
+    started = []
+    mode = getattr(libvirt, "VIR_DOMAIN_DIRTYRATE_MODE_PAGE_SAMPLING", 0)
+    for dom in doms:
+        try:
+            dom.startDirtyRateCalc(seconds, mode)
+            started.append(dom)
+        except libvirt.libvirtError as exc:
+            out[dom.name()] = {"measured": False, "reason": libvirt_message(exc)}
+    deadline = time.monotonic() + seconds + 10
+    pending = list(started)
+    time.sleep(seconds)
+    while pending and time.monotonic() < deadline:
+        for dom in list(pending):
+            try:
+                stats = conn.domainListGetStats([dom], libvirt.VIR_DOMAIN_STATS_DIRTYRATE)[0][1]
+            except libvirt.libvirtError as exc:
+                out[dom.name()] = {"measured": False, "reason": libvirt_message(exc)}
+                pending.remove(dom)
+                continue
+            if stats.get("dirtyrate.calc_status") == 2:  # VIR_DOMAIN_DIRTYRATE_MEASURED
+                mbps = stats.get("dirtyrate.megabytes_per_second", 0)
+                out[dom.name()] = {"measured": True, "mib_per_s": mbps, "bytes_per_s": mbps * 1048576,
+                                   "seconds": seconds, "mode": "page-sampling"}
+                pending.remove(dom)
+        if pending:
+            time.sleep(0.2)
+    for dom in pending:
+        out[dom.name()] = {"measured": False, "reason": "the calculation did not finish in time"}
+    return out
+
+
+def _memory_in_use(dom: Any, memory_bytes: int) -> Dict[str, Any]:
+    try:
+        rss = dom.memoryStats().get("rss")
+    except libvirt.libvirtError:
+        rss = None
+    if not rss:
+        return {"in_use_bytes": memory_bytes, "in_use_source": "configured (no resident size)"}
+    return {"in_use_bytes": min(memory_bytes, int(rss) * 1024), "in_use_source": "QEMU resident memory"}
+
+
+def _disk_bytes(dom: Any, disks: List[Dict[str, Any]]) -> int:
+    total = 0
+    for d in disks:
+        if not is_local_disk(d) or d.get("readonly") or not d.get("path"):
+            continue
+        try:
+            total += dom.blockInfo(d["path"])[1]  # allocation: what a copy sends
+        except libvirt.libvirtError:
+            total += int(d.get("capacity") or 0)
+    return total
+
+
+def profile_vms(conns: Dict[str, Any], vms: Dict[str, List[Dict[str, Any]]], seconds: int,
+                copy_storage: bool) -> Dict[str, Dict[str, Any]]:
+    """Profile the VMs ``vms[source]`` (facts with name, state, memory_mib, disks) on each source's connection.
+
+    Returns vm name -> {vm, host, memory_bytes, in_use_bytes, in_use_source, dirty_bps, dirty, disk_bytes}.
+    ``seconds`` 0 measures no dirty rate (dirty_bps None)."""
+    out: Dict[str, Dict[str, Any]] = {}
+    lock = threading.Lock()
+
+    def one_source(host: str) -> None:
+        conn = conns[host]
+        doms, profiles = [], {}
+        for vm in vms[host]:
+            memory = int(vm["memory_mib"]) * MIB
+            prof: Dict[str, Any] = {"vm": vm["name"], "host": host, "memory_bytes": memory, "dirty_bps": None,
+                                    "disk_bytes": 0, "in_use_bytes": memory, "in_use_source": "configured"}
+            try:
+                dom = conn.lookupByName(vm["name"])
+                prof.update(_memory_in_use(dom, memory))
+                if copy_storage:
+                    prof["disk_bytes"] = _disk_bytes(dom, vm.get("disks") or [])
+                if vm.get("state") == "running" and seconds > 0:
+                    doms.append(dom)
+                elif vm.get("state") != "running":
+                    prof.update(dirty_bps=0.0, dirty={"measured": False, "reason": f"{vm.get('state')}: dirties nothing"})
+                else:
+                    prof["dirty"] = {"measured": False, "reason": "not measured (profile_seconds 0)"}
+            except libvirt.libvirtError as exc:
+                prof["dirty"] = {"measured": False, "reason": libvirt_message(exc)}
+            profiles[vm["name"]] = prof
+        if doms:
+            try:
+                rates = measure_dirty_rates(conn, doms, seconds)
+            except libvirt.libvirtError as exc:
+                rates = {d.name(): {"measured": False, "reason": libvirt_message(exc)} for d in doms}
+            for name, rate in rates.items():
+                profiles[name]["dirty"] = rate
+                if rate.get("measured"):
+                    profiles[name]["dirty_bps"] = float(rate["bytes_per_s"])
+        with lock:
+            out.update(profiles)
+
+    threads = [threading.Thread(target=one_source, args=(h,), name=f"fleetmaint-profile-{h}", daemon=True)
+               for h in sorted(vms) if vms[h]]
+    for th in threads:
+        th.start()
+    deadline = time.monotonic() + seconds + 20
+    for th in threads:
+        th.join(max(0.0, deadline - time.monotonic()))
+    for host in vms:
+        for vm in vms[host]:
+            if vm["name"] not in out:  # its source did not answer in time: the job goes on without it
+                memory = int(vm["memory_mib"]) * MIB
+                out[vm["name"]] = {"vm": vm["name"], "host": host, "memory_bytes": memory, "in_use_bytes": memory,
+                                   "in_use_source": "configured", "dirty_bps": None, "disk_bytes": 0,
+                                   "dirty": {"measured": False, "reason": "profiling did not finish in time"}}
+    return out

@@ -1,0 +1,92 @@
+import pytest
+
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils import move_methods as mm
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import MIB
+
+NONE = {"auto_converge": False, "postcopy": False, "suspend": False}
+ASSUMED = 128 * MIB
+
+
+def prof(vm="web1", mem=160, in_use=100, dirty=0.5, disk=0):
+    return {"vm": vm, "memory_bytes": mem * MIB, "in_use_bytes": in_use * MIB,
+            "dirty_bps": None if dirty is None else dirty * MIB, "disk_bytes": disk * MIB}
+
+
+def test_a_quiet_vm_moves_by_precopy_with_a_prediction_from_its_memory_in_use():
+    m = mm.choose_method(prof(), 24 * MIB, 1, NONE, 500, ASSUMED)
+    assert m["method"] == "precopy" and not m["exclusive"] and not m["refused"]
+    # 100 MiB in use at 24 MiB/s, then what 0.5 MiB/s dirtied meanwhile: about 4.2 s.
+    assert m["predicted"]["time_s"] == pytest.approx(100 / 24, rel=0.05)
+    assert m["predicted"]["converges"] is True and m["predicted"]["bandwidth_mib_s"] == 24
+
+
+def test_the_link_shared_by_two_moves_halves_what_each_gets():
+    one = mm.choose_method(prof(), 24 * MIB, 1, NONE, 500, ASSUMED)["predicted"]["time_s"]
+    two = mm.choose_method(prof(), 24 * MIB, 2, NONE, 500, ASSUMED)["predicted"]
+    assert two["bandwidth_mib_s"] == 12 and two["time_s"] == pytest.approx(2 * one, rel=0.05)
+
+
+def test_a_vm_that_converges_only_alone_gets_the_link_to_itself():
+    m = mm.choose_method(prof(dirty=16), 24 * MIB, 2, NONE, 500, ASSUMED)  # 16 of 12 MiB/s: no; of 24: yes
+    assert m["method"] == "precopy" and m["exclusive"] is True and "link to itself" in m["why"]
+
+
+def test_a_hot_vm_is_refused_with_the_numbers_when_nothing_else_is_allowed():
+    m = mm.choose_method(prof("hot1", 256, 256, dirty=60), 24 * MIB, 1, NONE, 500, ASSUMED)
+    assert m["refused"] is True and m["method"] is None
+    assert m["msg"] == ("hot1 dirties 60 MiB/s, the link gives it 24 MiB/s: will not converge within 500 ms; "
+                        "allow auto-converge or post-copy")
+
+
+@pytest.mark.parametrize("allowed,method", [
+    ({"auto_converge": True}, "auto_converge"),
+    ({"postcopy": True}, "postcopy"),
+    ({"suspend": True}, "suspend"),
+    ({"auto_converge": True, "postcopy": True}, "auto_converge"),  # mildest first
+])
+def test_a_hot_vm_gets_the_mildest_allowed_method_from_the_start(allowed, method):
+    m = mm.choose_method(prof("hot1", 256, 256, dirty=60), 24 * MIB, 1, dict(NONE, **allowed), 500, ASSUMED)
+    assert m["method"] == method and not m["refused"] and m["predicted"]["converges"] is True
+    assert "pre-copy would not converge" in m["why"]
+
+
+def test_nothing_is_refused_on_an_assumed_link():
+    m = mm.choose_method(prof("hot1", 256, 256, dirty=200), None, 1, NONE, 500, ASSUMED)
+    assert m["refused"] is False and m["method"] == "precopy" and m["link_known"] is False
+    assert "escalating on measured progress" in m["why"]
+
+
+def test_a_per_move_cap_is_a_known_link_that_sharing_does_not_split():
+    m = mm.choose_method(prof("hot1", 256, 256, dirty=40), None, 2, NONE, 500, ASSUMED, cap_bps=16 * MIB)
+    assert m["refused"] is True and "gives it 16 MiB/s" in m["msg"]
+    quiet = mm.choose_method(prof(), None, 2, NONE, 500, ASSUMED, cap_bps=16 * MIB)
+    assert quiet["predicted"]["bandwidth_mib_s"] == 16
+
+
+def test_an_unmeasured_vm_is_moved_by_precopy_and_watched():
+    m = mm.choose_method(prof(dirty=None), 24 * MIB, 1, NONE, 500, ASSUMED)
+    assert m["method"] == "precopy" and m["predicted"]["converges"] is None and "not measured" in m["why"]
+
+
+def test_disks_to_copy_add_to_the_prediction():
+    base = mm.choose_method(prof(), 24 * MIB, 1, NONE, 500, ASSUMED)["predicted"]["time_s"]
+    disk = mm.choose_method(prof(disk=240), 24 * MIB, 1, NONE, 500, ASSUMED)["predicted"]["time_s"]
+    assert disk == pytest.approx(base + 10, rel=0.02)
+
+
+def test_link_share_is_the_most_moves_at_which_every_vm_still_converges():
+    quiet = [prof(f"q{i}") for i in range(4)]
+    assert mm.link_share(quiet, 24 * MIB, 4, 500) == 4
+    # 10 MiB/s dirtied: converges at 24 and 12 MiB/s, not at 8 (three sharing) - two at a time.
+    assert mm.link_share(quiet[:2] + [prof("w", dirty=10)], 24 * MIB, 4, 500) == 2
+    # A VM that does not converge even alone does not hold the others back (it gets the link to itself).
+    assert mm.link_share(quiet + [prof("hot", dirty=60)], 24 * MIB, 4, 500) == 4
+    assert mm.link_share(quiet, None, 3, 500) == 3, "an unknown link: the limit"
+
+
+def test_dispatch_order_puts_the_link_hungry_first_then_the_longest():
+    moves = [{"vm": "a", "method": {"exclusive": False, "predicted": {"time_s": 3}}},
+             {"vm": "b", "method": {"exclusive": False, "predicted": {"time_s": 9}}},
+             {"vm": "c", "method": {"exclusive": True, "predicted": {"time_s": 1}}},
+             {"vm": "d", "priority": 5, "method": {"exclusive": False, "predicted": {"time_s": 1}}}]
+    assert [m["vm"] for m in mm.order_moves(moves)] == ["d", "c", "b", "a"]
