@@ -43,6 +43,10 @@ def move_row(v: Dict[str, Any]) -> Dict[str, Any]:
         "postcopy": bool(_metric(last, "postcopy_used")),
         "msg": v.get("msg") if v.get("result") not in ("moved", "already_there") else None,
         "reason": v.get("reason") if v.get("result") not in ("moved", "already_there", "cold_moved") else None,
+        # Chosen before it moved (move_methods), and what the model said it would take.
+        "method": v.get("method"), "method_why": v.get("method_why"),
+        "predicted_s": (v.get("predicted") or {}).get("time_s"),
+        "predicted_downtime_ms": (v.get("predicted") or {}).get("downtime_ms"),
     }
 
 
@@ -102,9 +106,11 @@ def _reason_note(r: Dict[str, Any]) -> str:
 
 def migration_table(rows: List[Dict[str, Any]]) -> str:
     """A compact fixed-width table for a terminal."""
-    head = ("VM", "FROM", "TO", "RESULT", "TIME s", "DOWNTIME ms", "NOTE")
+    head = ("VM", "FROM", "TO", "RESULT", "METHOD", "TIME s", "PREDICTED s", "DOWNTIME ms", "NOTE")
     body = [(str(r["vm"]), str(r["source"] or "-"), str(r["destination"] or "-"), str(r["result"]),
+             str(r.get("method") or "-"),
              "-" if r["total_time_s"] is None else f"{r['total_time_s']:g}",
+             "-" if r.get("predicted_s") is None else f"{r['predicted_s']:g}",
              "-" if r["downtime_ms"] is None else f"{r['downtime_ms']:g}",
              ", ".join(filter(None, ["post-copy" if r.get("postcopy") else "", *r.get("escalations", []),
                                      _reason_note(r)[:60]])))
@@ -120,12 +126,15 @@ def migration_markdown(rows: List[Dict[str, Any]], title: str = "Migrations") ->
     downs = [r["downtime_ms"] for r in rows if r["downtime_ms"] is not None]
     out = [f"# {title}", "", f"{len(rows)} VM moves: {moved} moved, {failed} failed"
            + (f"; downtime max {max(downs):g} ms" if downs else ""), "",
-           "| VM | from | to | result | time s | downtime ms | job | note |", "|---|---|---|---|---|---|---|---|"]
+           "| VM | from | to | result | method | time s | predicted s | downtime ms | job | note |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         note = ", ".join(filter(None, ["post-copy" if r.get("postcopy") else "", *r.get("escalations", []),
+                                       (r.get("method_why") or "").replace("|", "/"),
                                        _reason_note(r).replace("|", "/")]))
         out.append(f"| {r['vm']} | {r['source'] or '-'} | {r['destination'] or '-'} | {r['result']} | "
-                   f"{'-' if r['total_time_s'] is None else r['total_time_s']} | "
+                   f"{r.get('method') or '-'} | {'-' if r['total_time_s'] is None else r['total_time_s']} | "
+                   f"{'-' if r.get('predicted_s') is None else r['predicted_s']} | "
                    f"{'-' if r['downtime_ms'] is None else r['downtime_ms']} | {r.get('job')} | {note} |")
     return "\n".join(out) + "\n"
 
@@ -199,12 +208,12 @@ def tables(rep: Dict[str, Any]) -> List[Any]:
              + [str(h["vms_out"]), str(h["vms_home"]), _fmt(h["state_after"]), _fmt(h["msg"])]
              for h in rep["hosts"]]
     vms = [[_fmt(v["vm"]), _fmt(v["maintenance_of"]), v["direction"], _fmt(v["source"]), _fmt(v["destination"]),
-            _fmt(v["result"]), str(v["attempts"]), _fmt(v["escalations"]), _fmt(v["total_time_s"]),
-            _fmt(v["downtime_ms"])] for v in rep["vms"]]
+            _fmt(v["result"]), _fmt(v.get("method")), str(v["attempts"]), _fmt(v["escalations"]),
+            _fmt(v["total_time_s"]), _fmt(v.get("predicted_s")), _fmt(v["downtime_ms"])] for v in rep["vms"]]
     out = [("Hosts", ["host", "status", "level before", "level after"] + [f"{p} s" for p in PHASES]
             + ["VMs out", "VMs home", "state after", "note"], hosts),
-           ("VM moves", ["VM", "for", "direction", "from", "to", "result", "attempts", "escalations", "time s",
-                         "downtime ms"], vms)]
+           ("VM moves", ["VM", "for", "direction", "from", "to", "result", "method", "attempts", "escalations",
+                         "time s", "predicted s", "downtime ms"], vms)]
     failures = [[_fmt(v["vm"]), _fmt(v["msg"])] for v in rep["vms"] if v["msg"]] + \
         [[_fmt(h["host"]), _fmt(h["msg"])] for h in rep["hosts"] if h["status"] == "failed"]
     if failures:

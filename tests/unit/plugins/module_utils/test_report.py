@@ -15,7 +15,8 @@ RECORDS = [
      "marks": [["preflight", 100.0], ["evacuate", 102.0], ["patch", 110.5], ["health", 140.0], ["restore", 145.0],
                ["end", 150.0]],
      "evacuate": {"totals": {"moved": 2, "cold_moved": 0}, "vms": [
-         {"vm": "web1", "source": "hv1", "destination": "hv2", "result": "moved",
+         {"vm": "web1", "source": "hv1", "destination": "hv2", "result": "moved", "method": "precopy",
+          "method_why": "dirties 1 MiB/s, converges at 24 MiB/s", "predicted": {"time_s": 7.9, "downtime_ms": 40},
           "attempts": [attempt(False, "pre-copy with the downtime ladder", msg="timeout"),
                        attempt(True, "auto-converge (vCPU throttling)", 8400, 120)]},
          {"vm": "db1", "source": "hv1", "destination": "hv3", "result": "moved",
@@ -62,7 +63,7 @@ def test_markdown_tables_escape_pipes_and_list_failures():
     md = report.markdown(report.build(RECORDS))
     assert "| hv2 | failed (patch) | 2026-10 | 2026-10 |" in md
     assert "apt failed \\| badly" in md
-    assert "| web1 | hv1 | out | hv1 | hv2 | moved | 2 | auto-converge (vCPU throttling) | 8.4 | 120 |" in md
+    assert "| web1 | hv1 | out | hv1 | hv2 | moved | precopy | 2 | auto-converge (vCPU throttling) | 8.4 | 7.9 | 120 |" in md
     assert "## Failures" in md
     failures = md.split("## Failures", maxsplit=1)[1]
     assert "| hv2 | apt failed \\| badly |" in failures and "| app1 | no progress |" in failures
