@@ -141,7 +141,8 @@ demo: deps collection lab-up
 bench: deps collection sync
 	PYTHONPATH=$(BUILD)/src python bench/plan_scale.py
 	python bench/evacuate_vs_naive.py
-	cat bench/results/evacuate_vs_naive.md bench/results/plan_scale.md > bench/results/summary.md
+	python bench/regimes.py
+	cat bench/results/regimes.md bench/results/evacuate_vs_naive.md bench/results/plan_scale.md > bench/results/summary.md
 	@echo "bench: bench/results/summary.md"
 
 clean: lab-down

@@ -633,7 +633,7 @@ class Lab:
         for name, v in vms.items():
             v["created_on"] = state["vms"].get(name, {}).get("created_on")
         return {"state_dir": str(self.root), "hosts": hosts, "vms": vms,
-                "faults": {"cuts": state["cuts"], "slows": state["slows"]}}
+                "faults": {"cuts": state["cuts"], "slows": state["slows"], "nics": state.get("nics", {})}}
 
     def inventory(self) -> str:
         state = self.load()
@@ -709,7 +709,9 @@ class Lab:
         """Rebuild iptables and tc from the recorded faults (idempotent).
 
         A cut drops what one host's processes send to the other's address, both ways.
-        A slow link classifies those packets into an htb class on lo that limits their rate.
+        A slow link classifies those packets into an htb class on lo that limits their rate. A slow network
+        card (``nic``) classifies everything one host's processes send into one class: all its migrations
+        share that rate, as they would share the host's card.
         """
         hosts = {h["addr"]: h for h in state["hosts"]}
         for table in ("filter", "mangle"):
@@ -723,9 +725,16 @@ class Lab:
                 self._ipt("filter", "-A", self.chain, "-m", "cgroup", "--path", self.cgroup(hosts[s_]),
                           "-d", d, "-j", "DROP")
         run(["tc", "qdisc", "del", "dev", "lo", "root"], check=False)
-        if state["slows"]:
+        nics = state.get("nics", {})
+        if state["slows"] or nics:
             run(["tc", "qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "1"])
             run(["tc", "class", "add", "dev", "lo", "parent", "1:", "classid", "1:1", "htb", "rate", "40gbit"])
+            for i, (addr, mbps) in enumerate(sorted(nics.items()), start=100):
+                rate = f"{int(mbps * 8)}mbit"
+                run(["tc", "class", "add", "dev", "lo", "parent", "1:", "classid", f"1:{i}", "htb",
+                     "rate", rate, "ceil", rate])
+                self._ipt("mangle", "-A", self.chain, "-m", "cgroup", "--path", self.cgroup(hosts[addr]),
+                          "-j", "CLASSIFY", "--set-class", f"1:{i}")
             for i, (a, b, mbps) in enumerate(state["slows"], start=10):
                 rate = f"{int(mbps * 8)}mbit"
                 run(["tc", "class", "add", "dev", "lo", "parent", "1:", "classid", f"1:{i}", "htb",
@@ -770,6 +779,16 @@ class Lab:
                 return {"host": h["name"], "power": "on" if self.host_processes(h) else "off"}
             self.start_host(state, h)
             return {"host": h["name"], "up": self.host_up(h)}
+        if action == "nic":
+            # labctl fault nic HOST MBPS: everything HOST sends shares MBPS MB/s (0: no limit).
+            addr, mbps = self.host(state, args[0])["addr"], float(args[1])
+            nics = {k: v for k, v in state.get("nics", {}).items() if k != addr}
+            if mbps > 0:
+                nics[addr] = mbps
+            state["nics"] = nics
+            self.save(state)
+            self.apply_faults(state)
+            return {"nics": nics}
         a, b = (self.host(state, x)["addr"] for x in args[:2])
         pair = sorted([a, b])
         if action == "cut":
@@ -832,8 +851,9 @@ class Lab:
                 self.start_host(state, h)
                 done.append(f"revived {h['name']}")
         state = self.load()
-        if [state["cuts"], state["slows"]] != [snap["faults"]["cuts"], snap["faults"]["slows"]]:
-            state["cuts"], state["slows"] = snap["faults"]["cuts"], snap["faults"]["slows"]
+        want = [snap["faults"]["cuts"], snap["faults"]["slows"], snap["faults"].get("nics", {})]
+        if [state["cuts"], state["slows"], state.get("nics", {})] != want:
+            state["cuts"], state["slows"], state["nics"] = want
             self.save(state)
             self.apply_faults(state)
             done.append("faults reset to the snapshot's")
@@ -959,7 +979,7 @@ def main(argv: list[str] | None = None) -> int:
     pa.add_argument("host")
     pa.add_argument("--level", required=True)
     f = sub.add_parser("fault", help="inject faults")
-    f.add_argument("action", choices=["kill-host", "revive-host", "kill-libvirtd", "power", "cut", "heal", "slow"])
+    f.add_argument("action", choices=["kill-host", "revive-host", "kill-libvirtd", "power", "cut", "heal", "slow", "nic"])
     f.add_argument("args", nargs="+")
     a = p.parse_args(argv)
     lab = Lab(a.state_dir)

@@ -118,7 +118,7 @@ class _Methods:
                  side: str) -> None:
         self.p, self.side = p, side
         self.allowed = {"auto_converge": p["allow_auto_converge"], "postcopy": p["allow_postcopy"],
-                        "suspend": p["allow_suspend"]}
+                        "suspend": p["allow_suspend"], "cold": p["allow_cold_move"]}
         self.downtime = p.get("max_downtime") or 300
         self.assumed = (p.get("bandwidth") or DEFAULT_ESTIMATE_BANDWIDTH_MIB_S) * MIB
         self.cap = p["bandwidth"] * MIB if p.get("bandwidth") else None

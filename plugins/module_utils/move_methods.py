@@ -18,7 +18,8 @@ the operator allows:
 5. pause the guest after the first pass (``allow_suspend``): converges, with a pause longer than
    ``max_downtime`` the operator accepted.
 
-None allowed: the VM is refused before anything moves, with the numbers. When the link is not known (no
+None allowed: the VM is refused before anything moves, with the numbers (unless a cold move is allowed, the
+operator's last resort: then pre-copy is tried until it shows it will not converge). When the link is not known (no
 ``link_bandwidth`` for the host, no ``bandwidth`` cap) nothing is refused on an assumption: pre-copy is
 chosen and the move escalates on its measured progress (``migration_job``).
 """
@@ -116,6 +117,10 @@ def choose_method(profile: Dict[str, Any], link_bps: Optional[float], share: int
         return dict(out, method="precopy", predicted=_predicted(est, shared, disk_s),
                     why=f"would not converge at an assumed {_mib(link)} (link_bandwidth not given): pre-copy, "
                         "escalating on measured progress")
+    if allowed.get("cold"):
+        return dict(out, method="precopy", predicted=_predicted(est, shared, disk_s),
+                    why=f"dirties {_mib(dirty)}, the link gives it {_mib(link)}: will not converge live; pre-copy "
+                        "until that shows, then the cold move (allow_cold_move)")
     return dict(out, method=None, refused=True, msg=msg, predicted=_predicted(est, shared, disk_s), why=msg)
 
 

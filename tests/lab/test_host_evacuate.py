@@ -134,32 +134,37 @@ def test_destination_killed_mid_evacuation(lab, fleet):
     assert set(lab.invariant(fleet).values()) == {"lab1"}
 
 
-def test_non_converging_vm_escalates_while_the_others_complete(lab, fleet):
+def test_a_hot_vm_is_known_before_it_moves_refused_or_moved_by_the_method_that_converges(lab, fleet):
+    """ev-hot dirties 40 MB/s, lab1's link is 16 MiB/s: profiled before anything moves, it is refused with the
+    numbers when no allowed method converges, and moved by auto-converge from its first attempt, with the link to
+    itself, when allowed."""
     lab.ctl("vm", "create", "ev-hot", "--host", "lab1", "--memory", "160", "--dirty-mb", "80", "--dirty-rate", "40")
     vms = fleet + ["ev-hot"]
     try:
         wait_for(lambda: lab.marker("ev-hot")["intact"], 60, what="ev-hot to boot")
-        # No escalation allowed: the hot VM is reported and left on lab1, the others move.
-        r = lab.evacuate(uris=lab.uris(), host="lab1", copy_storage="all", bandwidth=16, vm_timeout=15,
-                         max_attempts=1, on_failure="continue", limits={"fleet": 3})
-        assert r.get("failed") is True
-        res = {v["vm"]: v for v in r["vms"]}
-        assert res["ev-hot"]["result"] == "failed" and "timeout after 15 s" in res["ev-hot"]["msg"]
-        assert res["ev-hot"]["reason"] == "timeout", "a real timeout, as a code the retry decision reads"
-        assert all(res[v]["result"] == "moved" for v in fleet)
-        where = lab.invariant(vms)
-        assert where["ev-hot"] == "lab1" and all(where[v] != "lab1" for v in fleet)
-        # Escalation allowed: the second attempt throttles the guest and it finishes.
-        # (Auto-converge raises the throttle once per pass, so its attempt needs more than 15 s at 16 MiB/s.)
-        r = lab.evacuate(uris=lab.uris(), host="lab1", copy_storage="all", bandwidth=16, vm_timeout=60,
-                         max_attempts=2, allow_auto_converge=True)
+        link = {"link_bandwidth": {"lab1": 16}, "bandwidth": 16}  # the card, and each move capped to it
+        r = lab.evacuate(uris=lab.uris(), host="lab1", copy_storage="all", allow_auto_converge=False, **link)
+        assert r.get("failed") is True and r["reason"] == "will_not_converge", r.get("msg")
+        assert "refusing to evacuate lab1, nothing was moved: ev-hot dirties" in r["msg"]
+        assert "the link gives it 16 MiB/s: will not converge within 500 ms; allow auto-converge or post-copy" in r["msg"]
+        refused = r["refused"][0]
+        assert refused["vm"] == "ev-hot" and refused["profile"]["dirty_mib_s"] > 16, refused
+        assert set(lab.invariant(vms).values()) == {"lab1"}, "nothing moved"
+        assert not mark(lab, "lab1"), "and the host was not marked"
+        # Auto-converge allowed (the default): chosen up front for ev-hot, the others by plain pre-copy.
+        r = lab.evacuate(uris=lab.uris(), host="lab1", copy_storage="all", vm_timeout=120, **link)
         assert not r.get("failed"), r.get("msg")
-        hot = r["vms"][0]
-        assert hot["vm"] == "ev-hot" and hot["result"] == "moved"
-        assert [a["ok"] for a in hot["attempts"]] == [False, True]
-        assert hot["attempts"][1]["why"].startswith("auto-converge")
+        res = {v["vm"]: v for v in r["vms"]}
+        hot = res["ev-hot"]
+        assert hot["result"] == "moved" and hot["method"] == "auto_converge", hot.get("method_why")
+        assert [a["ok"] for a in hot["attempts"]] == [True] and hot["attempts"][0]["why"].startswith("auto-converge")
+        assert hot["exclusive"] is True and "auto-converge from the start" in hot["method_why"]
+        assert all(res[v]["method"] == "precopy" and res[v]["result"] == "moved" for v in fleet)
+        assert all(res[v]["measured"]["time_s"] > 0 and res[v]["predicted"]["time_s"] > 0 for v in fleet)
+        assert r["plan"]["moves"][0]["vm"] == "ev-hot", "the VM that needs its link alone goes first"
+        assert "waiting for link capacity: lab1's link: ev-hot has it to itself" in r["stdout"], r["log"]
         assert lab.invariant(vms)["ev-hot"] != "lab1"
-        r = lab.restore(uris=lab.uris(), host="lab1", copy_storage="all")
+        r = lab.restore(uris=lab.uris(), host="lab1", copy_storage="all", vm_timeout=120)
         assert not r.get("failed"), r.get("msg")
         assert set(lab.invariant(vms).values()) == {"lab1"}
     finally:
@@ -171,8 +176,11 @@ def test_cold_move_fallback_only_when_allowed_and_never_two_definitions(lab, fle
     vms = fleet + ["ev-cold"]
     try:
         wait_for(lambda: lab.marker("ev-cold")["intact"], 60, what="ev-cold to boot")
+        # No live method allowed but the cold move: not refused (the cold move is the operator's last resort),
+        # pre-copy is tried first and ends as soon as it measurably does not converge.
         common = dict(uris=lab.uris(), host="lab1", copy_storage="all", bandwidth=16, vm_timeout=10, max_attempts=1,
-                      on_failure="continue", allow_cold_move=True, cold_shutdown_timeout=3)
+                      on_failure="continue", allow_cold_move=True, cold_shutdown_timeout=3,
+                      allow_auto_converge=False)
         # The lab guest ignores ACPI shutdown: without force it keeps running where it is.
         r = lab.evacuate(**common)
         res = {v["vm"]: v for v in r["vms"]}

@@ -159,7 +159,7 @@ def assert_not_converging(r):
 
 def test_non_converging_vm_is_aborted_when_nothing_else_is_allowed(lab, vms):
     r = lab.migrate(name="lm-hot", uri=lab.uri("lab1"), dest_uri=lab.uri("lab2"), bandwidth=16, timeout=20,
-                    timeout_action="abort")
+                    timeout_action="abort", convergence_watch=False)
     assert r.get("failed") is True
     assert "timeout after 20 s" in r["msg"] and "still runs on lab1" in r["msg"], r["msg"]
     assert_not_converging(r)
@@ -168,9 +168,23 @@ def test_non_converging_vm_is_aborted_when_nothing_else_is_allowed(lab, vms):
     assert lab.where("lm-hot")["states"]["lab1"] == "running"
 
 
+def test_a_migration_that_measurably_stopped_converging_ends_at_once_not_at_its_timeout(lab, vms):
+    """convergence_watch (the default): the passes stop shrinking at 16 MiB/s, so the migration ends long
+    before its 600 s timeout, with its own reason code and the numbers it read."""
+    r = lab.migrate(name="lm-hot", uri=lab.uri("lab1"), dest_uri=lab.uri("lab2"), bandwidth=16, timeout=600)
+    assert r.get("failed") is True and r["reason"] == "not_converging", r.get("msg")
+    assert "not converging: the last three passes each left" in r["msg"] and "still runs on lab1" in r["msg"]
+    watched = [e for e in r["events"] if e["event"] == "not_converging"]
+    assert len(watched) == 1 and watched[0]["need_ms"] > 500 and len(watched[0]["passes_mib"]) == 3, r["events"]
+    assert not any(e["event"] == "timeout" for e in r["events"]), "ended by what it measured, not by the clock"
+    assert_not_converging(r)
+    assert_only_on(lab, "lm-hot", "lab1")
+    assert lab.where("lm-hot")["states"]["lab1"] == "running"
+
+
 def test_non_converging_vm_completes_with_postcopy(lab, vms):
     r = lab.migrate(name="lm-hot", uri=lab.uri("lab1"), dest_uri=lab.uri("lab2"), bandwidth=16, timeout=20,
-                    postcopy="after_timeout", max_downtime=300, downtime_steps=3)
+                    postcopy="after_timeout", max_downtime=300, downtime_steps=3, convergence_watch=False)
     assert not r.get("failed"), r.get("msg")
     assert r["metrics"]["postcopy_used"] is True
     assert_not_converging(r)

@@ -50,6 +50,11 @@ def test_a_hot_vm_gets_the_mildest_allowed_method_from_the_start(allowed, method
     assert "pre-copy would not converge" in m["why"]
 
 
+def test_a_cold_move_allowed_is_the_last_resort_not_a_refusal():
+    m = mm.choose_method(prof("hot1", 256, 256, dirty=60), 24 * MIB, 1, dict(NONE, cold=True), 500, ASSUMED)
+    assert m["refused"] is False and m["method"] == "precopy" and "then the cold move" in m["why"]
+
+
 def test_nothing_is_refused_on_an_assumed_link():
     m = mm.choose_method(prof("hot1", 256, 256, dirty=200), None, 1, NONE, 500, ASSUMED)
     assert m["refused"] is False and m["method"] == "precopy" and m["link_known"] is False

@@ -1,0 +1,302 @@
+"""Emptying a host three ways, in three regimes, side by side in one run (issue 17's table). Numbers only.
+
+A lab of its own (127.0.0.52-54, state in /var/tmp/fleetmaint-lab-regimes): 6 guests of 160 MiB on lab1,
+each with 96 MB written once and then 0.5 MB/s dirtied (quiet, but its memory is full). lab1 is emptied by
+
+- the operator's sequential loop: ``virsh migrate --live --p2p --persistent --undefinesource`` one VM
+  after another, to lab2;
+- the operator's parallel loop: the same commands all at once;
+- ``host_evacuate`` through ``ansible-playbook`` with its defaults (and, in the hot regime, with
+  ``allow_postcopy``);
+
+and brought home by ``host_restore`` between runs. Regimes:
+
+- ``open``: loopback, no shaping (CPU-bound under TCG; no link bound);
+- ``nic``: everything lab1's processes send shares 24 MB/s (``labctl fault nic lab1 24``, one htb class for
+  lab1's cgroup), as its network card would; the bound is the bytes lab1 actually sent (the iptables
+  counter of that class) divided by 24 MB/s;
+- ``hot``: ``nic``, plus a 256 MiB guest dirtying 60 MB/s of 150 MB; the loops get a 120 s deadline per VM
+  (the sequential loop) or in all (the parallel loop), then their jobs are aborted.
+
+``host_evacuate`` is told the card (``link_bandwidth: {lab1: 22.9}`` MiB/s) in the nic and hot regimes:
+that is the input the issue gives it. For every move it reports the prediction made before the move and
+the measurement; the table gives the worst ratio among converging moves and whether every move's
+convergence was predicted right. Writes bench/results/regimes.json and bench/results/regimes.md.
+
+    python bench/regimes.py [--keep] [--regimes open,nic,hot]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+STATE = "/var/tmp/fleetmaint-lab-regimes"
+LABCTL = [sys.executable, str(REPO / "lab" / "labctl.py"), "--state-dir", STATE]
+NIC_MB_S = 24.0
+NIC_MIB_S = round(NIC_MB_S * 1e6 / 1048576, 1)
+QUIET = [f"rg-{i}" for i in range(6)]
+HOT = "rg-hot"
+DEADLINE_S = 120
+
+
+def sh(cmd, check=True, timeout=1800, **kw):
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, **kw)
+    if check and res.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, cmd))[:200]} failed:\n{res.stdout[-3000:]}\n{res.stderr[-2000:]}")
+    return res
+
+
+def lab(*args, **kw):
+    return sh(LABCTL + list(args), **kw)
+
+
+def status():
+    return json.loads(lab("status", "--json").stdout)
+
+
+def uris():
+    return {h["name"]: h["uri"] for h in status()["hosts"]}
+
+
+def where(vm):
+    return status()["vms"].get(vm, {}).get("running_on")
+
+
+def completed(uri, vm):
+    """(downtime ms, data bytes) of the last completed migration, as the destination recorded it."""
+    out = sh(["virsh", "-c", uri, "domjobinfo", "--completed", vm], check=False).stdout
+    down = re.search(r"Total downtime:\s+(\d+)", out)
+    return int(down.group(1)) if down else None
+
+
+def sent_bytes():
+    """What lab1's processes sent through the nic class so far (the iptables CLASSIFY rule's byte counter)."""
+    out = sh(["iptables", "-t", "mangle", "-L", "-v", "-x", "-n"], check=False).stdout
+    total = 0
+    for line in out.splitlines():
+        if "CLASSIFY" in line and "set 1:100" in line:
+            total += int(line.split()[1])
+    return total
+
+
+def migrate_cmd(src, dst, vm):
+    return ["virsh", "-c", src, "migrate", "--live", "--p2p", "--persistent", "--undefinesource", "--unsafe", vm, dst]
+
+
+def sequential_loop(vms, src, dst, deadline):
+    rows, t0 = [], time.monotonic()
+    for vm in vms:
+        t = time.monotonic()
+        try:
+            res = sh(migrate_cmd(src, dst, vm), check=False, timeout=deadline)
+            ok = res.returncode == 0
+        except subprocess.TimeoutExpired:
+            sh(["virsh", "-c", src, "domjobabort", vm], check=False)
+            ok = False
+        rows.append({"vm": vm, "ok": ok, "time_s": round(time.monotonic() - t, 2),
+                     "downtime_ms": completed(dst, vm) if ok else None})
+    return time.monotonic() - t0, rows
+
+
+def parallel_loop(vms, src, dst, deadline):
+    procs = {vm: subprocess.Popen(migrate_cmd(src, dst, vm), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for vm in vms}
+    t0 = time.monotonic()
+    ends = {}
+    while len(ends) < len(procs) and time.monotonic() - t0 < deadline:
+        for vm, p in procs.items():
+            if vm not in ends and p.poll() is not None:
+                ends[vm] = time.monotonic() - t0
+        time.sleep(0.1)
+    for vm, p in procs.items():
+        if vm not in ends:
+            sh(["virsh", "-c", src, "domjobabort", vm], check=False)
+            p.wait()
+    wall = max(ends.values()) if ends and len(ends) == len(procs) else time.monotonic() - t0
+    rows = [{"vm": vm, "ok": vm in ends and p.returncode == 0, "time_s": round(ends.get(vm, wall), 2),
+             "downtime_ms": completed(dst, vm) if vm in ends and p.returncode == 0 else None}
+            for vm, p in procs.items()]
+    return wall, rows
+
+
+def playbook(name, var, args, action=None):
+    out = Path(STATE) / f"{var}-{time.monotonic_ns()}.json"
+    cmd = ["ansible-playbook", str(REPO / "tests" / "lab" / "playbooks" / name), "-e",
+           json.dumps({var: args, "result_file": str(out)})]
+    if action:
+        cmd += ["-e", f"action={action}"]
+    t0 = time.monotonic()
+    res = sh(cmd, check=False)
+    wall = time.monotonic() - t0
+    if not out.exists():
+        raise SystemExit(f"{name} produced no result:\n{res.stdout[-3000:]}")
+    return wall, json.loads(out.read_text())
+
+
+def evacuate(**hm):
+    return playbook("host_move.yml", "hm", dict(hm, uris=list(uris().values()), host="lab1"), "evacuate")
+
+
+def bring_home(vms):
+    lab("fault", "nic", "lab1", "0")
+    _wall, r = playbook("host_move.yml", "hm", {"uris": list(uris().values()), "host": "lab1"}, "restore")
+    for vm in vms:
+        if where(vm) != ["lab1"]:
+            # A loop left it mid-way or on lab2 without a home: move it back by hand.
+            src = next((h for h in ("lab2", "lab3") if where(vm) == [h]), None)
+            if src:
+                sh(migrate_cmd(uris()[src], uris()["lab1"], vm), check=False)
+    left = {vm: where(vm) for vm in vms if where(vm) != ["lab1"]}
+    if left:
+        raise SystemExit(f"could not bring every VM home: {left} ({r.get('msg')})")
+
+
+def ours_rows(r):
+    rows = []
+    for v in r.get("vms") or []:
+        m = v.get("metrics") or {}
+        pred = v.get("predicted") or {}
+        rows.append({"vm": v["vm"], "ok": v["result"] == "moved", "method": v.get("method"),
+                     "method_why": v.get("method_why"), "exclusive": v.get("exclusive"),
+                     "time_s": round(m["total_time_ms"] / 1000, 2) if m.get("total_time_ms") else None,
+                     "downtime_ms": m.get("downtime_ms"), "predicted_s": pred.get("time_s"),
+                     "predicted_downtime_ms": pred.get("downtime_ms"), "predicted_converges": pred.get("converges"),
+                     "attempts": [a["why"] for a in v.get("attempts") or []],
+                     "converged": v["result"] == "moved" and v.get("method") == "precopy"
+                     and len(v.get("attempts") or []) == 1})
+    return rows
+
+
+def run_regime(name, vms, variants):
+    u = uris()
+    out = {"vms": vms, "runs": {}}
+    for variant in variants:
+        bring_home(vms)
+        if name in ("nic", "hot"):
+            lab("fault", "nic", "lab1", str(NIC_MB_S))
+        before = sent_bytes()
+        deadline = DEADLINE_S if name == "hot" else 1800
+        if variant == "sequential":
+            wall, rows = sequential_loop(vms, u["lab1"], u["lab2"], deadline)
+        elif variant == "parallel":
+            wall, rows = parallel_loop(vms, u["lab1"], u["lab2"], deadline)
+        else:
+            hm = {"link_bandwidth": {"lab1": NIC_MIB_S}} if name in ("nic", "hot") else {}
+            if variant == "postcopy":
+                hm["allow_postcopy"] = True
+            wall, r = evacuate(**hm)
+            rows = ours_rows(r)
+            out["runs"].setdefault("_results", {})[variant] = {k: r.get(k) for k in ("msg", "reason", "links", "totals")}
+        sent = sent_bytes() - before if name in ("nic", "hot") else None
+        bound = sent / (NIC_MB_S * 1e6) if sent else None
+        downs = [x["downtime_ms"] for x in rows if x.get("downtime_ms") is not None]
+        out["runs"][variant] = {"wall_s": round(wall, 1), "moved": sum(1 for x in rows if x["ok"]),
+                                "sent_mb": round(sent / 1e6, 1) if sent else None,
+                                "bound_s": round(bound, 1) if bound else None,
+                                "over_bound": round(wall / bound, 2) if bound else None,
+                                "max_downtime_ms": max(downs) if downs else None, "rows": rows}
+        print(f"{name:5} {variant:10} {wall:7.1f} s moved {out['runs'][variant]['moved']}/{len(vms)}"
+              + (f" bound {bound:.1f} s ({wall / bound:.2f}x)" if bound else ""), flush=True)
+    lab("fault", "nic", "lab1", "0")
+    bring_home(vms)
+    return out
+
+
+def accuracy(regimes):
+    """Every converging move of host_evacuate: measured / predicted time; convergence predicted right?"""
+    ratios, wrong = [], []
+    for reg in regimes.values():
+        for variant, run in reg["runs"].items():
+            if variant.startswith("_") or variant in ("sequential", "parallel"):
+                continue
+            for x in run["rows"]:
+                if x["predicted_s"] and x["time_s"] and x["method"] == "precopy" and x["ok"]:
+                    ratios.append(round(x["time_s"] / x["predicted_s"], 2))
+                if x["predicted_converges"] is not None and x["method"] == "precopy" \
+                        and x["predicted_converges"] != x["converged"]:
+                    wrong.append(x["vm"])
+    return {"ratios": sorted(ratios), "within_25pct": sum(1 for r in ratios if 0.75 <= r <= 1.25),
+            "moves": len(ratios), "convergence_mispredicted": wrong}
+
+
+def summary(rep):
+    lines = ["# Emptying a host: three regimes, side by side (one run)", "",
+             f"6 guests of 160 MiB (96 MB written once, then 0.5 MB/s dirtied) on lab1; nic = everything lab1 "
+             f"sends shares {NIC_MB_S:g} MB/s; hot = nic plus a 256 MiB guest dirtying 60 MB/s. Loops get "
+             f"{DEADLINE_S} s in the hot regime. Bound = bytes lab1 sent / {NIC_MB_S:g} MB/s.", "",
+             "| regime | sequential loop | parallel loop | host_evacuate defaults | host_evacuate, post-copy allowed |",
+             "|---|---|---|---|---|"]
+
+    def cell(run, n):
+        if not run:
+            return "-"
+        s = f"{run['wall_s']} s, {run['moved']}/{n} moved"
+        if run.get("over_bound"):
+            s += f" ({run['over_bound']} x bound {run['bound_s']} s)"
+        if run.get("max_downtime_ms") is not None:
+            s += f", downtime max {run['max_downtime_ms']} ms"
+        return s
+
+    for name, reg in rep["regimes"].items():
+        n = len(reg["vms"])
+        r = reg["runs"]
+        lines.append(f"| {name} | {cell(r.get('sequential'), n)} | {cell(r.get('parallel'), n)} | "
+                     f"{cell(r.get('defaults'), n)} | {cell(r.get('postcopy'), n)} |")
+    acc = rep["accuracy"]
+    lines += ["", f"Predictions: {acc['within_25pct']} of {acc['moves']} converging pre-copy moves within ±25 % of "
+              f"the predicted time (measured / predicted: {acc['ratios']}); convergence mispredicted for: "
+              f"{acc['convergence_mispredicted'] or 'none'}.", "",
+              "| regime | run | VM | method | why | predicted s | measured s | predicted downtime ms | downtime ms |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for name, reg in rep["regimes"].items():
+        for variant in ("defaults", "postcopy"):
+            for x in (reg["runs"].get(variant) or {}).get("rows", []):
+                lines.append(f"| {name} | {variant} | {x['vm']} | {x['method']} | {(x['method_why'] or '')[:70]} | "
+                             f"{x['predicted_s']} | {x['time_s']} | {x['predicted_downtime_ms']} | {x['downtime_ms']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--keep", action="store_true", help="leave the lab up")
+    ap.add_argument("--regimes", default="open,nic,hot")
+    ap.add_argument("--out", default=str(HERE / "results"))
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lab("down", check=False)
+    lab("up", "--first-addr", "127.0.0.52", "--bridge", "br-labreg", timeout=1200)
+    for vm in QUIET:
+        lab("vm", "create", vm, "--host", "lab1", "--memory", "160", "--dirty-mb", "96", "--dirty-rate", "0.5")
+    rep = {"regimes": {}}
+    try:
+        wanted = a.regimes.split(",")
+        if "open" in wanted:
+            rep["regimes"]["open"] = run_regime("open", QUIET, ["sequential", "parallel", "defaults"])
+        if "nic" in wanted:
+            rep["regimes"]["nic"] = run_regime("nic", QUIET, ["sequential", "parallel", "defaults"])
+        if "hot" in wanted:
+            lab("vm", "create", HOT, "--host", "lab1", "--memory", "256", "--dirty-mb", "150", "--dirty-rate", "60")
+            rep["regimes"]["hot"] = run_regime("hot", QUIET + [HOT], ["sequential", "parallel", "defaults", "postcopy"])
+    finally:
+        lab("fault", "nic", "lab1", "0", check=False)
+        if not a.keep:
+            lab("down", check=False)
+    rep["accuracy"] = accuracy(rep["regimes"])
+    (out / "regimes.json").write_text(json.dumps(rep, indent=1))
+    md = summary(rep)
+    (out / "regimes.md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
