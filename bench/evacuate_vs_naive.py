@@ -25,42 +25,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from benchlab import BenchLab, completed_downtime_ms, sh
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 STATE = "/var/tmp/fleetmaint-lab-bench"
-LABCTL = [sys.executable, str(REPO / "lab" / "labctl.py"), "--state-dir", STATE]
 SIZES = [256, 192, 160, 128, 128, 96, 224, 160]
 
 
-def sh(cmd, check=True, timeout=900, **kw):
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, **kw)
-    if check and res.returncode != 0:
-        raise SystemExit(f"{' '.join(map(str, cmd))[:200]} failed:\n{res.stdout[-3000:]}\n{res.stderr[-2000:]}")
-    return res
-
-
-def lab(*args, **kw):
-    return sh(LABCTL + list(args), **kw)
-
-
-def uris():
-    return {h["name"]: h["uri"] for h in json.loads(lab("status", "--json").stdout)["hosts"]}
-
-
-def where():
-    return {n: v["running_on"] for n, v in json.loads(lab("status", "--json").stdout)["vms"].items()}
-
-
-def completed_downtime_ms(uri, vm):
-    out = sh(["virsh", "-c", uri, "domjobinfo", "--completed", vm], check=False).stdout
-    m = re.search(r"Total downtime:\s+(\d+)", out)
-    return int(m.group(1)) if m else None
+lab = BenchLab(STATE)
+uris = lab.uris
+where = lab.where
 
 
 def playbook(inventory, name, **extra):

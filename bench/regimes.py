@@ -30,16 +30,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from benchlab import BenchLab, completed_downtime_ms, sh
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 STATE = "/var/tmp/fleetmaint-lab-regimes"
-LABCTL = [sys.executable, str(REPO / "lab" / "labctl.py"), "--state-dir", STATE]
 NIC_MB_S = 24.0
 NIC_MIB_S = round(NIC_MB_S * 1e6 / 1048576, 1)
 QUIET = [f"rg-{i}" for i in range(6)]
@@ -47,34 +47,13 @@ HOT = "rg-hot"
 DEADLINE_S = 120
 
 
-def sh(cmd, check=True, timeout=1800, **kw):
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, **kw)
-    if check and res.returncode != 0:
-        raise SystemExit(f"{' '.join(map(str, cmd))[:200]} failed:\n{res.stdout[-3000:]}\n{res.stderr[-2000:]}")
-    return res
-
-
-def lab(*args, **kw):
-    return sh(LABCTL + list(args), **kw)
-
-
-def status():
-    return json.loads(lab("status", "--json").stdout)
-
-
-def uris():
-    return {h["name"]: h["uri"] for h in status()["hosts"]}
+lab = BenchLab(STATE)
+uris = lab.uris
+completed = completed_downtime_ms
 
 
 def where(vm):
-    return status()["vms"].get(vm, {}).get("running_on")
-
-
-def completed(uri, vm):
-    """(downtime ms, data bytes) of the last completed migration, as the destination recorded it."""
-    out = sh(["virsh", "-c", uri, "domjobinfo", "--completed", vm], check=False).stdout
-    down = re.search(r"Total downtime:\s+(\d+)", out)
-    return int(down.group(1)) if down else None
+    return lab.where().get(vm)
 
 
 def sent_bytes():

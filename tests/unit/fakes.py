@@ -1,5 +1,16 @@
 """Fake domains and connections with the few libvirt calls the migration's end and post-copy recovery
-make (state, isActive, undefine, a post-copy resume), for tests that need a host in a given state."""
+make (state, isActive, undefine, a post-copy resume), for tests that need a host in a given state; and a
+move's options with live_migrate's defaults."""
+
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.live_migration import ARGUMENT_SPEC
+
+
+def move_params(**kw):
+    """live_migrate's options, defaults but for a VM name and a test destination, updated with kw."""
+    p = {k: v.get("default") for k, v in ARGUMENT_SPEC.items()}
+    p.update(name="vm1", dest_uri="test:///default")
+    p.update(kw)
+    return p
 
 
 class FakeDom:

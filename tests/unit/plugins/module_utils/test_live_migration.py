@@ -1,14 +1,11 @@
 import pytest
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
+from ansible_collections.fleetmaint.libvirt.tests.unit.fakes import move_params
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils import live_migration as lm
 
 
-def params(**kw):
-    p = {k: v.get("default") for k, v in lm.ARGUMENT_SPEC.items()}
-    p.update(name="vm1", dest_uri="test:///default")
-    p.update(kw)
-    return p
+params = move_params
 
 
 def test_unknown_vm_on_test_driver_is_a_clear_error(monkeypatch):

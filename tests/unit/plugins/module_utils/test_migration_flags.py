@@ -1,15 +1,11 @@
 import pytest
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
+from ansible_collections.fleetmaint.libvirt.tests.unit.fakes import move_params
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils import migration_flags as mf
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.live_migration import ARGUMENT_SPEC
 
 
-def params(**kw):
-    p = {k: v.get("default") for k, v in ARGUMENT_SPEC.items()}
-    p.update(name="vm1", dest_uri="test:///default")
-    p.update(kw)
-    return p
+params = move_params
 
 
 def test_defaults_are_safe():

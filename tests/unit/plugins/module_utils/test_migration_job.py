@@ -162,6 +162,13 @@ def _sample(iteration, left_mib, bps_mib=24, throttle=0):
             "auto_converge_throttle": throttle}
 
 
+def _feed(job, ctl, n):
+    """n polls of the watcher: a sample, then the policy on it (what watch() does each poll_interval)."""
+    for _ in range(n):
+        job._sampled(ctl.call("jobStats", 0))  # pylint: disable=protected-access
+        job._steer(ctl, job.last)  # pylint: disable=protected-access
+
+
 def _job(p, ctl_samples):
     libvirt = pytest.importorskip("libvirt")
     runner = mj.Runner(lambda: None)
@@ -192,9 +199,7 @@ def test_a_migration_that_stopped_converging_is_ended_at_once_not_at_its_timeout
 def test_a_shrinking_migration_is_left_alone():
     samples = [_sample(1, 150), _sample(2, 60), _sample(3, 40), _sample(4, 25)]
     job, runner, ctl, result = _job({}, samples)
-    for _ in range(8):
-        job._sampled(ctl.call("jobStats", 0))  # pylint: disable=protected-access
-        job._steer(ctl, job.last)  # pylint: disable=protected-access
+    _feed(job, ctl, 8)
     assert job.aborted is None and not any(c[0] == "abortJob" for c in ctl.calls)
 
 
@@ -202,9 +207,7 @@ def test_a_plateau_that_fits_in_max_downtime_jumps_the_ladder():
     """About 10 MiB left each pass, 24 MiB/s: 417 ms fits under the 500 ms top - raise the limit now."""
     samples = [_sample(1, 150), _sample(2, 10), _sample(3, 10), _sample(4, 10)]
     job, runner, ctl, result = _job({}, samples)
-    for _ in range(6):
-        job._sampled(ctl.call("jobStats", 0))  # pylint: disable=protected-access
-        job._steer(ctl, job.last)  # pylint: disable=protected-access
+    _feed(job, ctl, 6)
     assert ("migrateSetMaxDowntime", 500, 0) in ctl.calls and job.aborted is None
     assert [e["downtime_ms"] for e in result["events"] if e["event"] == "downtime"] == [100, 500]
 
@@ -212,9 +215,7 @@ def test_a_plateau_that_fits_in_max_downtime_jumps_the_ladder():
 def test_the_watch_waits_for_auto_converge_to_reach_its_top_throttle():
     samples = [_sample(1, 150), _sample(2, 60, throttle=50), _sample(3, 60, throttle=70), _sample(4, 60, throttle=90)]
     job, runner, ctl, result = _job({"auto_converge": True}, samples)
-    for _ in range(6):
-        job._sampled(ctl.call("jobStats", 0))  # pylint: disable=protected-access
-        job._steer(ctl, job.last)  # pylint: disable=protected-access
+    _feed(job, ctl, 6)
     assert job.aborted is None
     job._sampled(_sample(5, 60, throttle=99))  # pylint: disable=protected-access
     job._steer(ctl, job.last)  # pylint: disable=protected-access
@@ -224,10 +225,8 @@ def test_the_watch_waits_for_auto_converge_to_reach_its_top_throttle():
 def test_postcopy_after_the_first_pass_switches_when_the_second_pass_starts():
     job, runner, ctl, result = _job({"postcopy": "after_first_pass", "timeout_action": "postcopy"},
                                     [_sample(1, 150), _sample(2, 60)])
-    job._sampled(ctl.call("jobStats", 0))  # pylint: disable=protected-access
-    job._steer(ctl, job.last)  # pylint: disable=protected-access
+    _feed(job, ctl, 1)
     assert not job.postcopy_used
-    job._sampled(ctl.call("jobStats", 0))  # pylint: disable=protected-access
-    job._steer(ctl, job.last)  # pylint: disable=protected-access
+    _feed(job, ctl, 1)
     assert job.postcopy_used and ("migrateStartPostCopy", 0) in ctl.calls
     assert [e["why"] for e in result["events"] if e["event"] == "postcopy"] == ["after the first pass"]

@@ -2,15 +2,10 @@ import pytest
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils import postcopy_recovery as pr
-from ansible_collections.fleetmaint.libvirt.tests.unit.fakes import FakeConn, FakeDom
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.live_migration import ARGUMENT_SPEC
+from ansible_collections.fleetmaint.libvirt.tests.unit.fakes import FakeConn, FakeDom, move_params
 
 
-def params(**kw):
-    p = {k: v.get("default") for k, v in ARGUMENT_SPEC.items()}
-    p.update(name="vm1", dest_uri="test:///default")
-    p.update(kw)
-    return p
+params = move_params
 
 
 def test_a_rerun_finishes_an_interrupted_migration():
