@@ -1,6 +1,6 @@
 """Emptying a host three ways, in three regimes, side by side in one run (issue 17's table). Numbers only.
 
-A lab of its own (127.0.0.52-54, state in /var/tmp/fleetmaint-lab-regimes): 6 guests of 160 MiB on lab1,
+A lab of its own (127.0.0.72-74, state in /var/tmp/fleetmaint-lab-regimes): 6 guests of 160 MiB on lab1,
 each with 96 MB written once and then 0.5 MB/s dirtied (quiet, but its memory is full). lab1 is emptied by
 
 - the operator's sequential loop: ``virsh migrate --live --p2p --persistent --undefinesource`` one VM
@@ -252,7 +252,7 @@ def main() -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     lab("down", check=False)
-    lab("up", "--first-addr", "127.0.0.52", "--bridge", "br-labreg", timeout=1200)
+    lab("up", "--first-addr", "127.0.0.72", "--bridge", "br-labreg", timeout=1200)
     for vm in QUIET:
         lab("vm", "create", vm, "--host", "lab1", "--memory", "160", "--dirty-mb", "96", "--dirty-rate", "0.5")
     rep = {"regimes": {}}
