@@ -150,9 +150,14 @@ class _Methods:
             progress: Optional[Callable[[Dict[str, Any]], None]]) -> Dict[str, Any]:
         return run_moves(moves, uri_of, p, progress, share=self.share, side=self.side, predict=self.predict)
 
-    def predict(self, m: Dict[str, Any], link_bps: float) -> Dict[str, Any]:
-        """A move's prediction at a link measured by the job's own moves."""
-        return self.choose(m, link_bps)["predicted"]
+    def predict(self, m: Dict[str, Any], link_bps: Optional[float], in_use_scale: Optional[float]) -> Dict[str, Any]:
+        """A move's prediction again, from what the job's own moves measured: the link (when not given) and
+        what the moves really sent against their profiles (``in_use_scale``)."""
+        prof = dict(self.profiles[m["vm"]])
+        if in_use_scale:
+            prof["in_use_bytes"] = min(prof["memory_bytes"], prof["in_use_bytes"] * in_use_scale)
+        return choose_method(prof, link_bps or _link_bps(self.p, m[self.side]), self.share.get(m[self.side], 1),
+                             self.allowed, self.downtime, self.assumed, self.cap)["predicted"]
 
     @staticmethod
     def refuse(moves: List[Dict[str, Any]], refusing: str, host: str) -> None:

@@ -14,8 +14,8 @@ move after a failure (running ones finish), ``continue`` goes on. ``overall_time
 The links: at most ``share[source]`` moves run out of one source at once (chosen from measurements, within
 ``limits``), a move marked ``exclusive`` runs with its source's link to itself, and a move waiting for link
 capacity says so once. Each finished move measures its source's link (bytes sent per second times the moves
-that shared it); a source whose link was not given gets the measurement, and the moves still waiting get
-predictions from it.
+that shared it) and how much memory it really sent against its profile's memory in use; a host whose link
+was not given gets the measured link, and the moves still waiting are predicted again from both.
 """
 
 from __future__ import annotations
@@ -63,13 +63,16 @@ def measured_link_bps(metrics: Optional[Dict[str, Any]], sharing: int) -> Option
 def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, Any],
               progress: Optional[Callable[[Dict[str, Any]], None]] = None,
               share: Optional[Dict[str, int]] = None, side: str = "source",
-              predict: Optional[Callable[[Dict[str, Any], float], Dict[str, Any]]] = None) -> Dict[str, Any]:
+              predict: Optional[Callable[[Dict[str, Any], Optional[float], Optional[float]], Dict[str, Any]]] = None
+              ) -> Dict[str, Any]:
     """Execute moves [{vm, source, destination, method?}] within p['limits']; returns per-VM results and totals.
 
     ``method`` (from move_methods.choose_method): the step to start at, ``exclusive``, the prediction.
     ``share``: moves allowed at once on each host's link, of the moves' ``side`` (``source``: out of a host
     being emptied; ``destination``: into a host VMs come home to); the limits cap it. ``predict(move,
-    link_bps)``: a move's prediction at a measured link, for hosts whose link was not given."""
+    link_bps, in_use_scale)``: a move's prediction again, at the link the job measured (hosts whose link was
+    not given) and with its VM's memory in use scaled by what the finished moves really sent against their
+    profiles (``calibration``)."""
     limits = p["limits"]
     lock = threading.Lock()
     out_busy: Dict[str, int] = {}
@@ -79,6 +82,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     alone: Dict[str, str] = {}  # a link an exclusive move has to itself -> that move
     given = {h for h, v in (p.get("link_bandwidth") or {}).items() if v}
     links: Dict[str, Dict[str, Any]] = {}
+    sent_vs_profile: List[float] = []  # memory each finished move sent / the memory in use its profile said
     results: Dict[str, Dict[str, Any]] = {}
     for m in moves:
         res = {"vm": m["vm"], "source": m["source"], "destination": m["destination"], "result": "not_started",
@@ -168,6 +172,10 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
             pred = (res.get("predicted") or {}).get("time_s")
             if pred and res["measured"]["time_s"]:
                 res["measured"]["time_vs_predicted"] = round(res["measured"]["time_s"] / pred, 2)
+            in_use = ((m.get("profile") or {}).get("in_use_mib") or 0) * 1048576.0
+            sent = (metrics.get("data_processed") or 0) - (metrics.get("disk_processed") or 0)
+            if in_use and sent > 0:
+                sent_vs_profile.append(sent / in_use)
             seen = measured_link_bps(metrics, sharing)
             if seen and m[side] not in given:
                 link = links.setdefault(m[side], {"given": False, "measured_mib_s": None, "samples": 0})
@@ -204,10 +212,12 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         in_busy[m["destination"]] = in_busy.get(m["destination"], 0) + 1
         if (m.get("method") or {}).get("exclusive"):
             alone[m[side]] = m["vm"]
-        link = links.get(m[side])
-        if predict and m.get("method") and link and link.get("measured_mib_s"):
-            results[m["vm"]]["predicted"] = dict(predict(m, link["measured_mib_s"] * 1048576.0),
-                                                 from_measured_link=True)
+        link = links.get(m[side]) or {}
+        measured = link["measured_mib_s"] * 1048576.0 if link.get("measured_mib_s") else None
+        scale = sorted(sent_vs_profile)[len(sent_vs_profile) // 2] if sent_vs_profile else None
+        if predict and m.get("method") and (measured or scale):
+            results[m["vm"]]["predicted"] = dict(predict(m, measured, scale), from_measured_link=bool(measured),
+                                                 in_use_scale=round(scale, 2) if scale else None)
         if m.get("method"):
             pred = results[m["vm"]].get("predicted") or {}
             say(kind="dispatch", vm=m["vm"], method=m["method"]["method"], why=m["method"]["why"],
@@ -245,4 +255,6 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     totals["elapsed_s"] = round(time.monotonic() - t0, 1)
     for h in given:
         links[h] = {"given": True, "mib_s": p["link_bandwidth"][h]}
-    return {"vms": ordered, "totals": totals, "stopped": stop["why"], "links": links}
+    calibration = {"moves": len(sent_vs_profile),
+                   "sent_vs_profile": sorted(round(x, 2) for x in sent_vs_profile)}
+    return {"vms": ordered, "totals": totals, "stopped": stop["why"], "links": links, "calibration": calibration}

@@ -105,12 +105,17 @@ vms:
     - What was known before it moved and how it was chosen to move - C(profile) (C(memory_mib), C(in_use_mib),
       C(dirty_mib_s) measured by libvirt, C(disk_mib) to copy), C(method) (C(precopy), C(auto_converge),
       C(postcopy), C(suspend)), C(method_why), C(exclusive) (it had its link to itself), C(predicted)
-      (C(time_s), C(downtime_ms), C(converges), C(bandwidth_mib_s); C(from_measured_link) when it was
-      predicted again at a link the job measured) - and what happened, C(measured) (C(time_s),
-      C(downtime_ms), C(time_vs_predicted)).
+      (C(time_s), C(downtime_ms), C(converges), C(bandwidth_mib_s); predicted again at dispatch from what the
+      finished moves measured - C(from_measured_link), C(in_use_scale)) - and what happened, C(measured)
+      (C(time_s), C(downtime_ms), C(time_vs_predicted)).
   returned: when migrations ran
   type: list
   elements: dict
+calibration:
+  description: What the finished moves really sent against the memory in use their profiles said
+    (C(sent_vs_profile), sorted ratios; their median scales the predictions of the moves still waiting).
+  returned: when migrations ran
+  type: dict
 links:
   description: Per host whose link the job shared, C(given) and C(mib_s) (from O(link_bandwidth)), or the link
     C(measured_mib_s) from the job's own moves and its number of C(samples).

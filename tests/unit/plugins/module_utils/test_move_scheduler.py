@@ -184,3 +184,26 @@ def test_the_share_chosen_for_a_link_caps_the_moves_on_it(monkeypatch):
     out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2", "lab3": "u3"},
                        dict(params(), limits={"per_source": 4, "per_destination": 4, "fleet": 4}), share={"lab1": 1})
     assert out["totals"]["moved"] == 4 and peak[0] == 1
+
+
+def test_waiting_moves_are_predicted_again_from_what_the_finished_ones_sent(monkeypatch):
+    """v0 sent half the memory its profile said was in use: v1, dispatched after it, is predicted with that."""
+    def fake_migrate(args, progress=None):
+        return {"changed": True, "msg": "migrated", "metrics": {"total_time_ms": 1000, "data_processed": 50 << 20,
+                                                               "disk_processed": 0, "setup_time_ms": 0}}
+
+    asked = []
+
+    def predict(m, link_bps, scale):
+        asked.append((m["vm"], link_bps, scale))
+        return {"time_s": 9.9, "downtime_ms": 1, "converges": True}
+
+    monkeypatch.setattr(ev, "migrate", fake_migrate)
+    moves = [{"vm": f"v{i}", "source": "lab1", "destination": "lab2", "method": _method(),
+              "profile": {"in_use_mib": 100}} for i in range(2)]
+    out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2"},
+                       dict(params(), limits={"per_source": 1, "per_destination": 1, "fleet": 1}), predict=predict)
+    assert asked == [("v1", 50 << 20, 0.5)], "the link (50 MiB in 1 s, alone) and the scale, for v1 only"
+    v1 = out["vms"][1]["predicted"]
+    assert v1["in_use_scale"] == 0.5 and v1["from_measured_link"] is True and v1["time_s"] == 9.9
+    assert out["calibration"] == {"moves": 2, "sent_vs_profile": [0.5, 0.5]}
