@@ -190,7 +190,8 @@ def test_waiting_moves_are_predicted_again_from_what_the_finished_ones_sent(monk
     """v0 sent half the memory its profile said was in use: v1, dispatched after it, is predicted with that."""
     def fake_migrate(args, progress=None):
         return {"changed": True, "msg": "migrated", "metrics": {"total_time_ms": 1000, "data_processed": 50 << 20,
-                                                               "disk_processed": 0, "setup_time_ms": 0}}
+                                                               "disk_processed": 0, "setup_time_ms": 0,
+                                                               "iterations": 2}}
 
     asked = []
 
