@@ -55,11 +55,13 @@ options:
       - Act on measured progress instead of waiting for a timeout. At the start of each pre-copy pass the data
         left to send is recorded; once three passes after the first show it no longer shrinking (each at least
         90 % of the one before) while sending it at the measured throughput would pause the guest longer than
-        O(max_downtime), the migration is ended at once the way the timeout would end it (abort with reason
-        C(not_converging), or post-copy or suspend as O(timeout_action) says). When what is left would fit
-        within O(max_downtime), the downtime ladder jumps to the step that fits instead.
+        O(max_downtime), the migration is ended at once the way its timeout would end it (abort with reason
+        C(not_converging), or post-copy or suspend as the timeout action says - C(timeout_action) of
+        live_migrate; in host_evacuate and host_restore the next escalation step follows). When what is left
+        would fit within O(max_downtime), the downtime ladder jumps to the step that fits instead.
       - Under auto-converge it acts only once the throttle reached 99 %, since QEMU raises the throttle each pass.
-      - V(false) keeps the fixed behaviour (only O(timeout) and O(progress_timeout) end a migration).
+      - V(false) keeps the fixed behaviour (only the timeouts - C(timeout), C(progress_timeout), C(vm_timeout) -
+        end a migration).
     type: bool
     default: true
 '''

@@ -261,11 +261,10 @@ def restore_host(p: Dict[str, Any], check_mode: bool = False,
             methods = _Methods(fleet, moves, p, lim, "destination")
             methods.refuse(moves, f"refusing to restore {host}", host)
             marked = fleet.marks[host] is not None
-            result: Dict[str, Any] = {"host": host, "moves": [
-                                          dict({k: m[k] for k in ("vm", "source", "destination", "profile")},
-                                               method=m["method"]["method"], method_why=m["method"]["why"],
-                                               exclusive=m["method"]["exclusive"], predicted=m["method"]["predicted"])
-                                          for m in moves],
+            home = [dict({k: m[k] for k in ("vm", "source", "destination", "profile")}, method=m["method"]["method"],
+                         method_why=m["method"]["why"], exclusive=m["method"]["exclusive"],
+                         predicted=m["method"]["predicted"]) for m in moves]
+            result: Dict[str, Any] = {"host": host, "moves": home,
                                       "staying": staying,
                                       "changed": bool(moves) or (marked and p["clear_maintenance"])}
             if check_mode:

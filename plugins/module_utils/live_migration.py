@@ -224,4 +224,3 @@ def _delete_volumes(vols: List[Any]) -> None:
             v.delete(0)
         except libvirt.libvirtError:
             pass
-

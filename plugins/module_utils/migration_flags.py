@@ -110,7 +110,6 @@ def downtime_ladder(p: Dict[str, Any]) -> List[Tuple[float, int]]:
     return [(i * interval, max(1, int(round(top * (i + 1) / steps)))) for i in range(steps)]
 
 
-
 def resume_flags(p: Dict[str, Any]) -> int:
     """The flags that resume a broken post-copy: the move's own, with post-copy, without storage copy."""
     flags, _names = build_flags(dict(p, copy_storage="none"), True)

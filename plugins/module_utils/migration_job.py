@@ -66,7 +66,6 @@ def metrics(final: Optional[Dict[str, Any]], last: Optional[Dict[str, Any]], eve
     }
 
 
-
 class Runner:
     """Runs the blocking libvirt migration call in a thread."""
 
@@ -126,7 +125,6 @@ class Control:
             except Exception:  # pylint: disable=broad-except
                 pass
             self.conn = self.dom = None
-
 
 
 class MigrationJob:

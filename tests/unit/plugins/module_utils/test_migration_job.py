@@ -164,7 +164,7 @@ def _sample(iteration, left_mib, bps_mib=24, throttle=0):
 
 def _feed(job, ctl, n):
     """n polls of the watcher: a sample, then the policy on it (what watch() does each poll_interval)."""
-    for _ in range(n):
+    for _poll in range(n):
         job._sampled(ctl.call("jobStats", 0))  # pylint: disable=protected-access
         job._steer(ctl, job.last)  # pylint: disable=protected-access
 

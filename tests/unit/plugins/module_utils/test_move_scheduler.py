@@ -141,8 +141,8 @@ def test_an_exclusive_move_has_its_link_alone_and_the_others_say_they_wait(monke
         ev.time.sleep(0.3)
         with lock:
             running.discard(args["name"])
-        return {"changed": True, "msg": "migrated", "metrics": {"total_time_ms": 300, "data_processed": 30 * 1048576,
-                                                               "downtime_ms": 12, "setup_time_ms": 0}}
+        metrics = {"total_time_ms": 300, "data_processed": 30 * 1048576, "downtime_ms": 12, "setup_time_ms": 0}
+        return {"changed": True, "msg": "migrated", "metrics": metrics}
 
     monkeypatch.setattr(ev, "migrate", fake_migrate)
     moves = [{"vm": "hot", "source": "lab1", "destination": "lab2", "method": _method("auto_converge", True, 2.0)},
@@ -189,9 +189,9 @@ def test_the_share_chosen_for_a_link_caps_the_moves_on_it(monkeypatch):
 def test_waiting_moves_are_predicted_again_from_what_the_finished_ones_sent(monkeypatch):
     """v0 sent half the memory its profile said was in use: v1, dispatched after it, is predicted with that."""
     def fake_migrate(args, progress=None):
-        return {"changed": True, "msg": "migrated", "metrics": {"total_time_ms": 1000, "data_processed": 50 << 20,
-                                                               "disk_processed": 0, "setup_time_ms": 0,
-                                                               "iterations": 2}}
+        metrics = {"total_time_ms": 1000, "data_processed": 50 << 20, "disk_processed": 0, "setup_time_ms": 0,
+                   "iterations": 2}
+        return {"changed": True, "msg": "migrated", "metrics": metrics}
 
     asked = []
 

@@ -1,6 +1,5 @@
 import pytest
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils import postcopy_recovery as pr
 from ansible_collections.fleetmaint.libvirt.tests.unit.fakes import FakeConn, FakeDom, move_params
 
@@ -14,7 +13,7 @@ def test_a_rerun_finishes_an_interrupted_migration():
     src, dst = FakeDom("hv1", 5), FakeDom("hv2", 1)
     result = {"events": []}
     out = pr.finish_interrupted(params(), src, FakeConn("hv1", src), FakeConn("hv2", dst), "qemu+tcp://hv2/system",
-                                 result, {"vm": "vm1", "source": "hv1", "destination": "hv2"})
+                                result, {"vm": "vm1", "source": "hv1", "destination": "hv2"})
     assert out["changed"] is True and src.undefined and not dst.undefined
     assert out["placement"] == {"running_on": ["hv2"], "defined_on": ["hv2"]}
     assert "stale_definition_removed" in [e["event"] for e in out["events"]]
@@ -33,7 +32,7 @@ def test_a_rerun_resumes_a_broken_postcopy():
 
     src.migrateToURI3 = resume
     out = pr.finish_interrupted(params(), src, sconn, dconn, "qemu+tcp://hv2/system", {"events": []},
-                                 {"vm": "vm1", "source": "hv1", "destination": "hv2"})
+                                {"vm": "vm1", "source": "hv1", "destination": "hv2"})
     assert src.resumes == 1 and out["placement"]["running_on"] == ["hv2"] and src.undefined
 
 
@@ -41,5 +40,5 @@ def test_a_vm_running_on_both_hosts_is_not_touched():
     pytest.importorskip("libvirt")
     src, dst = FakeDom("hv1", 1), FakeDom("hv2", 1)
     assert pr.finish_interrupted(params(), src, FakeConn("hv1", src), FakeConn("hv2", dst), "u", {"events": []},
-                                  {"vm": "vm1", "source": "hv1", "destination": "hv2"}) is None
+                                 {"vm": "vm1", "source": "hv1", "destination": "hv2"}) is None
     assert not src.undefined and not dst.undefined
