@@ -1,5 +1,6 @@
 """make lint: each role's defaults agree with its meta/argument_specs.yml, and a role that wraps a module
-passes every option of that module, from a variable of its own, in every task that calls it.
+passes every option of that module, from a variable of its own, in every task that calls it; any other role
+that calls a wrapped module directly (a rescue step, say) passes every option too.
 
 Exit 1 naming each disagreement. Run with the collection importable (ANSIBLE_COLLECTIONS_PATH or sys.path).
 """
@@ -38,6 +39,14 @@ def module_spec(name: str) -> dict:
     raise RuntimeError(f"{name}.main() built no AnsibleModule")
 
 
+def tasks_in(items):
+    """Every task of a tasks file, those inside block, rescue and always too."""
+    for task in items or []:
+        yield task
+        for key in ("block", "rescue", "always"):
+            yield from tasks_in(task.get(key))
+
+
 def templated(value) -> bool:
     return isinstance(value, str) and "{{" in value
 
@@ -67,6 +76,15 @@ def check_role(role: Path) -> list:
     for var, opt in options.items():
         if "default" in opt and var not in defaults:
             errors.append(f"{role.name}: meta/argument_specs.yml gives {var} a default that defaults/main.yml lacks")
+    for tf in sorted((role / "tasks").glob("*.yml")):
+        for task in tasks_in(yaml.safe_load(tf.read_text())):
+            for wrapper, wrapped in WRAPS.items():
+                args = task.get(f"fleetmaint.libvirt.{wrapped}")
+                if args is None or wrapper == role.name:
+                    continue
+                for missing in sorted(set(module_spec(wrapped)) - set(args)):
+                    errors.append(f"{role.name}/tasks/{tf.name} '{task.get('name')}': calls {wrapped} without "
+                                  f"option {missing} (pass {wrapper}_{missing} | default(omit))")
     module = WRAPS.get(role.name)
     if module:
         mspec = module_spec(module)
