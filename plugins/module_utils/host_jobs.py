@@ -22,7 +22,8 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.move_scheduler 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import (
     DEFAULT_ESTIMATE_BANDWIDTH_MIB_S, MEASUREMENT, MIGRATION_TUNING, MOVE_LIMITS, PLACEMENT, STORAGE, pick,
 )
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.vm_profile import MIB, profile_vms
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import MIB
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.vm_profile import profile_vms
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import (
     DEFAULT_LIMITS, plan_evacuation, PlanRefused,
 )
@@ -142,9 +143,10 @@ class _Methods:
             m["method"] = self.choose(m, _link_bps(p, m[side]))
         moves[:] = order_moves(moves)
 
-    def choose(self, m: Dict[str, Any], link_bps: Optional[float]) -> Dict[str, Any]:
-        return choose_method(self.profiles[m["vm"]], link_bps, self.share.get(m[self.side], 1), self.allowed,
-                             self.downtime, self.assumed, self.cap)
+    def choose(self, m: Dict[str, Any], link_bps: Optional[float],
+               profile: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        return choose_method(profile or self.profiles[m["vm"]], link_bps, self.share.get(m[self.side], 1),
+                             self.allowed, self.downtime, self.assumed, self.cap)
 
     def run(self, moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, Any],
             progress: Optional[Callable[[Dict[str, Any]], None]]) -> Dict[str, Any]:
@@ -156,8 +158,7 @@ class _Methods:
         prof = dict(self.profiles[m["vm"]])
         if in_use_scale:
             prof["in_use_bytes"] = min(prof["memory_bytes"], prof["in_use_bytes"] * in_use_scale)
-        return choose_method(prof, link_bps or _link_bps(self.p, m[self.side]), self.share.get(m[self.side], 1),
-                             self.allowed, self.downtime, self.assumed, self.cap)["predicted"]
+        return self.choose(m, link_bps or _link_bps(self.p, m[self.side]), prof)["predicted"]
 
     @staticmethod
     def refuse(moves: List[Dict[str, Any]], refusing: str, host: str) -> None:

@@ -28,6 +28,7 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_flags
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.postcopy_recovery import (
     POSTCOPY_SETTLE_S, settle_postcopy,
 )
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import MIB
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.reasons import VM_LOST
 
 ProgressFn = Callable[[Dict[str, Any]], None]
@@ -305,11 +306,11 @@ class MigrationJob:
                 self.event("downtime", downtime_ms=value, why=f"measured: what is left needs about {need_ms:.0f} ms")
                 self.ladder_i, self.watch_jumped = len(self.ladder), True
             return
-        mib = [round(x / 1048576, 1) for x in last]
+        mib = [round(x / MIB, 1) for x in last]
         self.event("not_converging", passes_mib=mib, need_ms=round(need_ms), max_downtime_ms=top)
         self._end_precopy(ctl, "not_converging",
                           f"not converging: the last three passes each left {mib} MiB to send",
-                          f"; at the measured {bps / 1048576:.1f} MiB/s that is a {need_ms:.0f} ms pause, over "
+                          f"; at the measured {bps / MIB:.1f} MiB/s that is a {need_ms:.0f} ms pause, over "
                           f"max_downtime {top} ms (dirty rate {st.get('memory_dirty_rate')} pages/s)")
 
     # -- the end --------------------------------------------------------------------------------------------

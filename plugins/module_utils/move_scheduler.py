@@ -28,6 +28,7 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cold_move impor
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.live_migration import ARGUMENT_SPEC, migrate
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import MIGRATION_TUNING, STORAGE
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import MIB
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.reasons import COLD_MOVE_AFTER, decide
 
 
@@ -172,7 +173,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
             pred = (res.get("predicted") or {}).get("time_s")
             if pred and res["measured"]["time_s"]:
                 res["measured"]["time_vs_predicted"] = round(res["measured"]["time_s"] / pred, 2)
-            in_use = ((m.get("profile") or {}).get("in_use_mib") or 0) * 1048576.0
+            in_use = ((m.get("profile") or {}).get("in_use_mib") or 0) * MIB
             sent = (metrics.get("data_processed") or 0) - (metrics.get("disk_processed") or 0)
             # Only a plain pre-copy of a few passes sent about its memory in use once (a hot VM re-sends).
             once = res.get("method") == "precopy" and (metrics.get("iterations") or 99) <= 3
@@ -181,7 +182,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
             seen = measured_link_bps(metrics, sharing)
             if seen and m[side] not in given:
                 link = links.setdefault(m[side], {"given": False, "measured_mib_s": None, "samples": 0})
-                mib = seen / 1048576.0
+                mib = seen / MIB
                 link["measured_mib_s"] = round(mib if not link["measured_mib_s"] else max(mib, link["measured_mib_s"]), 1)
                 link["samples"] += 1
         if res["result"] == "failed" and p["on_failure"] == "stop" and not stop["flag"]:
@@ -215,7 +216,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         if (m.get("method") or {}).get("exclusive"):
             alone[m[side]] = m["vm"]
         link = links.get(m[side]) or {}
-        measured = link["measured_mib_s"] * 1048576.0 if link.get("measured_mib_s") else None
+        measured = link["measured_mib_s"] * MIB if link.get("measured_mib_s") else None
         scale = sorted(sent_vs_profile)[len(sent_vs_profile) // 2] if sent_vs_profile else None
         if predict and m.get("method") and (measured or scale):
             results[m["vm"]]["predicted"] = dict(predict(m, measured, scale), from_measured_link=bool(measured),

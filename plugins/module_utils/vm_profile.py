@@ -24,8 +24,7 @@ from typing import Any, Dict, List
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import libvirt_message
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import libvirt
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import is_local_disk
-
-MIB = 1048576
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import MIB
 
 
 def measure_dirty_rates(conn: Any, doms: List[Any], seconds: int = 1) -> Dict[str, Dict[str, Any]]:
@@ -52,7 +51,7 @@ def measure_dirty_rates(conn: Any, doms: List[Any], seconds: int = 1) -> Dict[st
                 continue
             if stats.get("dirtyrate.calc_status") == 2:  # VIR_DOMAIN_DIRTYRATE_MEASURED
                 mbps = stats.get("dirtyrate.megabytes_per_second", 0)
-                out[dom.name()] = {"measured": True, "mib_per_s": mbps, "bytes_per_s": mbps * 1048576,
+                out[dom.name()] = {"measured": True, "mib_per_s": mbps, "bytes_per_s": mbps * MIB,
                                    "seconds": seconds, "mode": "page-sampling"}
                 pending.remove(dom)
         if pending:
