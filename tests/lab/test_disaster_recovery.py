@@ -80,8 +80,8 @@ def test_failover_refuses_unless_dead_and_fenced(lab):
         lab.ctl("fault", "kill-host", "lab3")  # now really dead
         r = lab.playbook(PLAYBOOK, check=False, **dr_vars(lab, "lab3", disaster_recovery_fence_tasks=""))
         assert r.returncode != 0 and "refused, nothing changed" in r.stdout and "fence step" in r.stdout
-        r = lab.playbook(PLAYBOOK, check=False, **dr_vars(
-            lab, "lab3", disaster_recovery_fence_tasks=str(Path(__file__).parent / "playbooks" / "fence_fails.yml")))
+        fence_fails = Path(__file__).parent / "playbooks" / "tasks" / "fence_fails.yml"
+        r = lab.playbook(PLAYBOOK, check=False, **dr_vars(lab, "lab3", disaster_recovery_fence_tasks=str(fence_fails)))
         assert r.returncode != 0 and "fencing lab3 failed" in r.stdout and "nothing was restarted" in r.stdout
         assert lab.where("dr-x")["running_on"] == [], "nothing restarted without a fence"
         assert not Path(FENCE_DIR, "lab3.fenced").exists()

@@ -15,7 +15,7 @@ from conftest import REPO, wait_for
 VMS = {"rp-a": ("lab1", 160, "shared", 32), "rp-b": ("lab1", 128, "local", 0), "rp-c": ("lab2", 128, "shared", 0),
        "rp-d": ("lab2", 96, "local", 0), "rp-e": ("lab3", 128, "shared", 0)}
 LAB_PATCH = str(REPO / "roles" / "rolling_patch" / "tasks" / "patch_lab.yml")
-FAIL_PATCH = str(REPO / "tests" / "lab" / "playbooks" / "patch_fail.yml")
+FAIL_PATCH = str(REPO / "tests" / "lab" / "playbooks" / "tasks" / "patch_fail.yml")
 
 
 @pytest.fixture(scope="module")
