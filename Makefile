@@ -74,12 +74,35 @@ sanity: deps sync
 	    && echo "sanity: offline pip bootstrap installed for pip $$v"; fi
 	cd $(SRC_COPY) && ansible-test sanity --python 3.11 --requirements --color no $(SANITY_ARGS)
 
-lint: deps collection
+# galaxy-importer (what Galaxy runs on an upload) checks the built tarball as Galaxy would, in a virtualenv of
+# its own: it brings its own ansible-core and ansible-lint. It exits 0 on warnings, so lint reads its output
+# and fails on any WARNING or ERROR line. Its configuration: tests/tools/galaxy-importer.cfg.
+IMPORTER_VENV := $(BUILD)/importer-venv
+IMPORTER_REQ  := tests/tools/galaxy-importer-requirements.txt
+IMPORTER_TMP  := $(BUILD)/importer-tmp
+$(IMPORTER_VENV)/.stamp: $(IMPORTER_REQ)
+	rm -rf $(IMPORTER_VENV) && $(PYTHON) -m venv $(IMPORTER_VENV)
+	$(IMPORTER_VENV)/bin/pip install -q --disable-pip-version-check -r $(IMPORTER_REQ)
+	touch $@
+
+lint: deps collection $(IMPORTER_VENV)/.stamp
 	ansible-lint --offline playbooks/ roles/ molecule/
 	python tests/tools/check_roles.py
 	rm -rf $(BUILD)/ee && ansible-builder create -f execution-environment.yml -c $(BUILD)/ee >/dev/null
 	@echo "execution-environment.yml: build context written to $(BUILD)/ee"
 	antsibull-changelog lint
+	@# Without our test ansible.cfg or installed copy, as Galaxy runs it; its result JSON lands in .build/.
+	@rm -rf $(IMPORTER_TMP) && mkdir -p $(IMPORTER_TMP) && t0=$$(date +%s); \
+	  ( cd $(BUILD) && env -u ANSIBLE_CONFIG -u ANSIBLE_COLLECTIONS_PATH PATH=$(IMPORTER_VENV)/bin:$$PATH \
+	    GALAXY_IMPORTER_CONFIG=$(CURDIR)/tests/tools/galaxy-importer.cfg GALAXY_IMPORTER_TMP_ROOT_DIR=$(IMPORTER_TMP) \
+	    GALAXY_IMPORTER_ANSIBLE_LOCAL_TMP=$(IMPORTER_TMP)/ansible \
+	    $(IMPORTER_VENV)/bin/python -m galaxy_importer.main $$(ls fleetmaint-libvirt-*.tar.gz) ) \
+	    > $(BUILD)/galaxy-importer.log 2>&1; rc=$$?; \
+	  grep -v '^Loading ' $(BUILD)/galaxy-importer.log; \
+	  echo "galaxy-importer: $$(( $$(date +%s) - t0 )) s, whole output in $(BUILD)/galaxy-importer.log"; \
+	  if [ $$rc != 0 ] || grep -qE '^(WARNING|ERROR|CRITICAL)' $(BUILD)/galaxy-importer.log \
+	     || ! grep -q '^Importer processing completed successfully' $(BUILD)/galaxy-importer.log; then \
+	    echo "galaxy-importer: the tarball has errors or warnings (above)"; exit 1; fi
 
 lab-up: apt collection
 	$(LABCTL) up
