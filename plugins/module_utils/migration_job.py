@@ -32,6 +32,10 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimat
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.reasons import VM_LOST
 
 ProgressFn = Callable[[Dict[str, Any]], None]
+# The job's own log keeps a progress sample a second (and every change of pass or phase), at most this many:
+# 20 minutes of one migration, a few hundred kB in a result.
+SAMPLE_EVERY_S = 1.0
+MAX_SAMPLES = 1200
 
 
 def metrics(final: Optional[Dict[str, Any]], last: Optional[Dict[str, Any]], events: List[Dict[str, Any]],
@@ -142,6 +146,9 @@ class MigrationJob:
         self.ladder, self.result, self.ctx, self.progress = ladder, result, ctx, progress
         self.name: str = ctx["vm"]
         self.events: List[Dict[str, Any]] = result["events"]
+        self.samples: List[Dict[str, Any]] = result.setdefault("samples", [])
+        self.sample_key: Optional[Tuple[Any, str]] = None  # (pass, phase) of the last kept sample
+        self.sampled_at = -SAMPLE_EVERY_S
         self.t0 = time.monotonic()
         self.last: Optional[Dict[str, Any]] = None  # the last real job sample from the source
         self.abort_at: Optional[float] = None
@@ -171,12 +178,15 @@ class MigrationJob:
         else:
             runner = Runner(lambda: sdom.migrate3(dconn, params, flags))
         self.t0 = self.best_at = time.monotonic()
+        # Wall-clock times place the move in the report's timeline; ``t`` of events and samples counts from here.
+        self.result["started_at"] = round(time.time(), 2)
         self.event("start", destination=self.ctx["destination"])
         runner.thread.start()
         ctl = Control(self.p["uri"], sdom.UUIDString(), CONTROL_TIMEOUT_S)
         try:
             return self.watch(runner, ctl)
         finally:
+            self.result["ended_at"] = round(time.time(), 2)
             ctl.close()
 
     # -- watching -------------------------------------------------------------------------------------------
@@ -222,12 +232,19 @@ class MigrationJob:
         remaining = st.get("data_remaining")
         if remaining is not None and (self.best_remaining is None or remaining < self.best_remaining):
             self.best_remaining, self.best_at = remaining, time.monotonic()
+        t = round(time.monotonic() - self.t0, 1)
+        sample = {"t": t, "phase": self.phase, "data_processed": st.get("data_processed"),
+                  "data_remaining": remaining, "data_total": st.get("data_total"),
+                  "memory_bps": st.get("memory_bps"), "iteration": st.get("memory_iteration"),
+                  "dirty_rate": st.get("memory_dirty_rate"), "throttle": st.get("auto_converge_throttle"),
+                  # The downtime step in force (the sample is taken before this poll steers the job).
+                  "downtime_ms": self.ladder[self.ladder_i - 1][1] if self.ladder_i else None}
+        key = (st.get("memory_iteration"), self.phase)
+        if len(self.samples) < MAX_SAMPLES and (key != self.sample_key or t - self.sampled_at >= SAMPLE_EVERY_S):
+            self.samples.append(sample)
+            self.sample_key, self.sampled_at = key, t
         if self.progress:
-            self.progress({"kind": "progress", "vm": self.name, "t": round(time.monotonic() - self.t0, 1),
-                           "phase": self.phase, "data_processed": st.get("data_processed"),
-                           "data_remaining": remaining, "data_total": st.get("data_total"),
-                           "memory_bps": st.get("memory_bps"), "iteration": st.get("memory_iteration"),
-                           "dirty_rate": st.get("memory_dirty_rate"), "throttle": st.get("auto_converge_throttle")})
+            self.progress(dict(sample, kind="progress", vm=self.name))
 
     def _abort(self, ctl: Any, code: str, what: str, why: str) -> None:
         """Abort the job; ``code`` and ``what`` become the failure's reason and message."""

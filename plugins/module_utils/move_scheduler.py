@@ -87,7 +87,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     results: Dict[str, Dict[str, Any]] = {}
     for m in moves:
         res = {"vm": m["vm"], "source": m["source"], "destination": m["destination"], "result": "not_started",
-               "attempts": []}
+               "attempts": [], "log": []}
         chosen = m.get("method")
         if chosen:
             res.update(method=chosen["method"], method_why=chosen["why"], exclusive=chosen["exclusive"],
@@ -98,10 +98,25 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     running: List[threading.Thread] = []
     stop = {"flag": False, "why": None}
     t0 = time.monotonic()
+    started_at = time.time()
 
     def say(**kw: Any) -> None:
+        # The scheduler's side of each move's history (attempts, waits, dispatch), with wall-clock times;
+        # each attempt keeps its migration job's own events and samples (move_log writes them as one log).
+        res = results.get(kw.get("vm"))
+        if res is not None:
+            res["log"].append(dict({k: v for k, v in kw.items() if k != "vm"}, ts=round(time.time(), 2)))
         if progress:
             progress(kw)
+
+    def attempt(i: int, step: Dict[str, Any], ok: bool, out: Dict[str, Any], began: float, **kw: Any) -> Dict[str, Any]:
+        """One attempt's record: its step, outcome and metrics, when it ran and how (``mode``), its job's log."""
+        metrics = out.get("metrics")
+        mode = "postcopy" if (metrics or {}).get("postcopy_used") else step["method"]
+        return dict({"attempt": i, "why": step["why"], "ok": ok, "msg": out.get("msg"), "metrics": metrics,
+                     "mode": mode, "started_at": out.get("started_at") or round(began, 2),
+                     "ended_at": out.get("ended_at") or round(time.time(), 2),
+                     "events": out.get("events") or [], "samples": out.get("samples") or []}, **kw)
 
     def one(m: Dict[str, Any]) -> None:
         res = results[m["vm"]]
@@ -118,12 +133,12 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
                         peer_uri=(p.get("peer_uris") or {}).get(m["destination"]))
             say(kind="attempt", vm=m["vm"], attempt=i, why=step["why"], source=m["source"],
                 destination=m["destination"])
+            began = time.time()
             try:
                 r = migrate(args, progress=progress)
             except FleetmaintError as exc:
-                partial = exc.context.get("result") or {}
-                res["attempts"].append({"attempt": i, "why": step["why"], "ok": False, "msg": exc.msg,
-                                        "reason": exc.reason, "metrics": partial.get("metrics")})
+                partial = dict(exc.context.get("result") or {}, msg=exc.msg)
+                res["attempts"].append(attempt(i, step, False, partial, began, reason=exc.reason))
                 say(kind="attempt_failed", vm=m["vm"], attempt=i, reason=exc.reason, msg=exc.msg)
                 # What next is decided by the reason code alone (reasons.decide), never by the message.
                 action = decide(exc.reason, restarted)
@@ -136,23 +151,24 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
                 if action == "escalate":
                     continue
                 break
-            res["attempts"].append({"attempt": i, "why": step["why"], "ok": True, "msg": r.get("msg"),
-                                    "metrics": r.get("metrics")})
+            res["attempts"].append(attempt(i, step, True, r, began))
             res.update(result="moved" if r.get("changed") else "already_there", metrics=r.get("metrics"),
                        home_host=r.get("home_host"))
             say(kind="moved", vm=m["vm"], msg=r.get("msg"))
             return
         if p.get("allow_cold_move") and res["attempts"] and res["attempts"][-1].get("reason") in COLD_MOVE_AFTER:
             say(kind="cold_move", vm=m["vm"], source=m["source"], destination=m["destination"])
+            cold = {"method": "cold", "why": "cold move"}
+            began = time.time()
             try:
                 c = cold_move(m["vm"], uri_of[m["source"]], uri_of[m["destination"]], p)
-                res["attempts"].append({"attempt": len(res["attempts"]) + 1, "why": "cold move", "ok": True,
-                                        "msg": c["msg"], "metrics": {"downtime_s": c["downtime_s"]}})
+                res["attempts"].append(attempt(len(res["attempts"]) + 1, cold, True,
+                                               {"msg": c["msg"], "metrics": {"downtime_s": c["downtime_s"]}}, began))
                 res.update(result="cold_moved", msg=c["msg"])
                 return
             except FleetmaintError as exc:
-                res["attempts"].append({"attempt": len(res["attempts"]) + 1, "why": "cold move", "ok": False,
-                                        "msg": exc.msg, "reason": exc.reason, "metrics": None})
+                res["attempts"].append(attempt(len(res["attempts"]) + 1, cold, False, {"msg": exc.msg}, began,
+                                               reason=exc.reason))
         res["result"] = "failed"
         res["msg"] = res["attempts"][-1]["msg"] if res["attempts"] else "not attempted"
         res["reason"] = (res["attempts"][-1].get("reason") if res["attempts"] else None) or "unexpected"
@@ -160,6 +176,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     def finished(m: Dict[str, Any]) -> None:
         """Under the lock, as a move ends: free its link and hosts, learn its source's link."""
         res = results[m["vm"]]
+        res["ended_at"] = round(time.time(), 2)
         sharing = busy_on[m[side]]
         out_busy[m["source"]] -= 1
         in_busy[m["destination"]] -= 1
@@ -211,6 +228,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
 
     def start(m: Dict[str, Any]) -> None:
         pending.remove(m)
+        results[m["vm"]]["started_at"] = round(time.time(), 2)
         out_busy[m["source"]] = out_busy.get(m["source"], 0) + 1
         in_busy[m["destination"]] = in_busy.get(m["destination"], 0) + 1
         if (m.get("method") or {}).get("exclusive"):
@@ -260,4 +278,5 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         links[h] = {"given": True, "mib_s": p["link_bandwidth"][h]}
     calibration = {"moves": len(sent_vs_profile),
                    "sent_vs_profile": sorted(round(x, 2) for x in sent_vs_profile)}
-    return {"vms": ordered, "totals": totals, "stopped": stop["why"], "links": links, "calibration": calibration}
+    return {"vms": ordered, "totals": totals, "stopped": stop["why"], "links": links, "calibration": calibration,
+            "started_at": round(started_at, 2), "ended_at": round(time.time(), 2)}

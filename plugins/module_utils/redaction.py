@@ -18,10 +18,19 @@ _PASSWORD_IN_QUERY = re.compile(r"(?i)(?P<key>(?:password|passwd|secret)=)(?P<pw
 
 def redact_uri(uri: Optional[str]) -> Optional[str]:
     """Hide any password embedded in a URI (user:pass@host or ?password=...)."""
-    if not uri:
-        return uri
-    uri = _PASSWORD_IN_URI.sub(r"\g<scheme>\g<user>:********@", uri)
-    return _PASSWORD_IN_QUERY.sub(r"\g<key>********", uri)
+    return redact_text(uri)
+
+
+# The same two places, anywhere in a text (a libvirt message quoting a URI, a log line).
+_PASSWORD_IN_TEXT = re.compile(r"(?P<scheme>\b[a-zA-Z][\w+.-]*://)(?P<user>[^:@/\s]*):(?P<pw>[^@/\s]*)@")
+
+
+def redact_text(text: Optional[str]) -> Optional[str]:
+    """Hide the password of every URI in a text (user:pass@host, or password=... in a query)."""
+    if not text:
+        return text
+    text = _PASSWORD_IN_TEXT.sub(r"\g<scheme>\g<user>:********@", text)
+    return _PASSWORD_IN_QUERY.sub(r"\g<key>********", text)
 
 
 def uri_secrets(value: Any) -> set:

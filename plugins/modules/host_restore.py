@@ -76,6 +76,12 @@ vms:
     - Per VM - C(vm), C(source), C(destination), C(result) (moved, cold_moved, already_there, failed,
       not_started), C(attempts) (each with why, ok, msg, reason, metrics), C(metrics) of the successful attempt,
       and for a failed VM C(reason) (the last attempt's code, for example C(vm_crashed)).
+    - Its history - C(started_at) and C(ended_at) (epoch seconds), C(log) (the scheduler's steps - waiting,
+      dispatch, attempt, attempt_failed, moved, cold_move - each with C(ts)), and per attempt C(mode) (how it
+      moved - C(precopy), C(auto_converge), C(postcopy), C(suspend), C(cold)), C(started_at), C(ended_at),
+      C(events) (the migration job's state changes) and C(samples) (a progress sample a second - phase, sent,
+      remaining, dirty rate, throttle, downtime step), C(t) counting from the attempt's start. The maintenance
+      report and the migration_report callback write them as one JSON-lines log per run (docs/move-log.md).
     - What was known before it moved and how it was chosen to move - C(profile) (C(memory_mib), C(in_use_mib),
       C(dirty_mib_s) measured by libvirt, C(disk_mib) to copy), C(method) (C(precopy), C(auto_converge),
       C(postcopy), C(suspend)), C(method_why), C(exclusive) (it had its link to itself), C(predicted)
@@ -99,6 +105,14 @@ totals:
   description: Counts per result and C(elapsed_s).
   returned: when migrations ran
   type: dict
+started_at:
+  description: When the job's first move could start (epoch seconds).
+  returned: when migrations ran
+  type: float
+ended_at:
+  description: When the job's last move ended (epoch seconds).
+  returned: when migrations ran
+  type: float
 maintenance_cleared:
   description: Whether this run cleared the maintenance mark.
   returned: when every VM is home and a mark was there

@@ -239,6 +239,22 @@ events:
   returned: after a migration ran
   type: list
   elements: dict
+samples:
+  description:
+    - Progress of the migration, a sample a second and one at every new pass or phase (at most 1200) - C(t)
+      (seconds from the start), C(phase), C(data_processed), C(data_remaining), C(data_total), C(memory_bps),
+      C(iteration), C(dirty_rate), C(throttle), C(downtime_ms) (the downtime step in force).
+  returned: after a migration ran
+  type: list
+  elements: dict
+started_at:
+  description: When the migration started (epoch seconds); C(t) of events and samples counts from here.
+  returned: after a migration ran
+  type: float
+ended_at:
+  description: When the migration call returned (epoch seconds).
+  returned: after a migration ran
+  type: float
 placement:
   description: Where the VM runs and is defined afterwards (C(running_on), C(defined_on) host names).
   returned: after a migration ran

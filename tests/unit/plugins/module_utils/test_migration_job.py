@@ -230,3 +230,18 @@ def test_postcopy_after_the_first_pass_switches_when_the_second_pass_starts():
     _feed(job, ctl, 1)
     assert job.postcopy_used and ("migrateStartPostCopy", 0) in ctl.calls
     assert [e["why"] for e in result["events"] if e["event"] == "postcopy"] == ["after the first pass"]
+
+
+def test_the_job_keeps_a_sample_a_second_and_every_change_of_pass_with_the_downtime_in_force(monkeypatch):
+    clock = {"t": 1000.0}
+    monkeypatch.setattr(mj.time, "monotonic", lambda: clock["t"])
+    samples = [_sample(1, 150), _sample(1, 140), _sample(1, 130), _sample(2, 60), _sample(2, 50)]
+    job, runner, ctl, result = _job({}, samples)
+    job.t0 = 1000.0
+    for dt in (0.0, 0.5, 1.0, 1.2, 1.4):  # polls at these seconds: the second is within a second of the first
+        clock["t"] = 1000.0 + dt
+        _feed(job, ctl, 1)
+    kept = [(s["t"], s["iteration"], s["data_remaining"] >> 20, s["downtime_ms"]) for s in result["samples"]]
+    # The first poll is taken before the ladder's first step is set; pass 2 is kept at once (1.2 s), 1.4 s is not.
+    assert kept == [(0.0, 1, 150, None), (1.0, 1, 130, 100), (1.2, 2, 60, 100)]
+    assert all(set(s) >= {"phase", "data_processed", "memory_bps", "dirty_rate", "throttle"} for s in result["samples"])

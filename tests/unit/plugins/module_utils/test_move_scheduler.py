@@ -208,3 +208,31 @@ def test_waiting_moves_are_predicted_again_from_what_the_finished_ones_sent(monk
     v1 = out["vms"][1]["predicted"]
     assert v1["in_use_scale"] == 0.5 and v1["from_measured_link"] is True and v1["time_s"] == 9.9
     assert out["calibration"] == {"moves": 2, "sent_vs_profile": [0.5, 0.5]}
+
+
+def test_each_move_keeps_its_history_with_wall_clock_times(monkeypatch):
+    """The scheduler's steps in ``log``, each attempt's job events and samples, when the move and the job ran."""
+    def fake_migrate(args, progress=None):
+        out = {"started_at": 1000.0, "ended_at": 1002.0, "events": [{"t": 0.0, "event": "start"}],
+               "samples": [{"t": 1.0, "phase": "precopy"}]}
+        if args["auto_converge"]:
+            return dict(out, changed=True, msg="migrated", metrics={"postcopy_used": False})
+        raise FleetmaintError("not converging", step="precopy", reason="not_converging", result=out)
+
+    monkeypatch.setattr(ev, "migrate", fake_migrate)
+    seen = []
+    out = ev.run_moves([{"vm": "web1", "source": "hv1", "destination": "hv2", "method": _method()}],
+                       {"hv1": "u1", "hv2": "u2"},
+                       dict(params(max_attempts=2), limits={"per_source": 1, "per_destination": 1, "fleet": 1}),
+                       progress=seen.append)
+    vm = out["vms"][0]
+    assert vm["result"] == "moved"
+    assert [e["kind"] for e in vm["log"]] == ["dispatch", "attempt", "attempt_failed", "attempt", "moved"]
+    assert [e["kind"] for e in seen] == [e["kind"] for e in vm["log"]], "what the log keeps is what was shown"
+    assert all(isinstance(e["ts"], float) and "vm" not in e for e in vm["log"])
+    first, second = vm["attempts"]
+    assert (first["ok"], first["mode"], first["reason"], second["ok"], second["mode"]) == (
+        False, "precopy", "not_converging", True, "auto_converge")
+    assert first["events"] == [{"t": 0.0, "event": "start"}] and second["samples"] == [{"t": 1.0, "phase": "precopy"}]
+    assert first["started_at"] == 1000.0 and vm["started_at"] <= vm["ended_at"]
+    assert out["started_at"] <= vm["started_at"] and vm["ended_at"] <= out["ended_at"]
