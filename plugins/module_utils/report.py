@@ -16,12 +16,19 @@ import html
 import time
 from typing import Any, Dict, List, Optional
 
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils import timeline
+
 PHASES = ("preflight", "evacuate", "patch", "health", "restore")
 
 
 def _metric(a: Optional[Dict[str, Any]], key: str) -> Optional[float]:
     m = (a or {}).get("metrics") or {}
     return m.get(key)
+
+
+def hostname(end: Any) -> Optional[str]:
+    """A live_migrate result's source or destination: a dict with its hostname, or (a failure's) the name."""
+    return end.get("hostname") if isinstance(end, dict) else end
 
 
 def move_row(v: Dict[str, Any]) -> Dict[str, Any]:
@@ -88,12 +95,52 @@ def migration_rows(action: str, result: Dict[str, Any]) -> List[Dict[str, Any]]:
     else:
         outcome = "moved" if result.get("changed") else "already_there"
     return [{"job": short, "host": None, "vm": result.get("vm"),
-             "source": (result.get("source") or {}).get("hostname"),
-             "destination": (result.get("destination") or {}).get("hostname"), "result": outcome,
+             "source": hostname(result.get("source")),
+             "destination": hostname(result.get("destination")), "result": outcome,
              "attempts": 1, "escalations": [], "total_time_s": round(total / 1000.0, 1) if total is not None else None,
              "downtime_ms": m.get("downtime_ms"), "postcopy": bool(m.get("postcopy_used")),
              "msg": result.get("msg") if outcome == "failed" else None,
              "reason": result.get("reason") if outcome == "failed" else None}]
+
+
+def task_timeline(action: str, result: Dict[str, Any]) -> Dict[str, Any]:
+    """A task result's part of a run's timeline: ``bars`` (its moves) and ``jobs`` ((host, job, start, end))."""
+    short = action.rsplit(".", 1)[-1]
+    if short not in MIGRATING_ACTIONS or not isinstance(result, dict):
+        return {"bars": [], "jobs": []}
+    if short == "live_migrate":
+        m = result.get("metrics") or {}
+        mode = "postcopy" if m.get("postcopy_used") else ("auto_converge" if m.get("auto_converge_throttle") else "precopy")
+        entry = {"vm": result.get("vm"), "source": hostname(result.get("source")),
+                 "destination": hostname(result.get("destination")),
+                 "result": "failed" if result.get("failed") else "moved", "started_at": result.get("started_at"),
+                 "ended_at": result.get("ended_at"), "attempts": [{"mode": mode}]}
+        drawn = timeline.move_bar(entry)
+        return {"bars": [drawn] if drawn else [], "jobs": []}
+    bars = [b for b in (timeline.move_bar(v) for v in result.get("vms") or []) if b]
+    jobs = [(result["host"], short, result["started_at"], result["ended_at"])] \
+        if result.get("host") and None not in (result.get("started_at"), result.get("ended_at")) else []
+    return {"bars": bars, "jobs": jobs}
+
+
+def migration_html(rows: List[Dict[str, Any]], bars: List[Dict[str, Any]], jobs: List[Any],
+                   title: str = "Migrations", move_log: Optional[str] = None) -> str:
+    """The migration_report callback's page: the run's timeline and its table of moves."""
+    e = html.escape
+    head = migration_markdown(rows, title).splitlines()[2]
+    parts = [f"<h1>{e(title)}</h1><p>{e(head)}</p>"]
+    if move_log:
+        parts.append(f"<p>Every move's history: <code>{e(move_log)}</code> (JSON lines).</p>")
+    svg = timeline.svg(timeline.lanes_from_jobs(jobs), bars)
+    if svg:
+        parts.append(f"<h2>Timeline</h2>{svg}")
+    header = ["VM", "from", "to", "result", "method", "time s", "predicted s", "downtime ms", "job", "note"]
+    body = [[_fmt(r["vm"]), _fmt(r["source"]), _fmt(r["destination"]), _fmt(r["result"]), _fmt(r.get("method")),
+             _fmt(r["total_time_s"]), _fmt(r.get("predicted_s")), _fmt(r["downtime_ms"]), _fmt(r.get("job")),
+             _fmt(_reason_note(r))] for r in rows]
+    parts.append("<h2>Moves</h2><table><tr>" + "".join(f"<th>{e(c)}</th>" for c in header) + "</tr>"
+                 + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in body) + "</table>")
+    return page(title, parts)
 
 
 def _reason_note(r: Dict[str, Any]) -> str:
@@ -223,6 +270,8 @@ def tables(rep: Dict[str, Any]) -> List[Any]:
 
 def markdown(rep: Dict[str, Any]) -> str:
     out = [f"# {rep['title']} report", "", sentence(rep)]
+    if rep.get("move_log"):
+        out += ["", f"Every move's history (JSON lines): `{rep['move_log']}`"]
     for title, header, rows in tables(rep):
         out += ["", f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
@@ -248,16 +297,38 @@ def _bars(vms: List[Dict[str, Any]], key: str, unit: str, colour: str) -> str:
     return "".join(parts)
 
 
+def timeline_svg(records: List[Dict[str, Any]]) -> str:
+    """The rolling patch as it happened: each host's phases, each VM move out and home, moves at once."""
+    bars = []
+    for rec in records:
+        for direction, key in (("out", "evacuate"), ("home", "restore")):
+            for v in (rec.get(key) or {}).get("vms") or []:
+                drawn = timeline.move_bar(v, f"{v.get('vm')} {direction} ({v.get('source')} → {v.get('destination')})")
+                if drawn:
+                    bars.append(drawn)
+    return timeline.svg(timeline.lanes_from_marks(records), bars)
+
+
+def page(title: str, parts: List[str]) -> str:
+    """A self-contained HTML page: inline style and SVG, nothing to fetch, no script."""
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>"
+            f"{html.escape(title)}</title><style>body{{font-family:sans-serif}}"
+            "td,th{border:1px solid #ccc;padding:2px 6px}table{border-collapse:collapse}</style></head><body>"
+            + "".join(parts) + "</body></html>\n")
+
+
 def html_page(rep: Dict[str, Any]) -> str:
     e = html.escape
     parts = [f"<h1>{e(rep['title'])} report</h1><p>{e(sentence(rep))}</p>"]
+    if rep.get("move_log"):
+        parts.append(f"<p>Every move's history: <code>{e(rep['move_log'])}</code> (JSON lines).</p>")
+    svg = timeline_svg(rep.get("records") or [])
+    if svg:
+        parts.append(f"<h2>Timeline</h2>{svg}")
     for title, header, rows in tables(rep):
         parts.append(f"<h2>{e(title)}</h2><table><tr>" + "".join(f"<th>{e(c)}</th>" for c in header) + "</tr>"
                      + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows)
                      + "</table>")
     parts.append(f"<h2>Downtime per move</h2>{_bars(rep['vms'], 'downtime_ms', 'ms', '#c0392b')}"
                  f"<h2>Time per move</h2>{_bars(rep['vms'], 'total_time_s', 's', '#2874a6')}")
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>"
-            f"{e(rep['title'])} report</title><style>body{{font-family:sans-serif}}"
-            "td,th{border:1px solid #ccc;padding:2px 6px}table{border-collapse:collapse}</style></head><body>"
-            + "".join(parts) + "</body></html>\n")
+    return page(f"{rep['title']} report", parts)

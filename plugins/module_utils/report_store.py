@@ -15,7 +15,10 @@ from typing import Any, Dict
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.files import read_text, write_atomic
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.move_log import dumps, result_lines, sort_lines
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.report import build, html_page, markdown
+
+LOG_NAME = "moves.jsonl"
 
 
 def _records(hdir: str) -> list:
@@ -26,6 +29,12 @@ def _records(hdir: str) -> list:
                 with open(os.path.join(hdir, n)) as f:
                     out.append(json.load(f))
     return out
+
+
+def move_log(records: list) -> str:
+    """Every move of every host's evacuation and restore, as one JSON-lines log ordered in time."""
+    jobs = (("evacuate", "host_evacuate"), ("restore", "host_restore"))
+    return dumps(sort_lines(ln for rec in records for key, job in jobs for ln in result_lines(job, rec.get(key) or {})))
 
 
 def write_report(p: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]:
@@ -51,16 +60,19 @@ def write_report(p: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]:
                 os.makedirs(hdir, exist_ok=True)
                 write_atomic(fname, text)
         paths = {k: os.path.join(path, f"report.{k}") for k in ("json", "md", "html")}
+        paths["log"] = os.path.join(path, LOG_NAME)
         if check_mode:
-            rep = build(records, p["title"])
+            rep = dict(build(records, p["title"]), move_log=paths["log"])
             md = markdown(rep)
         else:
             os.makedirs(path, exist_ok=True)
             with open(os.path.join(path, ".lock"), "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
-                rep = build(_records(hdir), p["title"])  # every record, other hosts' included
+                records = _records(hdir)  # every record, other hosts' included
+                rep = dict(build(records, p["title"]), move_log=paths["log"])
                 md = markdown(rep)
-                if read_text(paths["md"]) != md:
+                if read_text(paths["md"]) != md or not os.path.exists(paths["log"]):
+                    write_atomic(paths["log"], move_log(records))
                     write_atomic(paths["json"], json.dumps(rep, indent=1, sort_keys=True, default=str))
                     write_atomic(paths["md"], md)
                     write_atomic(paths["html"], html_page(rep))
@@ -68,4 +80,4 @@ def write_report(p: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise FleetmaintError(f"cannot write the report in {path}: {exc}", step="write report") from exc
     return dict(changed=changed, json_path=paths["json"], markdown_path=paths["md"], html_path=paths["html"],
-                markdown=md, summary=rep["summary"])
+                log_path=paths["log"], markdown=md, summary=rep["summary"])

@@ -12,7 +12,11 @@ short_description: Write the maintenance report (JSON, Markdown, HTML) from per-
 version_added: 0.1.0
 description:
   - Keeps one record per host in O(path)C(/hosts/) and renders the whole report from them, as
-    C(report.json), C(report.md) and C(report.html) (tables, and bar charts of downtime and time per VM move).
+    C(report.json), C(report.md) and C(report.html) (a timeline - each host's phases, a bar per VM move
+    coloured by method, moves at once, predicted against measured - tables, and bar charts of downtime and time
+    per VM move; one file, pure SVG, nothing to fetch and no script).
+  - Writes every move's history from the records to C(moves.jsonl) beside them - scheduler steps, migration
+    events and a progress sample a second, one JSON object per line, ordered in time, URI passwords redacted.
   - The rolling patch role calls it after each host, finished or failed, so the report is current even when a
     run stops half-way; a re-run that finds a host already at the target level keeps that host's earlier record
     unchanged (so a repeated run changes nothing).
@@ -71,6 +75,11 @@ markdown_path:
   type: str
 html_path:
   description: Path of C(report.html).
+  returned: always
+  type: str
+log_path:
+  description: Path of C(moves.jsonl), every move's history as JSON lines (docs/move-log.md); no password is
+    written to it.
   returned: always
   type: str
 markdown:

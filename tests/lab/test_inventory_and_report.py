@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 from conftest import REPO
 
@@ -73,6 +74,14 @@ def test_callback_reports_every_move_of_a_run(lab, tmp_path):
             assert any(line.split()[:2] == [vm, "lab3"] and "moved" in line for line in res.stdout.splitlines())
         md = (report_dir / "latest.md").read_text()
         assert "2 VM moves: 2 moved, 0 failed" in md
+        # The same run as a timeline (a bar per move, the host's evacuation), and every move's history.
+        page = (report_dir / "latest.html").read_text()
+        assert page.count("class='move'") == 2 and "data-host='lab3' data-phase='evacuate'" in page
+        assert data["move_log"] and (report_dir / "latest.jsonl").read_text() == Path(data["move_log"]).read_text()
+        log = [json.loads(line) for line in Path(data["move_log"]).read_text().splitlines()]
+        for vm in ("rep-a", "rep-b"):
+            whats = [ln["what"] for ln in log if ln["vm"] == vm]
+            assert whats[0] == "dispatch" and whats[-1] == "moved" and "done" in whats, whats
         res = subprocess.run(["ansible-playbook", "-i", str(lab.inventory), str(REPO / "playbooks" / "restore_host.yml"),
                               "-e", "host=lab3"], capture_output=True, text=True, env=env, timeout=600, check=False)
         assert res.returncode == 0, res.stdout[-3000:]

@@ -79,8 +79,17 @@ def test_rolling_patch_patches_every_host_and_brings_every_vm_home(lab, fleet, t
     assert all(any(c["name"] == "canary boots" and c["ok"] for c in r["health"]) for r in rep["records"])
     md = (report / "report.md").read_text()
     assert "| rp-a | lab1 | out | lab1 |" in md and "3 patched" in md
-    assert "<svg" in (report / "report.html").read_text()
+    page = (report / "report.html").read_text()
+    assert page.count("class='move'") == sum(v["result"] != "stayed" for v in rep["vms"]) and "<h2>Timeline</h2>" in page, "a bar per move"
     assert str(report / "report.md") in res.stdout, "the report's path is printed at the end of the run"
+    # Every move's history, in time order: each of ours dispatched, started, sampled or done, moved.
+    assert rep["move_log"] == str(report / "moves.jsonl") and rep["move_log"] in md
+    log = [json.loads(line) for line in (report / "moves.jsonl").read_text().splitlines()]
+    assert [ln["ts"] for ln in log] == sorted(ln["ts"] for ln in log)
+    for v in fleet:
+        for job in ("host_evacuate", "host_restore"):
+            whats = [ln["what"] for ln in log if ln["vm"] == v and ln["job"] == job]
+            assert whats[0] == "dispatch" and whats[-1] == "moved" and "start" in whats and "done" in whats, (v, whats)
 
     # Idempotent: a second run at the same level skips every host and moves nothing (a VM that moved
     # away and back would have a new domain id).

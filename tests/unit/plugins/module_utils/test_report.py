@@ -9,7 +9,17 @@ def attempt(ok, why, total_ms=None, downtime_ms=None, msg="done"):
     return {"ok": ok, "why": why, "msg": msg, "metrics": {"total_time_ms": total_ms, "downtime_ms": downtime_ms}}
 
 
-RECORDS = [
+def timed(records):
+    """Give every move of the records a start and an end inside its host's evacuate or restore phase."""
+    for rec in records:
+        marks = dict((name, t) for name, t in rec["marks"])
+        for key in ("evacuate", "restore"):
+            for i, v in enumerate((rec.get(key) or {}).get("vms") or []):
+                v.update(started_at=marks[key] + i, ended_at=marks[key] + i + 3)
+    return records
+
+
+RECORDS = timed([
     {"host": "hv1", "target_level": "2026-11", "level_before": "2026-10", "level_after": "2026-11",
      "status": "patched", "state_after": "in service",
      "marks": [["preflight", 100.0], ["evacuate", 102.0], ["patch", 110.5], ["health", 140.0], ["restore", 145.0],
@@ -32,7 +42,7 @@ RECORDS = [
      "evacuate": {"totals": {"moved": 0}, "vms": [
          {"vm": "app1", "source": "hv2", "destination": "hv3", "result": "failed", "msg": "no progress",
           "attempts": [attempt(False, "pre-copy with the downtime ladder", msg="no progress")]}]}},
-]
+])
 
 
 def test_phase_durations_until_the_next_mark():
@@ -85,7 +95,19 @@ def test_html_is_well_formed_and_charts_every_move():
 
     P().feed(page)
     assert stack == []
-    assert page.count("<rect") == 8, "4 moves x (downtime, time)"
+    charts = page.split("<h2>Downtime per move</h2>", 1)[1]
+    assert charts.count("<rect") == 8, "4 moves x (downtime, time)"
+    timeline = page.split("<h2>Timeline</h2>", 1)[1].split("</svg>", 1)[0]
+    assert timeline.count("class='host-phase' data-host='hv1'") == 5 and timeline.count("data-host='hv2'") == 3
+    assert timeline.count("class='move'") == 5, "every move that ran has a bar, the failed one too"
+    assert "web1 out (hv1 → hv2)" in timeline and "web1 home (hv2 → hv1)" in timeline
+    assert "data-vm='app1' data-method='precopy' data-ok='false'" in timeline
+
+
+def test_the_report_names_its_move_log():
+    rep = dict(report.build(RECORDS), move_log="/r/moves.jsonl")
+    assert "Every move's history (JSON lines): `/r/moves.jsonl`" in report.markdown(rep)
+    assert "<code>/r/moves.jsonl</code>" in report.html_page(rep)
 
 
 def test_migration_rows_from_live_migrate_and_evacuate_results():
@@ -101,6 +123,10 @@ def test_migration_rows_from_live_migrate_and_evacuate_results():
                                              "reason": "dest_unreachable"})
     assert failed[0]["result"] == "failed" and failed[0]["msg"] == "destination unreachable"
     assert failed[0]["reason"] == "dest_unreachable"
+    # A failure after the hosts were known names them (failure_result: the error's context wins over the dicts).
+    named = migration_rows("live_migrate", {"failed": True, "vm": "db", "source": "hv1", "destination": "hv2",
+                                            "msg": "same host", "reason": "same_host"})
+    assert (named[0]["source"], named[0]["destination"], named[0]["result"]) == ("hv1", "hv2", "failed")
     evac = {"host": "hv1", "vms": [
         {"vm": "a", "source": "hv1", "destination": "hv3", "result": "moved",
          "attempts": [{"why": "initial", "ok": False, "metrics": {"total_time_ms": 9000}},
