@@ -35,6 +35,81 @@ def _groups(vm: Dict[str, Any]) -> Tuple[str, ...]:
     return (g,) if isinstance(g, str) else tuple(g)
 
 
+def capacity(host: Dict[str, Any]) -> Tuple[float, float]:
+    """The one capacity rule: the memory a host gives VMs (its memory times memory_overcommit, less headroom_mib)
+    and the vCPUs it gives them (its vCPUs times cpu_overcommit). What its VMs already take is counted by callers."""
+    return (host["memory_mib"] * host.get("memory_overcommit", 1.0) - host.get("headroom_mib", 0),
+            host["vcpus"] * host.get("cpu_overcommit", 4.0))
+
+
+def select_homecoming(host: Dict[str, Any], resident: List[Dict[str, Any]], coming: List[Dict[str, Any]],
+                      available_mib: Optional[float] = None) -> Dict[str, Any]:
+    """Which VMs of ``coming`` fit on ``host`` beside the VMs running there (``resident``), chosen before any moves.
+
+    host: as plan_evacuation's hosts (the rule is ``capacity``). resident, coming: name, memory_mib, vcpus (and
+    host: where a VM coming home runs now). available_mib: the memory the host really has available (libvirt's
+    figure), when known: the VMs coming home must also fit in it less headroom_mib, as the move rules check for
+    each VM alone.
+
+    The choice brings home the most VMs, then the most memory: smallest first (by memory, then vCPUs, then name;
+    the most VMs when memory is what binds), then a VM left out replaces a smaller one chosen while both still fit.
+    Returns ``fits`` (VMs of ``coming``, in their order), ``no_room`` (each left out with its numbers: vm, host,
+    memory_mib, vcpus, free_memory_mib, free_vcpus once the others are home, msg) and ``room`` (the host's figures).
+    """
+    cap_mem, cap_cpu = capacity(host)
+    headroom = host.get("headroom_mib", 0)
+    used_mem = sum(v["memory_mib"] for v in resident)
+    used_cpu = sum(v["vcpus"] for v in resident)
+    free_mem, free_cpu = cap_mem - used_mem, cap_cpu - used_cpu
+    if available_mib is not None:
+        free_mem = min(free_mem, available_mib - headroom)
+
+    def fits(chosen: List[Dict[str, Any]]) -> bool:
+        return (sum(v["memory_mib"] for v in chosen) <= free_mem and sum(v["vcpus"] for v in chosen) <= free_cpu)
+
+    chosen: List[Dict[str, Any]] = []
+    for vm in sorted(coming, key=lambda v: (v["memory_mib"], v["vcpus"], v["name"])):
+        if fits(chosen + [vm]):
+            chosen.append(vm)
+    # Each swap strictly adds memory, so this ends; the count never drops.
+    swapped = True
+    while swapped:
+        swapped = False
+        out = sorted((v for v in coming if not any(v is c for c in chosen)), key=lambda v: (-v["memory_mib"], -v["vcpus"], v["name"]))
+        for big in out:
+            for small in sorted(chosen, key=lambda v: (v["memory_mib"], v["vcpus"], v["name"])):
+                trial = [v for v in chosen if v is not small] + [big]
+                if big["memory_mib"] > small["memory_mib"] and fits(trial):
+                    chosen, swapped = trial, True
+                    break
+            if swapped:
+                break
+    left_mem = free_mem - sum(v["memory_mib"] for v in chosen)
+    left_cpu = free_cpu - sum(v["vcpus"] for v in chosen)
+    name = host["name"]
+    why = (f"{host['memory_mib']} MiB x {host.get('memory_overcommit', 1.0):g} - {headroom} MiB headroom - "
+           f"{used_mem} MiB of the VMs running there"
+           + (f", at most {available_mib:.0f} MiB available - {headroom} MiB headroom" if available_mib is not None else ""))
+    no_room = []
+    for vm in coming:
+        if any(vm is v for v in chosen):
+            continue
+        short = []
+        if vm["memory_mib"] > left_mem:
+            short.append(f"needs {vm['memory_mib']} MiB, {name} has {max(0.0, left_mem):.0f} MiB free")
+        if vm["vcpus"] > left_cpu:
+            short.append(f"needs {vm['vcpus']} vCPUs, {name} has {max(0.0, left_cpu):g} free")
+        no_room.append({"vm": vm["name"], "host": vm.get("host"), "memory_mib": vm["memory_mib"], "vcpus": vm["vcpus"],
+                        "free_memory_mib": round(max(0.0, left_mem)), "free_vcpus": max(0.0, left_cpu),
+                        "msg": f"no room on {name}: " + " and ".join(short or ["does not fit"])
+                               + (f" once {', '.join(v['name'] for v in chosen)} are home" if chosen else "")
+                               + f" (free: {why})"})
+    return {"fits": [v for v in coming if any(v is c for c in chosen)], "no_room": no_room,
+            "room": {"memory_mib": round(free_mem), "vcpus": free_cpu, "used_memory_mib": used_mem,
+                     "used_vcpus": used_cpu, "available_mib": available_mib,
+                     "free_memory_mib_after": round(left_mem), "free_vcpus_after": left_cpu}}
+
+
 def plan_evacuation(hosts: List[Dict[str, Any]], vms: List[Dict[str, Any]], evacuate: Iterable[str],
                     limits: Optional[Dict[str, int]] = None, bandwidth_mib_s: float = 128.0,
                     max_downtime_ms: float = 300.0, refuse_partial: bool = True) -> Dict[str, Any]:
@@ -62,8 +137,7 @@ def plan_evacuation(hosts: List[Dict[str, Any]], vms: List[Dict[str, Any]], evac
     used_cpu: Dict[str, float] = defaultdict(float)
     groups_on: Dict[str, set] = defaultdict(set)
     for n, h in targets.items():
-        cap_mem[n] = h["memory_mib"] * h.get("memory_overcommit", 1.0) - h.get("headroom_mib", 0)
-        cap_cpu[n] = h["vcpus"] * h.get("cpu_overcommit", 4.0)
+        cap_mem[n], cap_cpu[n] = capacity(h)
     movers, unplaceable = [], []
     for vm in vms:
         if vm["host"] in targets:

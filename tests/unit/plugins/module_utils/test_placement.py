@@ -1,6 +1,8 @@
 import pytest
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import PlanRefused, plan_evacuation
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import (
+    PlanRefused, capacity, plan_evacuation, select_homecoming,
+)
 
 
 def host(name, mem=16384, cpus=8, **kw):
@@ -114,3 +116,67 @@ def test_bad_limits(bad, msg):
 def test_unknown_host():
     with pytest.raises(ValueError, match="unknown host.*hv9"):
         plan_evacuation(HOSTS, [], ["hv9"])
+
+
+# --- bringing VMs home: which fit on the home host (select_homecoming)
+
+def test_capacity_is_the_planners_rule():
+    assert capacity(host("h", mem=8192, cpus=2, memory_overcommit=1.5, headroom_mib=1024,
+                         cpu_overcommit=2.0)) == (8192 * 1.5 - 1024, 4.0)
+
+
+def test_everything_fits_when_there_is_room():
+    home = host("h1", mem=8192, headroom_mib=1024)
+    sel = select_homecoming(home, [vm("other", "h1", mem=2048)], [vm("a", "h2"), vm("b", "h3")])
+    assert [v["name"] for v in sel["fits"]] == ["a", "b"] and sel["no_room"] == []
+    assert sel["room"]["memory_mib"] == 8192 - 1024 - 2048 and sel["room"]["free_memory_mib_after"] == 3072
+
+
+def test_brings_home_the_most_vms_not_the_first_listed():
+    # 3000 MiB free: the big one first would bring one VM home; the two small ones fit together.
+    home = host("h1", mem=4024, headroom_mib=1024)
+    sel = select_homecoming(home, [], [vm("big", "h2", mem=2500), vm("s1", "h2", mem=1400), vm("s2", "h3", mem=1500)])
+    assert [v["name"] for v in sel["fits"]] == ["s1", "s2"]
+    (left,) = sel["no_room"]
+    assert left["vm"] == "big" and left["host"] == "h2" and left["memory_mib"] == 2500
+    assert left["free_memory_mib"] == 100 and "needs 2500 MiB, h1 has 100 MiB free" in left["msg"]
+    assert "s1, s2 are home" in left["msg"] and "1024 MiB headroom" in left["msg"]
+
+
+def test_then_the_most_memory_among_as_many_vms():
+    # Room for two of three: smallest first takes 1000 + 1500; swapping in 1900 for 1000 still fits (3400 <= 3500).
+    home = host("h1", mem=3500)
+    sel = select_homecoming(home, [], [vm("a", "h2", mem=1000), vm("b", "h2", mem=1500), vm("c", "h2", mem=1900)])
+    assert sorted(v["name"] for v in sel["fits"]) == ["b", "c"]
+    assert [n["vm"] for n in sel["no_room"]] == ["a"]
+
+
+def test_vcpus_with_overcommit_bound_too():
+    home = host("h1", mem=65536, cpus=2, cpu_overcommit=2.0)
+    sel = select_homecoming(home, [vm("r", "h1", cpus=2)], [vm("a", "h2", cpus=2), vm("b", "h2", cpus=1)])
+    assert [v["name"] for v in sel["fits"]] == ["b"]
+    assert sel["no_room"][0]["vm"] == "a" and "needs 2 vCPUs, h1 has 1 free" in sel["no_room"][0]["msg"]
+
+
+def test_available_memory_bounds_what_the_allocations_allow():
+    # The allocation rule leaves 15 GiB; the host really has 3 GiB available, less 1 GiB headroom.
+    home = host("h1", mem=16384, headroom_mib=1024)
+    sel = select_homecoming(home, [], [vm("a", "h2", mem=1024), vm("b", "h2", mem=1024), vm("c", "h2", mem=1024)],
+                            available_mib=3072)
+    assert len(sel["fits"]) == 2 and len(sel["no_room"]) == 1
+    assert sel["room"]["memory_mib"] == 2048 and "3072 MiB available" in sel["no_room"][0]["msg"]
+
+
+def test_nothing_fits_on_a_full_host():
+    home = host("h1", mem=4096, headroom_mib=1024)
+    sel = select_homecoming(home, [vm("hog", "h1", mem=3500)], [vm("a", "h2", mem=512)])
+    assert sel["fits"] == [] and sel["no_room"][0]["free_memory_mib"] == 0
+    assert "once" not in sel["no_room"][0]["msg"]
+
+
+def test_selection_is_deterministic_and_keeps_the_input_order():
+    home = host("h1", mem=3000)
+    coming = [vm(n, "h2", mem=1000) for n in ("c", "a", "d", "b")]
+    sel = select_homecoming(home, [], coming)
+    assert [v["name"] for v in sel["fits"]] == ["c", "a", "b"]
+    assert [n["vm"] for n in sel["no_room"]] == ["d"]
