@@ -6,7 +6,8 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-    """Placement (module_utils/options.py PLACEMENT), and HEADROOM alone (modules that check one destination)."""
+    """Placement (module_utils/options.py PLACEMENT), HEADROOM alone (modules that check one destination), and
+    CAPACITY (headroom and overcommit: host_restore, which fits VMs on their home host)."""
 
     DOCUMENTATION = r'''
 options:
@@ -44,4 +45,21 @@ options:
     description: MiB each destination keeps free beyond the VMs' memory (placement and the move rules).
     type: int
     default: 1024
+'''
+
+    # The same text as in DOCUMENTATION.
+    CAPACITY = r'''
+options:
+  memory_headroom:
+    description: MiB each destination keeps free beyond the VMs' memory (placement and the move rules).
+    type: int
+    default: 1024
+  memory_overcommit:
+    description: Memory overcommit ratio of destinations.
+    type: float
+    default: 1.0
+  cpu_overcommit:
+    description: vCPU overcommit ratio of destinations.
+    type: float
+    default: 4.0
 '''

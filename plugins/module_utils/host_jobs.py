@@ -25,7 +25,7 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import MIB
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.vm_profile import profile_vms
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import (
-    DEFAULT_LIMITS, plan_evacuation, PlanRefused,
+    DEFAULT_LIMITS, plan_evacuation, PlanRefused, select_homecoming,
 )
 
 
@@ -46,7 +46,8 @@ EVACUATE_SPEC: Dict[str, Any] = dict(
 )
 
 
-RESTORE_SPEC: Dict[str, Any] = dict(COMMON_SPEC, clear_maintenance=dict(type="bool", default=True))
+RESTORE_SPEC: Dict[str, Any] = dict(COMMON_SPEC, **pick("memory_overcommit", "cpu_overcommit"),
+                                    clear_maintenance=dict(type="bool", default=True))
 
 
 def _staying_note(staying: List[Dict[str, Any]], away: bool = False) -> str:
@@ -181,11 +182,13 @@ def _open_job(fleet: Any, p: Dict[str, Any], job: str, check_mode: bool, stack: 
 
 
 def _checked(fleet: Any, host: str, moves: List[Dict[str, Any]], p: Dict[str, Any], refusing: str,
-             describe: Callable[[Dict[str, Any]], str]) -> List[Dict[str, Any]]:
+             describe: Callable[[Dict[str, Any]], str], decided_later: tuple = ()) -> List[Dict[str, Any]]:
     """Check every move before anything moves: the VMs that cannot leave their host now are taken out and
-    returned (they stay, and the result says why); any other blocked move refuses the whole job."""
+    returned (they stay, and the result says why); any other blocked move refuses the whole job, but for one
+    blocked only by codes in ``decided_later`` (the caller decides those, with every move counted together)."""
     blocked = _preflight(fleet, moves, p)
     staying = _split_staying(moves, blocked)
+    blocked[:] = [b for b in blocked if not set(b["codes"]) <= set(decided_later)]
     if blocked:
         raise FleetmaintError(f"{refusing}, nothing was moved: " + "; ".join(
             f"{describe(b)}: {' / '.join(b['blockers'])}" for b in blocked),
@@ -246,6 +249,34 @@ def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
         return result
 
 
+def _home_room(fleet: Any, host: str, moves: List[Dict[str, Any]], p: Dict[str, Any]) -> Dict[str, Any]:
+    """Which moves home fit on the home host (the planner's capacity rule, every VM coming home counted together,
+    and no more than the memory the host really has available); the others are taken out of ``moves`` and
+    returned as staying entries with reason ``no_capacity`` and the numbers."""
+    inp = fleet.planner_input(p["memory_headroom"], p["memory_overcommit"], p["cpu_overcommit"])
+    home = next(h for h in inp["hosts"] if h["name"] == host)
+    by_key = {(v["name"], v["host"]): v for v in inp["vms"]}
+    coming = [by_key[(m["vm"], m["source"])] for m in moves]
+    sel = select_homecoming(home, [v for v in inp["vms"] if v["host"] == host], coming,
+                            _available_mib(fleet.hosts[host].host))
+    out = {(n["vm"], n["host"]) for n in sel["no_room"]}
+    moves[:] = [m for m in moves if (m["vm"], m["source"]) not in out]
+    return {"room": dict(sel["room"], host=host),
+            "no_room": [dict(n, reason="no_capacity") for n in sel["no_room"]]}
+
+
+def _available_mib(facts: Dict[str, Any]) -> Optional[float]:
+    """The memory the move rules compare a VM with (migration_rules: available, else free)."""
+    return facts.get("memory_available_mib", facts.get("memory_free_mib"))
+
+
+def _no_room_note(host: str, no_room: List[Dict[str, Any]]) -> str:
+    if not no_room:
+        return ""
+    return (f"{len(no_room)} VMs stay where they are, home unchanged (no_capacity): "
+            + "; ".join(f"{n['vm']} on {n['host']}, {n['msg']}" for n in no_room))
+
+
 def restore_host(p: Dict[str, Any], check_mode: bool = False,
                  progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
     """Bring back every VM whose recorded home is this host, then clear its maintenance mark."""
@@ -257,8 +288,10 @@ def restore_host(p: Dict[str, Any], check_mode: bool = False,
             moves = [{"vm": d["name"], "source": other, "destination": host}
                      for other in sorted(fleet.vms) if other != host
                      for d in fleet.vms[other] if d["home_host"] == host and d["state"] in ("running", "paused")]
-            staying = _checked(fleet, host, moves, p, f"refusing to restore {host}",
-                               lambda b: f"{b['vm']} from {b['source']}")
+            kept = _checked(fleet, host, moves, p, f"refusing to restore {host}",
+                            lambda b: f"{b['vm']} from {b['source']}", decided_later=("insufficient_memory",))
+            # Before anything moves: what fits on the home host comes home, the rest stays where it is.
+            room = _home_room(fleet, host, moves, p)
             methods = _Methods(fleet, moves, p, lim, "destination")
             methods.refuse(moves, f"refusing to restore {host}", host)
             marked = fleet.marks[host] is not None
@@ -266,23 +299,34 @@ def restore_host(p: Dict[str, Any], check_mode: bool = False,
                          method_why=m["method"]["why"], exclusive=m["method"]["exclusive"],
                          predicted=m["method"]["predicted"]) for m in moves]
             result: Dict[str, Any] = {"host": host, "moves": home,
-                                      "staying": staying,
-                                      "changed": bool(moves) or (marked and p["clear_maintenance"])}
+                                      "staying": kept + room["no_room"], "capacity": room["room"],
+                                      "changed": bool(moves) or (marked and p["clear_maintenance"] and not room["no_room"])}
+            no_room = _no_room_note(host, room["no_room"])
             if check_mode:
-                result["msg"] = f"would bring {len(moves)} VMs home to {host}" + _staying_note(staying)
+                result["msg"] = f"would bring {len(moves)} VMs home to {host}" + _staying_note(kept)
+                if room["no_room"]:
+                    # The run would fail the same way, after bringing home what fits: say so now.
+                    result.update(vms=[], msg=f"{result['msg']}; {no_room}")
+                    raise FleetmaintError(result["msg"], step="plan", reason="no_capacity", host=host, result=result)
                 return result
             uri_of = dict(fleet.uri_of)
         run = methods.run(moves, uri_of, dict(p, limits=lim), progress)
         result.update(run)
         left = [r["vm"] for r in run["vms"] if r["result"] in ("failed", "not_started")]
-        if left:
-            result["msg"] = f"{host}: {len(left)} VMs could not come home: {', '.join(left)}; maintenance mark kept"
-            raise FleetmaintError(result["msg"], step="restore", host=host, result=result)
+        if left or room["no_room"]:
+            moved = run["totals"]["moved"] + run["totals"]["cold_moved"]
+            result["changed"] = moved > 0
+            result["msg"] = (f"{host}: brought {moved} of {len(moves)} VMs home"
+                             + (f"; {len(left)} VMs could not come home: {', '.join(left)}" if left else "")
+                             + (f"; {no_room}" if room["no_room"] else "") + "; maintenance mark kept")
+            # Only no room: that is the reason. Moves that failed too: each VM's reason is in its result.
+            raise FleetmaintError(result["msg"], step="restore", host=host, result=result,
+                                  reason=None if left else "no_capacity")
         if p["clear_maintenance"] and marked:
             with Fleet([uri_of[host]], p["shared_pools"]) as one:
                 result["maintenance_cleared"] = clear_mark(one.hosts[host].conn, uri_of[host])
         result["msg"] = (f"{host}: brought {run['totals']['moved']} VMs home in {run['totals']['elapsed_s']} s"
-                         + _staying_note(staying, away=True))
+                         + _staying_note(kept, away=True))
         return result
 
 

@@ -19,3 +19,144 @@ def test_limits_default_and_validation():
     for bad in ({"fleet": 0}, {"per_host": 2}):
         with pytest.raises(FleetmaintError, match="invalid limits"):
             hj._limits(params(limits=bad))  # pylint: disable=protected-access
+
+
+# --- restore: the home host's room is checked before anything moves
+
+class _Host:
+    def __init__(self, mem, cpus, available):
+        self.host = {"memory_total_mib": mem, "cpu": {"count": cpus}, "memory_available_mib": available}
+        self.conn = None
+
+
+class FakeFleet:
+    """What restore_host reads of a fleet: hosts' facts, VMs (with their home), marks; planner_input is Fleet's."""
+
+    planner_input = hj.Fleet.planner_input
+
+    def __init__(self, vms, mem=8192, cpus=8, available=100000, marked=True):
+        self.hosts = {h: _Host(mem, cpus, available) for h in ("hv1", "hv2", "hv3")}
+        self.uri_of = {h: f"test:///{h}" for h in self.hosts}
+        self.marks = {h: ({"by": "test"} if h == "hv1" and marked else None) for h in self.hosts}
+        self.vms = {h: [] for h in self.hosts}
+        for name, where, mem_mib, home in vms:
+            self.vms[where].append({"name": name, "state": "running", "memory_mib": mem_mib, "vcpus": 1,
+                                    "hostdevs": [], "home_host": home})
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def resolve(self, names):
+        return list(names)
+
+
+class FakeMethods:
+    """Chooses pre-copy for every move; run() moves them all and remembers what it was asked to move."""
+
+    ran = None
+
+    def __init__(self, _fleet, moves, _p, _lim, _side):
+        for m in moves:
+            m["profile"] = {}
+            m["method"] = {"method": "precopy", "why": "test", "exclusive": False, "predicted": {}, "refused": False}
+
+    @staticmethod
+    def refuse(moves, refusing, host):
+        return None
+
+    def run(self, moves, _uri_of, _p, _progress):
+        FakeMethods.ran = [m["vm"] for m in moves]
+        return {"vms": [dict(m, result="moved") for m in moves], "stopped": None,
+                "totals": {"moved": len(moves), "cold_moved": 0, "elapsed_s": 1.0}}
+
+
+@pytest.fixture
+def restore_with(monkeypatch):
+    cleared = []
+
+    def use(fleet):
+        FakeMethods.ran = None
+        monkeypatch.setattr(hj, "Fleet", lambda *a, **k: fleet)
+        monkeypatch.setattr(hj, "_preflight", lambda *a: [])
+        monkeypatch.setattr(hj, "_lease", lambda *a: None)
+        monkeypatch.setattr(hj, "_Methods", FakeMethods)
+        monkeypatch.setattr(hj, "clear_mark", lambda conn, uri: cleared.append(uri) or True)
+        return cleared
+    return use
+
+
+def restore_params(**kw):
+    p = {k: v.get("default") for k, v in hj.RESTORE_SPEC.items()}
+    p.update(uris=["test:///hv1", "test:///hv2", "test:///hv3"], host="hv1")
+    p.update(kw)
+    return p
+
+
+# hv1: 8192 MiB, 1024 headroom, a 4096 MiB VM of its own running there: 3072 MiB free for what comes home;
+# a and b (2048) fit, big with either (3124) does not.
+AWAY = [("hog", "hv1", 4096, "hv1"), ("a", "hv2", 1024, "hv1"), ("big", "hv2", 2100, "hv1"), ("b", "hv3", 1024, "hv1"),
+        ("other", "hv3", 2048, "hv3")]
+
+
+def test_restore_brings_home_what_fits_and_fails_no_capacity_for_the_rest(restore_with):
+    cleared = restore_with(FakeFleet(AWAY))
+    with pytest.raises(FleetmaintError) as err:
+        hj.restore_host(restore_params())
+    assert err.value.reason == "no_capacity"
+    assert sorted(FakeMethods.ran) == ["a", "b"]
+    res = err.value.context["result"]
+    (left,) = [s for s in res["staying"] if s["reason"] == "no_capacity"]
+    assert left["vm"] == "big" and left["host"] == "hv2"
+    assert left["memory_mib"] == 2100 and left["free_memory_mib"] == 1024
+    assert "needs 2100 MiB, hv1 has 1024 MiB free" in left["msg"]
+    assert res["capacity"]["memory_mib"] == 3072 and res["changed"] is True
+    assert "big on hv2" in err.value.msg and "maintenance mark kept" in err.value.msg
+    assert cleared == []  # the mark stays
+
+
+def test_restore_check_mode_says_what_would_come_home_and_what_would_not(restore_with):
+    restore_with(FakeFleet(AWAY))
+    with pytest.raises(FleetmaintError) as err:
+        hj.restore_host(restore_params(), check_mode=True)
+    assert err.value.reason == "no_capacity" and FakeMethods.ran is None
+    res = err.value.context["result"]
+    assert sorted(m["vm"] for m in res["moves"]) == ["a", "b"] and res["vms"] == []
+    assert [s["vm"] for s in res["staying"]] == ["big"]
+    assert err.value.msg.startswith("would bring 2 VMs home to hv1")
+
+
+def test_restore_rerun_after_room_was_freed_brings_the_rest_and_clears_the_mark(restore_with):
+    # The hog is gone and a, b came home last time: big fits now.
+    cleared = restore_with(FakeFleet([("a", "hv1", 1024, "hv1"), ("b", "hv1", 1024, "hv1"), ("big", "hv2", 2100, "hv1")]))
+    res = hj.restore_host(restore_params())
+    assert FakeMethods.ran == ["big"] and res["staying"] == [] and cleared == ["test:///hv1"]
+    assert res["capacity"]["used_memory_mib"] == 2048
+
+
+def test_restore_counts_the_memory_really_available(restore_with):
+    # The allocations leave room for all three; libvirt says 3200 MiB available, less 1024 headroom: two fit.
+    restore_with(FakeFleet(AWAY[1:], available=3200))
+    with pytest.raises(FleetmaintError) as err:
+        hj.restore_host(restore_params())
+    assert sorted(FakeMethods.ran) == ["a", "b"]
+    assert "3200 MiB available" in err.value.context["result"]["staying"][0]["msg"]
+
+
+def test_restore_with_overcommit_option(restore_with):
+    restore_with(FakeFleet(AWAY))
+    res = hj.restore_host(restore_params(memory_overcommit=1.5))
+    assert sorted(FakeMethods.ran) == ["a", "b", "big"] and res["staying"] == []
+
+
+def test_a_move_blocked_only_for_memory_is_left_to_the_capacity_check(monkeypatch):
+    blocked = [{"vm": "big", "source": "hv2", "destination": "hv1", "blockers": ["hv1 has 900 MiB available"],
+                "codes": ["insufficient_memory"], "stays": False}]
+    monkeypatch.setattr(hj, "_preflight", lambda *a: [dict(b) for b in blocked])
+    moves = [{"vm": "big", "source": "hv2", "destination": "hv1"}]
+    assert hj._checked(None, "hv1", moves, {}, "refusing", str, decided_later=("insufficient_memory",)) == []  # pylint: disable=protected-access
+    assert len(moves) == 1
+    with pytest.raises(FleetmaintError, match="refusing, nothing was moved"):
+        hj._checked(None, "hv1", moves, {}, "refusing", lambda b: b["vm"])  # pylint: disable=protected-access
