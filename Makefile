@@ -1,6 +1,7 @@
 # fleetmaint.libvirt — everything runs from here. Needs root on Debian 12.
 #   make demo   install what is needed, start the lab, run the main job, print the report
 #   make test   install what is needed, run unit, sanity, lint and integration tests
+#               (unit and sanity also with each older ansible-core of the supported range: make matrix)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -22,12 +23,12 @@ export FLEETMAINT_LAB_DIR := $(LAB_DIR)
 export FLEETMAINT_INVENTORY := $(INVENTORY)
 export FLEETMAINT_VENV := $(VENV)
 
-.PHONY: help deps apt venv collection sync unit sanity lint integration reliability molecule docs test demo bench lab-up lab-down lab-status clean
+.PHONY: help deps apt venv collection sync unit sanity matrix lint integration reliability molecule docs test demo bench lab-up lab-down lab-status clean
 
 help:
 	@echo "make demo   - install, start the lab, run the main job, print the report"
 	@echo "make test   - install, then unit tests, ansible-test sanity, ansible-lint, integration on the lab"
-	@echo "make unit | sanity | lint | docs | integration | reliability | molecule | bench | lab-up | lab-down | lab-status | clean"
+	@echo "make unit | sanity | matrix | lint | docs | integration | reliability | molecule | bench | lab-up | lab-down | lab-status | clean"
 
 deps: apt venv
 
@@ -54,24 +55,31 @@ collection: venv
 	ansible-galaxy collection install --force -p $(COLL_PATH) $(BUILD)/fleetmaint-libvirt-*.tar.gz >/dev/null
 	@echo "installed $$(ls $(BUILD)/fleetmaint-libvirt-*.tar.gz | xargs -n1 basename) into $(COLL_PATH)"
 
-# A source tree at ansible_collections/fleetmaint/libvirt, as ansible-test wants it.
+# A source tree at ansible_collections/fleetmaint/libvirt, as ansible-test wants it: $(call copy_tree,DIR).
+# ansible-test lists files with git: the copy gets its own repository (ours ignores .build/).
+define copy_tree
+rm -rf $(1) && mkdir -p $(1)
+git ls-files -co --exclude-standard -z | rsync -a --from0 --ignore-missing-args --files-from=- ./ $(1)/
+cd $(1) && git init -q && git add -A
+endef
 sync:
-	rm -rf $(SRC_COPY) && mkdir -p $(SRC_COPY)
-	git ls-files -co --exclude-standard -z | rsync -a --from0 --ignore-missing-args --files-from=- ./ $(SRC_COPY)/
-	# ansible-test lists files with git: give the copy its own repository (ours ignores .build/).
-	cd $(SRC_COPY) && git init -q && git add -A
+	$(call copy_tree,$(SRC_COPY))
 
 unit: deps sync
 	cd $(SRC_COPY) && PYTHONPATH=$(BUILD)/src python -m pytest -p no:cacheprovider -q tests/unit
 
 # ansible-test bootstraps pip in its venvs with a script it downloads from a host we cannot
 # reach; its documented offline route is a script in its cache. Ours uses ensurepip + PyPI.
+# $(call pip_bootstrap,VENV): the script, for the pip version that VENV's ansible-test pins.
+define pip_bootstrap
+@v=$$(grep -hoE "pip='[0-9.]+'" $(1)/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py \
+      | head -1 | tr -dc '0-9.'); \
+  f=$$HOME/.ansible/test/cache/get_pip_$${v//./_}.py; \
+  if [ -n "$$v" ] && [ ! -s "$$f" ]; then mkdir -p "$${f%/*}" && cp tests/tools/get_pip_offline.py "$$f" \
+    && echo "sanity: offline pip bootstrap installed for pip $$v"; fi
+endef
 sanity: deps sync
-	@v=$$(grep -hoE "pip='[0-9.]+'" $(VENV)/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py \
-	      | head -1 | tr -dc '0-9.'); \
-	  f=$$HOME/.ansible/test/cache/get_pip_$${v//./_}.py; \
-	  if [ -n "$$v" ] && [ ! -s "$$f" ]; then mkdir -p "$${f%/*}" && cp tests/tools/get_pip_offline.py "$$f" \
-	    && echo "sanity: offline pip bootstrap installed for pip $$v"; fi
+	$(call pip_bootstrap,$(VENV))
 	cd $(SRC_COPY) && ansible-test sanity --python 3.11 --requirements --color no $(SANITY_ARGS)
 
 # galaxy-importer (what Galaxy runs on an upload) checks the built tarball as Galaxy would, in a virtualenv of
@@ -103,6 +111,41 @@ lint: deps collection $(IMPORTER_VENV)/.stamp
 	  if [ $$rc != 0 ] || grep -qE '^(WARNING|ERROR|CRITICAL)' $(BUILD)/galaxy-importer.log \
 	     || ! grep -q '^Importer processing completed successfully' $(BUILD)/galaxy-importer.log; then \
 	    echo "galaxy-importer: the tarball has errors or warnings (above)"; exit 1; fi
+
+# The supported ansible-core range (meta/runtime.yml) is 2.17 to 2.19: .venv has the newest 2.19, and each older
+# minor gets a cached virtualenv .build/core-2.NN (that ansible-core, the rest of requirements.txt, pytest), made
+# again only when the requirements change (then upgraded to the newest releases they admit). The oldest minor also
+# gets the oldest libvirt-python that requirements.txt admits, the others the newest, so both ends of that range
+# are tested too. matrix-2.NN runs the unit tests and sanity with one of them in a copy of the tree of its own
+# (.build/core-2.NN/src), so it never shares tests/output with 'make sanity'; 'make matrix' runs the versions one
+# after another (one ansible-test at a time on 2 cores) and times each (.build/matrix-times.txt).
+CORE_MATRIX := 2.17 2.18
+LIBVIRT_MIN := $(shell sed -nE 's/^libvirt-python>=([0-9.]+).*/\1/p' requirements.txt)
+CORE_PINS_2.17 := 'libvirt-python==$(LIBVIRT_MIN).*'
+.PRECIOUS: $(BUILD)/core-%/.stamp
+$(BUILD)/core-%/.stamp: requirements.txt requirements-dev.txt
+	test -x $(@D)/bin/python || $(PYTHON) -m venv $(@D)
+	$(@D)/bin/pip install -q -U --disable-pip-version-check -r requirements.txt "ansible-core==$*.*" $(CORE_PINS_$*) \
+	  "$$(grep -E '^pytest\b' requirements-dev.txt)"
+	touch $@
+
+matrix-%: apt $(BUILD)/core-%/.stamp
+	@$(BUILD)/core-$*/bin/python -c 'from importlib.metadata import version as v; print("matrix:", ", ".join( \
+	  f"{p} {v(p)}" for p in ("ansible-core", "libvirt-python", "jmespath", "pytest")))'
+	$(call copy_tree,$(BUILD)/core-$*/src/ansible_collections/fleetmaint/libvirt)
+	cd $(BUILD)/core-$*/src/ansible_collections/fleetmaint/libvirt && PATH=$(BUILD)/core-$*/bin:$$PATH \
+	  PYTHONPATH=$(BUILD)/core-$*/src python -m pytest -p no:cacheprovider -q tests/unit
+	$(call pip_bootstrap,$(BUILD)/core-$*)
+	cd $(BUILD)/core-$*/src/ansible_collections/fleetmaint/libvirt && PATH=$(BUILD)/core-$*/bin:$$PATH \
+	  ansible-test sanity --python 3.11 --requirements --color no $(SANITY_ARGS)
+
+matrix:
+	@mkdir -p $(BUILD) && : > $(BUILD)/matrix-times.txt; rc=0; \
+	for v in $(CORE_MATRIX); do t0=$$(date +%s); \
+	  echo "== ansible-core $$v: unit and sanity =="; $(MAKE) --no-print-directory matrix-$$v; r=$$?; \
+	  echo "ansible-core $$v $$(( $$(date +%s) - t0 )) s$$( [ $$r = 0 ] || echo ' FAILED')" >> $(BUILD)/matrix-times.txt; \
+	  [ $$r = 0 ] || rc=1; \
+	done; echo "== matrix times =="; cat $(BUILD)/matrix-times.txt; exit $$rc
 
 lab-up: apt collection
 	$(LABCTL) up
@@ -141,16 +184,22 @@ molecule: deps collection
 
 # Each suite is timed; the times are printed at the end (and kept in .build/suite-times.txt). sanity reads
 # its own copy of the tree (.build/src), so it runs beside lint and docs (which build the collection), its
-# output kept in .build/test-logs/sanity.log and printed when it ends.
+# output kept in .build/test-logs/sanity.log and printed when it ends. The matrix (unit tests and sanity with
+# the older ansible-core minors, each in its own copy) follows it in the same background job, so that only one
+# ansible-test runs at a time; its output is .build/test-logs/matrix.log, its times .build/matrix-times.txt.
 SUITES := unit static integration reliability molecule
 test: deps
 	@mkdir -p $(BUILD)/test-logs && : > $(BUILD)/suite-times.txt; \
 	for s in $(SUITES); do t0=$$(date +%s); \
 	  if [ $$s = static ]; then \
-	    ( $(MAKE) --no-print-directory sanity > $(BUILD)/test-logs/sanity.log 2>&1; echo $$? > $(BUILD)/test-logs/sanity.rc ) & \
+	    ( $(MAKE) --no-print-directory sanity > $(BUILD)/test-logs/sanity.log 2>&1; echo $$? > $(BUILD)/test-logs/sanity.rc; \
+	      $(MAKE) --no-print-directory matrix > $(BUILD)/test-logs/matrix.log 2>&1; echo $$? > $(BUILD)/test-logs/matrix.rc ) & \
 	    $(MAKE) --no-print-directory lint docs; rc=$$?; wait; \
 	    echo "== sanity (ran beside lint and docs) =="; cat $(BUILD)/test-logs/sanity.log; \
-	    [ "$$(cat $(BUILD)/test-logs/sanity.rc)" = 0 ] || rc=1; s="sanity+lint+docs"; \
+	    echo "== matrix: ansible-core $(CORE_MATRIX) (ran after sanity, beside lint and docs) =="; \
+	    cat $(BUILD)/test-logs/matrix.log; \
+	    for t in sanity matrix; do [ "$$(cat $(BUILD)/test-logs/$$t.rc)" = 0 ] || rc=1; done; \
+	    s="sanity+matrix+lint+docs"; \
 	  else $(MAKE) --no-print-directory $$s; rc=$$?; fi; \
 	  echo "$$s $$(( $$(date +%s) - t0 )) s$$( [ $$rc = 0 ] || echo ' FAILED')" >> $(BUILD)/suite-times.txt; \
 	  if [ $$rc != 0 ]; then echo "== suite times =="; cat $(BUILD)/suite-times.txt; exit $$rc; fi; \
