@@ -16,6 +16,14 @@ description:
     move back, and live-migrates them home with the same concurrency, escalation and failure handling as
     M(fleetmaint.libvirt.host_evacuate).
   - VMs whose home host was changed on purpose stay where they are.
+  - Before anything moves, checks that the home host has room for what comes home, every VM counted together -
+    memory (its memory times O(memory_overcommit), less O(memory_headroom) and the memory of the VMs running there,
+    and no more than the memory libvirt reports available less O(memory_headroom)) and vCPUs (times
+    O(cpu_overcommit)), the rule the evacuation's planner uses. When not everything fits, it brings home what fits,
+    chosen to bring home the most VMs and then the most memory, and leaves the rest where they are with their home
+    unchanged, listed in RV(staying) with reason C(no_capacity) and the numbers. The task then fails with reason
+    C(no_capacity) and keeps the maintenance mark, so a rolling patch records the host as not fully restored; run it
+    again once there is room and it brings home the rest. Check mode says the same before anything moves.
   - Clears the host's maintenance mark when every VM is home (O(clear_maintenance)); otherwise keeps it.
   - Idempotent - with every VM home and no mark, nothing changes.
 author:
@@ -24,7 +32,7 @@ extends_documentation_fragment:
   - fleetmaint.libvirt.fleet_moves
   - fleetmaint.libvirt.storage
   - fleetmaint.libvirt.migration_tuning
-  - fleetmaint.libvirt.placement.headroom
+  - fleetmaint.libvirt.placement.capacity
   - fleetmaint.libvirt.move_limits
   - fleetmaint.libvirt.measurement
   - fleetmaint.libvirt.attributes
@@ -68,9 +76,21 @@ staying:
     - VMs of this home that cannot move now (C(vm), C(host) where they stay, C(reason), C(msg)), for example a
       paused VM QEMU would crash on a second move. They are left where they are with their home unchanged; the
       others come home and the restore succeeds, naming them.
-  returned: success
+    - VMs the home host has no room for, C(reason) C(no_capacity), with C(memory_mib) and C(vcpus) (what the VM
+      needs) and C(free_memory_mib) and C(free_vcpus) (what the home host has free, headroom kept, once the VMs that
+      fit are home). They too stay where they are, home unchanged; the restore fails with reason C(no_capacity)
+      and keeps the maintenance mark.
+  returned: when the moves home were listed (also when the restore then fails)
   type: list
   elements: dict
+capacity:
+  description:
+    - The home host's room for the VMs coming home, before they come - C(host), C(memory_mib) and C(vcpus) free for
+      them (headroom and overcommit applied, the VMs running there counted), C(used_memory_mib) and C(used_vcpus) of
+      the VMs running there, C(available_mib) (the memory libvirt reports available), C(free_memory_mib_after) and
+      C(free_vcpus_after) once the VMs that fit are home.
+  returned: when the moves home were listed (also when the restore then fails)
+  type: dict
 vms:
   description:
     - Per VM - C(vm), C(source), C(destination), C(result) (moved, cold_moved, already_there, failed,
@@ -120,7 +140,8 @@ maintenance_cleared:
 reason:
   description:
     - Why the task failed, one code of the collection's vocabulary (README, "Reason codes"); C(incomplete) when
-      some VMs did not move (each VM's own code is in C(vms[].reason)), C(blocked), C(will_not_converge), C(busy),
+      some VMs did not move (each VM's own code is in C(vms[].reason)), C(no_capacity) when the only VMs left away
+      are those the home host has no room for (RV(staying); what fits came home), C(blocked), C(will_not_converge), C(busy),
       C(unknown_vm) or C(invalid_option) when nothing was moved.
   returned: failure
   type: str
