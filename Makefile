@@ -23,7 +23,7 @@ export FLEETMAINT_LAB_DIR := $(LAB_DIR)
 export FLEETMAINT_INVENTORY := $(INVENTORY)
 export FLEETMAINT_VENV := $(VENV)
 
-.PHONY: help deps apt venv collection sync unit sanity matrix lint integration reliability molecule docs test demo bench lab-up lab-down lab-status clean
+.PHONY: help deps apt apt-test venv collection sync unit sanity matrix lint integration reliability molecule docs test demo bench lab-up lab-down lab-status clean
 
 help:
 	@echo "make demo   - install, start the lab, run the main job, print the report"
@@ -65,8 +65,18 @@ endef
 sync:
 	$(call copy_tree,$(SRC_COPY))
 
-unit: deps sync
-	cd $(SRC_COPY) && PYTHONPATH=$(BUILD)/src python -m pytest -p no:cacheprovider -q tests/unit
+# Only the tests need a browser (the report's HTML is opened in Debian's chromium): not installed by 'make demo'.
+TEST_APT_PACKAGES := chromium
+apt-test:
+	@dpkg-query -W -f='$${Status}\n' $(TEST_APT_PACKAGES) 2>/dev/null | grep -q 'install ok installed' || { \
+	  echo "apt: installing $(TEST_APT_PACKAGES)"; apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(TEST_APT_PACKAGES); }
+
+# The browser test's screenshot of the report is kept in .build/test-logs/report.png.
+unit: deps apt-test sync
+	mkdir -p $(BUILD)/test-logs
+	cd $(SRC_COPY) && PYTHONPATH=$(BUILD)/src FLEETMAINT_BROWSER_REQUIRED=1 FLEETMAINT_TEST_ARTIFACTS=$(BUILD)/test-logs \
+	  python -m pytest -p no:cacheprovider -q tests/unit
 
 # ansible-test bootstraps pip in its venvs with a script it downloads from a host we cannot
 # reach; its documented offline route is a script in its cache. Ours uses ensurepip + PyPI.
