@@ -10,8 +10,9 @@ the host's job lease, marks or clears maintenance, and runs the moves through th
 from __future__ import annotations
 
 from contextlib import ExitStack
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cancel import CancelFlag
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.fleet import Fleet
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import clear_mark, HostLease, set_mark
@@ -150,8 +151,10 @@ class _Methods:
                              self.allowed, self.downtime, self.assumed, self.cap)
 
     def run(self, moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, Any],
-            progress: Optional[Callable[[Dict[str, Any]], None]]) -> Dict[str, Any]:
-        return run_moves(moves, uri_of, p, progress, share=self.share, side=self.side, predict=self.predict)
+            progress: Optional[Callable[[Dict[str, Any]], None]], cancel: Optional[CancelFlag] = None,
+            on_counts: Optional[Callable[[Dict[str, int]], None]] = None) -> Dict[str, Any]:
+        return run_moves(moves, uri_of, p, progress, share=self.share, side=self.side, predict=self.predict,
+                         cancel=cancel, on_counts=on_counts)
 
     def predict(self, m: Dict[str, Any], link_bps: Optional[float], in_use_scale: Optional[float]) -> Dict[str, Any]:
         """A move's prediction again, from what the job's own moves measured: the link (when not given) and
@@ -172,13 +175,30 @@ class _Methods:
                                             "predicted": m["method"]["predicted"]} for m in refused])
 
 
-def _open_job(fleet: Any, p: Dict[str, Any], job: str, check_mode: bool, stack: ExitStack) -> str:
-    """What every host job does first: resolve the host and hold its lease until the job ends (``stack``)."""
+def _open_job(fleet: Any, p: Dict[str, Any], job: str, check_mode: bool,
+              stack: ExitStack) -> Tuple[str, CancelFlag, Optional[Callable[[Dict[str, int]], None]]]:
+    """What every host job does first: resolve the host and hold its lease until the job ends (``stack``).
+
+    Returns the host, the job's cancel flag (set by a cancel request on the host, or a signal to the controller:
+    it is in ``cancel.RUNNING`` while the job runs) and where the job tells its lease its progress."""
     host = fleet.resolve([p["host"]])[0]
     lease = _lease(fleet, host, job, check_mode)
-    if lease is not None:
-        stack.callback(lease.release)
-    return host
+    if lease is None:
+        return host, CancelFlag(), None
+    stack.callback(lease.release)
+    stack.enter_context(lease.cancel)
+    return host, lease.cancel, lease.counts
+
+
+def _cancelled(host: str, run: Dict[str, Any], result: Dict[str, Any], step: str) -> FleetmaintError:
+    """The failure of a cancelled job: what moved, and what did not and where it is."""
+    moved = [r["vm"] for r in run["vms"] if r["result"] in ("moved", "cold_moved", "already_there")]
+    left = [f"{r['vm']} (on {r['source']}: {'aborted in pre-copy' if r['result'] == 'failed' else 'not started'})"
+            for r in run["vms"] if r["result"] not in ("moved", "cold_moved", "already_there")]
+    result["msg"] = (f"{host}: {run['stopped']}: moved {len(moved)} of {len(run['vms'])} VMs"
+                     + (f" ({', '.join(moved)})" if moved else "") + (f"; not moved: {', '.join(left)}" if left else "")
+                     + "; re-run the job to finish it")
+    return FleetmaintError(result["msg"], step=step, reason="cancelled", host=host, result=result)
 
 
 def _checked(fleet: Any, host: str, moves: List[Dict[str, Any]], p: Dict[str, Any], refusing: str,
@@ -203,7 +223,7 @@ def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
     lim = _limits(p)
     with ExitStack() as job:
         with Fleet(p["uris"], p["shared_pools"], tls=p["tls"]) as fleet:
-            host = _open_job(fleet, p, "evacuate", check_mode, job)
+            host, cancel, counts = _open_job(fleet, p, "evacuate", check_mode, job)
             inp = fleet.planner_input(p["memory_headroom"], p["memory_overcommit"], p["cpu_overcommit"],
                                       p["anti_affinity"], {k: int(v) for k, v in p["priority"].items()}, p["pinned"])
             # Hosts leaving at the same time (a rolling patch batch) take no VMs, as if in maintenance.
@@ -232,8 +252,11 @@ def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
             uri_of = dict(fleet.uri_of)
         if progress:
             progress({"kind": "plan", "vm": host, "moves": len(plan["moves"]), "makespan_est_s": plan["makespan_s"]})
-        run = methods.run(plan["moves"], uri_of, dict(p, limits=lim), progress)
+        run = methods.run(plan["moves"], uri_of, dict(p, limits=lim), progress, cancel, counts)
         result.update(run)
+        if run["cancelled"]:
+            result["changed"] = result["changed"] or run["totals"]["moved"] + run["totals"]["cold_moved"] > 0
+            raise _cancelled(host, run, result, "evacuate")
         result["changed"] = result["changed"] or run["totals"]["moved"] + run["totals"]["cold_moved"] > 0
         # Pinned or unplaceable VMs stay too: the host is not empty, and saying so is the point.
         left = [r["vm"] for r in run["vms"] if r["result"] in ("failed", "not_started")] + \
@@ -284,7 +307,7 @@ def restore_host(p: Dict[str, Any], check_mode: bool = False,
     lim = _limits(p)
     with ExitStack() as job:
         with Fleet(p["uris"], p["shared_pools"], tls=p["tls"]) as fleet:
-            host = _open_job(fleet, p, "restore", check_mode, job)
+            host, cancel, counts = _open_job(fleet, p, "restore", check_mode, job)
             moves = [{"vm": d["name"], "source": other, "destination": host}
                      for other in sorted(fleet.vms) if other != host
                      for d in fleet.vms[other] if d["home_host"] == host and d["state"] in ("running", "paused")]
@@ -310,8 +333,11 @@ def restore_host(p: Dict[str, Any], check_mode: bool = False,
                     raise FleetmaintError(result["msg"], step="plan", reason="no_capacity", host=host, result=result)
                 return result
             uri_of = dict(fleet.uri_of)
-        run = methods.run(moves, uri_of, dict(p, limits=lim), progress)
+        run = methods.run(moves, uri_of, dict(p, limits=lim), progress, cancel, counts)
         result.update(run)
+        if run["cancelled"]:
+            result["changed"] = run["totals"]["moved"] + run["totals"]["cold_moved"] > 0
+            raise _cancelled(host, run, result, "restore")
         left = [r["vm"] for r in run["vms"] if r["result"] in ("failed", "not_started")]
         if left or room["no_room"]:
             moved = run["totals"]["moved"] + run["totals"]["cold_moved"]

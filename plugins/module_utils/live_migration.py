@@ -30,6 +30,7 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_check
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_flags import (
     build_flags, build_params, downtime_ladder, effective_timeout_action, validate_options,
 )
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cancel import CancelFlag
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_job import MigrationJob, ProgressFn
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import (
     blockers, is_local_disk, same_host,
@@ -61,8 +62,11 @@ MUTUALLY_EXCLUSIVE = [["name", "uuid"]]
 REQUIRED_ONE_OF = [["name", "uuid"]]
 
 
-def migrate(p: Dict[str, Any], check_mode: bool = False, progress: Optional[ProgressFn] = None) -> Dict[str, Any]:
-    """Do (or in check mode, plan) one live migration. Returns the result dict; raises FleetmaintError."""
+def migrate(p: Dict[str, Any], check_mode: bool = False, progress: Optional[ProgressFn] = None,
+            cancel: Optional[CancelFlag] = None) -> Dict[str, Any]:
+    """Do (or in check mode, plan) one live migration. Returns the result dict; raises FleetmaintError.
+
+    ``cancel``: the job's flag (host jobs); a move of its own has one, so a signal can abort it too."""
     validate_options(p)
     src_uri, dest_uri = p["uri"], p["dest_uri"]
     peer_uri = p.get("peer_uri") or dest_uri
@@ -72,7 +76,10 @@ def migrate(p: Dict[str, Any], check_mode: bool = False, progress: Optional[Prog
     with connection(src_uri) as sconn:
         try:
             with connection(dest_uri) as dconn:
-                return _migrate(p, sconn, dconn, peer_uri, check_mode, progress, result)
+                if cancel is not None:  # the job's flag, in RUNNING for as long as the job runs
+                    return _migrate(p, sconn, dconn, peer_uri, check_mode, progress, result, cancel)
+                with CancelFlag() as flag:
+                    return _migrate(p, sconn, dconn, peer_uri, check_mode, progress, result, flag)
         except FleetmaintError as exc:
             if exc.context.get("step") == "connect" and exc.context.get("uri") == redact_uri(dest_uri):
                 exc.msg = f"{ident}: destination unreachable: {exc.msg}"
@@ -85,7 +92,7 @@ def _fail(msg: str, step: str, **ctx: Any) -> FleetmaintError:
 
 
 def _migrate(p: Dict[str, Any], sconn: Any, dconn: Any, peer_uri: str, check_mode: bool,
-             progress: Optional[ProgressFn], result: Dict[str, Any]) -> Dict[str, Any]:
+             progress: Optional[ProgressFn], result: Dict[str, Any], cancel: CancelFlag) -> Dict[str, Any]:
     src = HostContext(sconn, p["uri"], p["shared_pools"])
     dst = HostContext(dconn, p["dest_uri"], p["shared_pools"], tls=p["tls"])
     src_host, dst_host = src.host, dst.host
@@ -170,7 +177,7 @@ def _migrate(p: Dict[str, Any], sconn: Any, dconn: Any, peer_uri: str, check_mod
     # libvirt does not carry the autostart flag with the definition: set it again on the destination.
     result["autostart"] = bool(vm.get("autostart"))
     try:
-        return MigrationJob(p, sdom, sconn, dconn, peer_uri, ladder, result, ctx, progress).run(flags, params)
+        return MigrationJob(p, sdom, sconn, dconn, peer_uri, ladder, result, ctx, progress, cancel).run(flags, params)
     except FleetmaintError:
         # Volumes we created are ours to remove, unless the VM did land there after all.
         try:

@@ -1,8 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) fleetmaint.libvirt contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Notes kept on a host itself so they survive the controller: the maintenance mark, the patch level, and
-the lease of the job running on it.
+"""Notes kept on a host itself so they survive the controller: the maintenance mark, the patch level, the
+lease of the job running on it, and a request to cancel that job.
 
 libvirt has no place for host metadata, so each note is a persistent libvirt secret with no
 value: usage type ``tls``, usage name ``fleetmaint-maintenance`` (or ``fleetmaint-patch-level``),
@@ -22,6 +22,7 @@ from xml.sax.saxutils import escape
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError, wrap_error
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import connection, libvirt, open_uri
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cancel import CancelFlag
 
 USAGE_NAME = "fleetmaint-maintenance"
 PATCH_LEVEL_USAGE = "fleetmaint-patch-level"
@@ -101,6 +102,8 @@ def set_patch_level(conn: Any, uri: str, level: str, by: str) -> Dict[str, Any]:
 LEASE_USAGE = "fleetmaint-job"
 LEASE_STALE_S = 60  # a lease not renewed for this long belongs to a controller that is gone
 LEASE_RENEW_S = 10
+CANCEL_USAGE = "fleetmaint-cancel"
+CANCEL_POLL_S = 2.0  # how often a job looks for a cancel request on its host
 
 
 def _pid_alive(pid: int) -> bool:
@@ -121,6 +124,64 @@ def lease_is_stale(note: Dict[str, Any], now: Optional[float] = None, stale_afte
     return note.get("controller") == socket.gethostname() and not _pid_alive(int(note.get("pid", 0)))
 
 
+def targets(request: Dict[str, Any], lease: Dict[str, Any]) -> bool:
+    """Whether a cancel request is for the job holding ``lease`` (not an earlier one)."""
+    return all(request.get(k) == lease.get(k) for k in ("controller", "pid", "started"))
+
+
+def job_status(conn: Any) -> Dict[str, Any]:
+    """The job running on the host behind ``conn`` (its lease: job, controller, pid, started, renewed, progress),
+    whether that lease is stale, and the cancel request for it if there is one."""
+    lease = get_mark(conn, LEASE_USAGE)
+    req = get_mark(conn, CANCEL_USAGE)
+    live = lease is not None and not lease_is_stale(lease)
+    return {"running": live, "job": lease, "stale": lease is not None and not live,
+            "cancel_requested": req if (req and lease and targets(req, lease)) else None}
+
+
+def request_cancel(p: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]:
+    """host_job's engine: report the job on the host, and with state=cancelled ask it to stop (idempotent).
+
+    The request is a note on the host naming the job (controller, pid, start), so it reaches the job whichever
+    controller runs it, within CANCEL_POLL_S, and never a later job. With ``wait`` it waits for the job to end."""
+    with connection(p["uri"]) as conn:
+        st = job_status(conn)
+        changed = False
+        if p["state"] == "cancelled" and st["running"] and not st["cancel_requested"]:
+            changed = True
+            lease = st["job"]
+            req = {k: lease.get(k) for k in ("controller", "pid", "started", "job")}
+            req.update(requested=int(time.time()), by=p["by"], **{"from": socket.gethostname()})
+            if not check_mode:
+                old = _lookup(conn, CANCEL_USAGE)
+                conn.secretDefineXML(_note_xml(CANCEL_USAGE, req, old.UUIDString() if old is not None else None), 0)
+            st["cancel_requested"] = req
+        job = st["job"] or {}
+        what = (f"'{job.get('job')}' from {job.get('controller')} (pid {job.get('pid')}, since "
+                f"{time.strftime('%H:%M:%S', time.localtime(job.get('started', 0)))})") if job else None
+        if not st["running"]:
+            msg = "no job runs on the host" + (f" (a stale lease of {what} is left; the next job takes it over)"
+                                               if st["stale"] else "") + ": nothing to cancel"
+        elif p["state"] == "cancelled":
+            msg = (f"{'asked' if changed else 'already asked'} {what} to stop"
+                   + (" (check mode: not asked)" if check_mode and changed else ""))
+        else:
+            msg = f"{what} runs" + (", asked to stop" if st["cancel_requested"] else "")
+        if p["state"] == "cancelled" and st["running"] and p["wait"] and not check_mode:
+            deadline = time.monotonic() + p["wait_timeout"]
+            while time.monotonic() < deadline:
+                time.sleep(1.0)
+                now = job_status(conn)
+                if not now["running"] or not (now["job"] and targets(st["cancel_requested"], now["job"])):
+                    msg += "; it has ended"
+                    st["ended"] = True
+                    break
+            else:
+                raise FleetmaintError(f"{msg}, but it still holds the host after {p['wait_timeout']} s (a "
+                                      "post-copy in flight finishes before the job stops)", step="cancel")
+    return dict(changed=changed, msg=msg, **st)
+
+
 class HostLease:
     """One fleetmaint job (evacuate, restore) per host at a time, whichever controller runs it.
 
@@ -136,6 +197,12 @@ class HostLease:
         self.note: Dict[str, Any] = {}
         self._halt = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        # Set when a cancel request for this job appears on the host (host_job state=cancelled).
+        self.cancel = CancelFlag()
+
+    def counts(self, counts: Dict[str, int]) -> None:
+        """The job's progress (moves done, failed, running, waiting), shown by host_job from the next renewal."""
+        self.note["progress"] = dict(counts)
 
     def __enter__(self) -> "HostLease":
         self.acquire()
@@ -175,10 +242,17 @@ class HostLease:
         self._thread.start()
 
     def _renew(self) -> None:
-        while not self._halt.wait(LEASE_RENEW_S):
+        renewed = time.monotonic()
+        while not self._halt.wait(CANCEL_POLL_S):
             try:
-                self.note["renewed"] = time.time()
-                self.conn.secretDefineXML(_note_xml(LEASE_USAGE, self.note, self.uuid), 0)
+                req = get_mark(self.conn, CANCEL_USAGE)
+                if req and targets(req, self.note) and not self.cancel.is_set():
+                    self.cancel.set(f"requested by {req.get('by')} from {req.get('from')} at "
+                                    f"{time.strftime('%H:%M:%S', time.localtime(req.get('requested', 0)))}")
+                if time.monotonic() - renewed >= LEASE_RENEW_S:
+                    self.note["renewed"] = time.time()
+                    self.conn.secretDefineXML(_note_xml(LEASE_USAGE, self.note, self.uuid), 0)
+                    renewed = time.monotonic()
             except Exception:  # pylint: disable=broad-except
                 pass  # the host may be restarting; the next renewal tries again
 
@@ -190,6 +264,9 @@ class HostLease:
             sec = _lookup(self.conn, LEASE_USAGE) if self.conn is not None else None
             if sec is not None and sec.UUIDString() == self.uuid:
                 sec.undefine()
+            req = get_mark(self.conn, CANCEL_USAGE) if self.conn is not None else None
+            if req and targets(req, self.note):
+                _lookup(self.conn, CANCEL_USAGE).undefine()  # answered: the next job is not cancelled by it
         except Exception:  # pylint: disable=broad-except
             pass  # unreachable host: the lease goes stale by itself
         finally:

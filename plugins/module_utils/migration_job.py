@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cancel import CancelFlag
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.domains import (
     crashed_on, lookup, placement, record_arrival, state,
 )
@@ -141,9 +142,10 @@ class MigrationJob:
 
     def __init__(self, p: Dict[str, Any], sdom: Any, sconn: Any, dconn: Any, peer_uri: str,
                  ladder: List[Tuple[float, int]], result: Dict[str, Any], ctx: Dict[str, Any],
-                 progress: Optional[ProgressFn] = None) -> None:
+                 progress: Optional[ProgressFn] = None, cancel: Optional[CancelFlag] = None) -> None:
         self.p, self.sdom, self.sconn, self.dconn, self.peer_uri = p, sdom, sconn, dconn, peer_uri
         self.ladder, self.result, self.ctx, self.progress = ladder, result, ctx, progress
+        self.cancel = cancel
         self.name: str = ctx["vm"]
         self.events: List[Dict[str, Any]] = result["events"]
         self.samples: List[Dict[str, Any]] = result.setdefault("samples", [])
@@ -194,6 +196,13 @@ class MigrationJob:
     def watch(self, runner: Runner, ctl: Any) -> Dict[str, Any]:
         """Poll the job every poll_interval until the migration call returns, steering it as it goes."""
         while not runner.done.wait(self.p["poll_interval"]):
+            if self.cancel is not None and self.cancel.is_set() and not self.aborted and not self.postcopy_used:
+                # Cancelled: a pre-copy is undone by aborting it (the guest stays on its source); a post-copy
+                # already runs the guest on the destination and goes on to its end.
+                try:
+                    self._abort(ctl, "cancelled", f"the job was cancelled ({self.cancel.why})", "cancelled")
+                except (libvirt.libvirtError, ControlStuck, FleetmaintError) as exc:
+                    self.event("control_error", error=str(exc))  # asked again below, 10 s on
             if self.aborted and self.abort_at is not None and time.monotonic() - self.abort_at > 10:
                 # An abort that did not take (or a control call that got stuck): ask again.
                 self.abort_at = time.monotonic()
@@ -255,6 +264,8 @@ class MigrationJob:
 
     def _steer(self, ctl: Any, st: Dict[str, Any]) -> None:
         """The policy, applied to one sample: downtime ladder, post-copy, timeout, convergence, no progress."""
+        if self.aborted:
+            return  # being aborted (cancelled, not converging, no progress): nothing may start a post-copy now
         p = self.p
         elapsed = time.monotonic() - self.t0
         remaining = st.get("data_remaining")

@@ -29,7 +29,8 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import F
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.live_migration import ARGUMENT_SPEC, migrate
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import MIGRATION_TUNING, STORAGE
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import MIB
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.reasons import COLD_MOVE_AFTER, decide
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cancel import CancelFlag
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.reasons import COLD_MOVE_AFTER, NOT_CONVERGED, decide
 
 
 # What each move of a job passes on to live_migration.migrate: the options a job shares with a single move.
@@ -64,7 +65,8 @@ def measured_link_bps(metrics: Optional[Dict[str, Any]], sharing: int) -> Option
 def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, Any],
               progress: Optional[Callable[[Dict[str, Any]], None]] = None,
               share: Optional[Dict[str, int]] = None, side: str = "source",
-              predict: Optional[Callable[[Dict[str, Any], Optional[float], Optional[float]], Dict[str, Any]]] = None
+              predict: Optional[Callable[[Dict[str, Any], Optional[float], Optional[float]], Dict[str, Any]]] = None,
+              cancel: Optional[CancelFlag] = None, on_counts: Optional[Callable[[Dict[str, int]], None]] = None
               ) -> Dict[str, Any]:
     """Execute moves [{vm, source, destination, method?}] within p['limits']; returns per-VM results and totals.
 
@@ -73,7 +75,12 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     being emptied; ``destination``: into a host VMs come home to); the limits cap it. ``predict(move,
     link_bps, in_use_scale)``: a move's prediction again, at the link the job measured (hosts whose link was
     not given) and with its VM's memory in use scaled by what the finished moves really sent against their
-    profiles (``calibration``)."""
+    profiles (``calibration``). ``cancel``: once set, no move or attempt starts, pre-copies in flight are
+    aborted (each VM stays on its source: reason ``cancelled``), a post-copy in flight finishes. ``on_counts``:
+    told the moves done, failed, running and waiting each time one ends (the job lease shows them)."""
+    if cancel is None:
+        with CancelFlag() as own:
+            return run_moves(moves, uri_of, p, progress, share, side, predict, own, on_counts)
     limits = p["limits"]
     lock = threading.Lock()
     out_busy: Dict[str, int] = {}
@@ -124,6 +131,10 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         steps = escalation_steps(p, (m.get("method") or {}).get("method"))
         i, restarted = 0, False
         while i < len(steps):
+            if cancel.is_set():
+                if res["attempts"]:  # between attempts: the last one's outcome stands, no new one starts
+                    res["attempts"][-1].setdefault("then", f"cancelled ({cancel.why})")
+                break
             step = steps[i]
             i += 1
             args = {k: v.get("default") for k, v in ARGUMENT_SPEC.items()}
@@ -135,7 +146,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
                 destination=m["destination"])
             began = time.time()
             try:
-                r = migrate(args, progress=progress)
+                r = migrate(args, progress=progress, cancel=cancel)
             except FleetmaintError as exc:
                 partial = dict(exc.context.get("result") or {}, msg=exc.msg)
                 res["attempts"].append(attempt(i, step, False, partial, began, reason=exc.reason))
@@ -155,6 +166,12 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
             res.update(result="moved" if r.get("changed") else "already_there", metrics=r.get("metrics"),
                        home_host=r.get("home_host"))
             say(kind="moved", vm=m["vm"], msg=r.get("msg"))
+            return
+        last = res["attempts"][-1] if res["attempts"] else {}
+        if cancel.is_set() and (not last or last.get("ok") is False and last.get("reason") in ("cancelled", *NOT_CONVERGED)):
+            # Aborted by the cancel, or stopped before its next step; any other failure (a lost VM) keeps its code.
+            res.update(result="failed" if last else "not_started", reason="cancelled",
+                       msg=f"cancelled ({cancel.why})" + (f": {last['msg']}" if last else ": not started"))
             return
         if p.get("allow_cold_move") and res["attempts"] and res["attempts"][-1].get("reason") in COLD_MOVE_AFTER:
             say(kind="cold_move", vm=m["vm"], source=m["source"], destination=m["destination"])
@@ -202,8 +219,13 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
                 mib = seen / MIB
                 link["measured_mib_s"] = round(mib if not link["measured_mib_s"] else max(mib, link["measured_mib_s"]), 1)
                 link["samples"] += 1
-        if res["result"] == "failed" and p["on_failure"] == "stop" and not stop["flag"]:
+        if res["result"] == "failed" and p["on_failure"] == "stop" and not stop["flag"] and not cancel.is_set():
             stop.update(flag=True, why=f"{m['vm']} failed and on_failure is stop")
+        if on_counts:
+            done = [r["result"] for r in results.values()]
+            on_counts({"moved": sum(d in ("moved", "cold_moved", "already_there") for d in done),
+                       "failed": done.count("failed"), "running": done.count("running"),
+                       "waiting": len(pending)})
 
     def runner(m: Dict[str, Any]) -> None:
         try:
@@ -251,6 +273,9 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         with lock:
             if p.get("overall_timeout") and time.monotonic() - t0 > p["overall_timeout"] and not stop["flag"]:
                 stop.update(flag=True, why=f"overall timeout of {p['overall_timeout']} s")
+            if cancel.is_set() and not stop["flag"]:
+                stop.update(flag=True, why=f"cancelled ({cancel.why})")
+                say(kind="cancelled", vm="all moves", why=cancel.why, running=len(running), waiting=len(pending))
             if not stop["flag"]:
                 for m in list(pending):
                     if len(running) >= limits["fleet"]:
@@ -269,7 +294,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         if stop["flag"] and not running:
             break
     for m in pending:
-        results[m["vm"]].update(msg=f"not started: {stop['why']}", reason="not_started")
+        results[m["vm"]].update(msg=f"not started: {stop['why']}", reason="cancelled" if cancel.is_set() else "not_started")
     ordered = [results[m["vm"]] for m in moves]
     totals = {k: sum(1 for r in ordered if r["result"] == k)
               for k in ("moved", "cold_moved", "already_there", "failed", "not_started")}
@@ -279,4 +304,4 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     calibration = {"moves": len(sent_vs_profile),
                    "sent_vs_profile": sorted(round(x, 2) for x in sent_vs_profile)}
     return {"vms": ordered, "totals": totals, "stopped": stop["why"], "links": links, "calibration": calibration,
-            "started_at": round(started_at, 2), "ended_at": round(time.time(), 2)}
+            "started_at": round(started_at, 2), "ended_at": round(time.time(), 2), "cancelled": cancel.is_set()}

@@ -28,6 +28,9 @@ REASONS: Dict[str, str] = {
     "blocked": "the move rules found a blocker (see codes and findings); nothing was done",
     "no_capacity": "no host has room (memory with headroom, vCPUs, anti-affinity) for a VM",
     "busy": "another job holds the host (its job lease); nothing was done",
+    "cancelled": "the job was asked to stop (host_job state=cancelled, or a signal to the controller): no new "
+                 "move started, pre-copies in flight were aborted (their VMs still run on their sources), a "
+                 "post-copy in flight was finished",
     "volume_failed": "a destination volume could not be created; nothing was moved",
     "refused_at_start": "the migration failed before any data was sent; the VM still runs on its source",
     "timeout": "the migration did not converge within its timeout and was aborted; the VM still runs on its source",
@@ -86,6 +89,7 @@ STEP_REASONS: Dict[str, str] = {
     "restart": "incomplete",
     "plan": "no_capacity",
     "lease": "busy",
+    "cancel": "busy",
     "evacuate": "incomplete",
     "restore": "incomplete",
     "precopy": "migration_failed",

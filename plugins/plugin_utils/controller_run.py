@@ -12,6 +12,7 @@ module runs on the target as usual, without live progress.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import traceback
@@ -21,6 +22,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cancel import cancel_running
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import failure_result
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
     HAS_LIBVIRT, LIBVIRT_IMPORT_ERROR,
@@ -101,9 +103,43 @@ class ControllerRunAction(ActionBase):
                               "(needs libvirt-dev and pkg-config) or apt-get install python3-libvirt")
             return result
         progress = Progress((task_vars or {}).get("inventory_hostname", "localhost"), self.module_name.rsplit(".", 1)[-1])
-        try:
-            result.update(self.engine(res.validated_parameters, self._task.check_mode, progress))
-        except Exception as exc:  # pylint: disable=broad-except
-            # The same mapping as a module's (run_engine): one msg, one reason code, the partial result.
-            result.update(failure_result(exc), exception=traceback.format_exc())
+        with StopOnSignal(progress.host, progress.job) as stopped:
+            try:
+                result.update(self.engine(res.validated_parameters, self._task.check_mode, progress))
+            except Exception as exc:  # pylint: disable=broad-except
+                # The same mapping as a module's (run_engine): one msg, one reason code, the partial result.
+                result.update(failure_result(exc), exception=traceback.format_exc())
+            if stopped.signum is not None:
+                display.warning(f"[{progress.host}] {progress.job} stopped on {signal.strsignal(stopped.signum)}: "
+                                f"{result.get('msg')}")
         return result
+
+
+class StopOnSignal:
+    """While an engine runs: SIGINT or SIGTERM (Ctrl-C; AWX's cancel) cancels its job instead of killing the
+    process with migrations running on their own - no new move starts, pre-copies in flight are aborted, a
+    post-copy finishes - and then Ansible's own handler runs (the worker ends as Ansible expects)."""
+
+    def __init__(self, host: str, job: str) -> None:
+        self.host, self.job = host, job
+        self.signum: Any = None
+        self.previous: Dict[int, Any] = {}
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+            n = cancel_running(f"{signal.strsignal(signum)} to the controller")
+            display.warning(f"[{self.host}] {self.job}: {signal.strsignal(signum)}: stopping {n} job(s) - no new "
+                            "move, pre-copies in flight aborted, a post-copy in flight finished")
+
+    def __enter__(self) -> "StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        if self.signum is not None and callable(self.previous.get(self.signum)):
+            self.previous[self.signum](self.signum, None)

@@ -9,7 +9,7 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils import reasons
 HERE = pathlib.Path(reasons.__file__).resolve().parent
 PURE = {"reasons", "options", "errors", "redaction", "migration_rules", "cpu_compat", "libvirt_xml",
         "precopy_estimate", "move_methods", "placement", "report", "files", "fence_records", "report_store",
-        "move_log", "timeline"}
+        "move_log", "timeline", "cancel"}
 LIBVIRT = {"libvirt_connection", "hypervisor_facts", "migration_checks", "maintenance", "fleet", "live_migration",
            "domains", "migration_flags", "vm_profile", "migration_job", "postcopy_recovery", "cold_move",
            "move_scheduler", "host_jobs", "probes", "failover", "failback", "health", "backups",

@@ -86,3 +86,44 @@ def test_staleness_rules():
     gone = {"renewed": now, "controller": __import__("socket").gethostname(), "pid": 2 ** 22 + 7}
     assert m.lease_is_stale(gone, now), "a dead process of this controller holds nothing"
     assert json.dumps(gone)
+
+
+def _ask(state="cancelled", **kw):
+    return dict({"uri": URI, "state": state, "by": "test", "wait": False, "wait_timeout": 5}, **kw)
+
+
+@pytest.fixture
+def connection(monkeypatch, conn):
+    import contextlib
+    monkeypatch.setattr(m, "connection", lambda uri: contextlib.nullcontext(conn))
+    monkeypatch.setattr(m, "CANCEL_POLL_S", 0.05)
+    return conn
+
+
+def test_a_cancel_request_reaches_the_job_it_names_and_goes_with_it(connection):
+    with m.HostLease(URI, "hv1", "evacuate") as lease:
+        lease.counts({"moved": 1, "failed": 0, "running": 2, "waiting": 1})
+        st = m.request_cancel(_ask(state="present"))
+        assert st["running"] and st["job"]["job"] == "evacuate" and not st["changed"] and st["cancel_requested"] is None
+        assert m.request_cancel(_ask(), check_mode=True)["changed"] and m.get_mark(connection, m.CANCEL_USAGE) is None
+        asked = m.request_cancel(_ask())
+        assert asked["changed"] and "asked 'evacuate' from" in asked["msg"]
+        assert not m.request_cancel(_ask())["changed"], "asked once: idempotent"
+        for _i in range(100):
+            if lease.cancel.is_set():
+                break
+            time.sleep(0.02)
+        assert lease.cancel.is_set() and lease.cancel.why.startswith("requested by test from ")
+    # The job ended: its lease and the request that named it are gone; the next job is not cancelled.
+    assert m.get_mark(connection, m.LEASE_USAGE) is None and m.get_mark(connection, m.CANCEL_USAGE) is None
+    gone = m.request_cancel(_ask())
+    assert not gone["changed"] and gone["msg"] == "no job runs on the host: nothing to cancel"
+
+
+def test_a_request_for_an_earlier_job_does_not_stop_the_next(connection):
+    old = {"controller": "elsewhere", "pid": 1, "started": 0, "job": "evacuate", "requested": 1, "by": "x"}
+    connection.secretDefineXML(m._note_xml(m.CANCEL_USAGE, old), 0)  # pylint: disable=protected-access
+    with m.HostLease(URI, "hv1", "restore") as lease:
+        time.sleep(0.2)
+        assert not lease.cancel.is_set()
+        assert m.request_cancel(_ask(state="present"))["cancel_requested"] is None

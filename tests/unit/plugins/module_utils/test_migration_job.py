@@ -245,3 +245,27 @@ def test_the_job_keeps_a_sample_a_second_and_every_change_of_pass_with_the_downt
     # The first poll is taken before the ladder's first step is set; pass 2 is kept at once (1.2 s), 1.4 s is not.
     assert kept == [(0.0, 1, 150, None), (1.0, 1, 130, 100), (1.2, 2, 60, 100)]
     assert all(set(s) >= {"phase", "data_processed", "memory_bps", "dirty_rate", "throttle"} for s in result["samples"])
+
+
+def test_a_cancel_aborts_a_precopy_and_leaves_a_postcopy_to_finish():
+    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cancel import CancelFlag
+    job, runner, ctl, result = _job({"timeout": 3600}, [_sample(1, 150), _sample(1, 100)])
+    job.cancel = CancelFlag()
+    job.cancel.set("requested by ops")
+    with pytest.raises(FleetmaintError) as info:
+        job.watch(runner, ctl)
+    assert info.value.reason == "cancelled" and "the job was cancelled (requested by ops)" in info.value.msg
+    assert "still runs on hv1" in info.value.msg and ("abortJob",) in ctl.calls
+    assert [e["why"] for e in result["events"] if e["event"] == "abort"] == ["cancelled"]
+
+    job, runner, ctl, result = _job({"postcopy": "immediate"}, [_sample(1, 150), _sample(2, 60)])
+    job.cancel = CancelFlag()
+    _feed(job, ctl, 1)  # the post-copy has started: the guest runs on the destination
+    assert job.postcopy_used
+    job.cancel.set("requested by ops")
+    runner.done.clear()
+    runner.error = None
+    __import__("threading").Timer(0.2, runner.done.set).start()  # the post-copy ends on its own
+    with pytest.raises(FleetmaintError, match="libvirt reported success"):  # (the fake destination has no VM)
+        job.watch(runner, ctl)  # watched to its end, as a success: never aborted
+    assert ("abortJob",) not in ctl.calls and job.aborted is None

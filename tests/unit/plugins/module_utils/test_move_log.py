@@ -70,7 +70,7 @@ def test_a_password_a_libvirt_message_quoted_never_reaches_the_log(monkeypatch):
 
     uri = f"qemu+tls://admin:{SECRET}@hv2/system?password={SECRET}"
 
-    def fake_migrate(args, progress=None):
+    def fake_migrate(args, progress=None, cancel=None):
         assert SECRET in args["dest_uri"]
         out = {"started_at": 10.0, "ended_at": 11.0, "events": [
             {"t": 0.5, "event": "failed", "error": f"unable to connect to server at '{args['dest_uri']}'"}]}

@@ -45,7 +45,7 @@ def _start_failure():
 def test_a_move_refused_before_any_data_moved_is_restarted_once(monkeypatch, failures, result, oks):
     calls = []
 
-    def fake_migrate(args, progress=None):
+    def fake_migrate(args, progress=None, cancel=None):
         calls.append(args["name"])
         if len(calls) <= failures:
             raise _start_failure()
@@ -64,7 +64,7 @@ def _run_two(monkeypatch, reason, msg_of, allow_cold_move=True):
     """Run moves of two VMs whose every live attempt fails the same way; cold moves are recorded."""
     calls, cold = [], []
 
-    def fake_migrate(args, progress=None):
+    def fake_migrate(args, progress=None, cancel=None):
         calls.append(args["name"])
         raise FleetmaintError(msg_of(args["name"]), step="precopy", reason=reason,
                               result={"metrics": {"source": "source_last_sample"}})
@@ -133,7 +133,7 @@ def test_an_exclusive_move_has_its_link_alone_and_the_others_say_they_wait(monke
     running, overlap, lock = set(), [], threading.Lock()
     seen_args = {}
 
-    def fake_migrate(args, progress=None):
+    def fake_migrate(args, progress=None, cancel=None):
         with lock:
             running.add(args["name"])
             overlap.append(set(running))
@@ -169,7 +169,7 @@ def test_the_share_chosen_for_a_link_caps_the_moves_on_it(monkeypatch):
     import threading
     running, peak, lock = [0], [0], threading.Lock()
 
-    def fake_migrate(args, progress=None):
+    def fake_migrate(args, progress=None, cancel=None):
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
@@ -188,7 +188,7 @@ def test_the_share_chosen_for_a_link_caps_the_moves_on_it(monkeypatch):
 
 def test_waiting_moves_are_predicted_again_from_what_the_finished_ones_sent(monkeypatch):
     """v0 sent half the memory its profile said was in use: v1, dispatched after it, is predicted with that."""
-    def fake_migrate(args, progress=None):
+    def fake_migrate(args, progress=None, cancel=None):
         metrics = {"total_time_ms": 1000, "data_processed": 50 << 20, "disk_processed": 0, "setup_time_ms": 0,
                    "iterations": 2}
         return {"changed": True, "msg": "migrated", "metrics": metrics}
@@ -212,7 +212,7 @@ def test_waiting_moves_are_predicted_again_from_what_the_finished_ones_sent(monk
 
 def test_each_move_keeps_its_history_with_wall_clock_times(monkeypatch):
     """The scheduler's steps in ``log``, each attempt's job events and samples, when the move and the job ran."""
-    def fake_migrate(args, progress=None):
+    def fake_migrate(args, progress=None, cancel=None):
         out = {"started_at": 1000.0, "ended_at": 1002.0, "events": [{"t": 0.0, "event": "start"}],
                "samples": [{"t": 1.0, "phase": "precopy"}]}
         if args["auto_converge"]:
@@ -236,3 +236,35 @@ def test_each_move_keeps_its_history_with_wall_clock_times(monkeypatch):
     assert first["events"] == [{"t": 0.0, "event": "start"}] and second["samples"] == [{"t": 1.0, "phase": "precopy"}]
     assert first["started_at"] == 1000.0 and vm["started_at"] <= vm["ended_at"]
     assert out["started_at"] <= vm["started_at"] and vm["ended_at"] <= out["ended_at"]
+
+
+def test_a_cancel_aborts_the_moves_in_flight_and_starts_no_other(monkeypatch):
+    """web1 moves, web2 is in pre-copy when the cancel comes (its job aborts it), web3 never starts."""
+    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cancel import RUNNING, CancelFlag, cancel_running
+    started = []
+
+    def fake_migrate(args, progress=None, cancel=None):
+        started.append(args["name"])
+        if args["name"] == "web1":
+            return {"changed": True, "msg": "migrated", "metrics": {}}
+        cancel_running("SIGTERM to the controller")  # as the signal handler does, while web2 is in flight
+        assert cancel.event.wait(5)
+        raise FleetmaintError(f"migrating {args['name']} failed during precopy: the job was cancelled; it still runs "
+                              "on hv1", step="precopy", reason="cancelled", result={})
+
+    monkeypatch.setattr(ev, "migrate", fake_migrate)
+    counts = []
+    flag = CancelFlag()
+    with flag:
+        out = ev.run_moves([{"vm": v, "source": "hv1", "destination": "hv2"} for v in ("web1", "web2", "web3")],
+                           {"hv1": "u1", "hv2": "u2"},
+                           dict(params(max_attempts=3, allow_cold_move=True),
+                                limits={"per_source": 1, "per_destination": 1, "fleet": 1}),
+                           cancel=flag, on_counts=counts.append)
+    assert flag not in RUNNING
+    assert started == ["web1", "web2"], "no new move, no escalation, no cold move after the cancel"
+    res = {v["vm"]: (v["result"], v.get("reason")) for v in out["vms"]}
+    assert res == {"web1": ("moved", None), "web2": ("failed", "cancelled"), "web3": ("not_started", "cancelled")}
+    assert out["cancelled"] and out["stopped"] == "cancelled (SIGTERM to the controller)"
+    assert counts[0] == {"moved": 1, "failed": 0, "running": 0, "waiting": 2}
+    assert counts[-1] == {"moved": 1, "failed": 1, "running": 0, "waiting": 1}
