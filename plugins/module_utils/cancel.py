@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 
 class CancelFlag:
@@ -31,6 +31,9 @@ class CancelFlag:
     def __enter__(self) -> "CancelFlag":
         with _RUNNING_LOCK:
             RUNNING.add(self)
+            why = _SIGNALLED["why"]
+        if why:  # the signal came before this job began watching (while it connected or planned)
+            self.set(why)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -40,12 +43,21 @@ class CancelFlag:
 
 RUNNING: set = set()
 _RUNNING_LOCK = threading.Lock()
+_SIGNALLED: Dict[str, Optional[str]] = {"why": None}  # a signal arrived: every flag in use from now on is set
 
 
 def cancel_running(why: str) -> int:
-    """Set every flag in use (a signal arrived); how many there were."""
+    """Set every flag in use, and every flag put in use later until ``clear_signalled`` (a signal arrived);
+    how many were in use."""
     with _RUNNING_LOCK:
+        _SIGNALLED["why"] = why
         flags = list(RUNNING)
     for flag in flags:
         flag.set(why)
     return len(flags)
+
+
+def clear_signalled() -> None:
+    """The task that was signalled has ended (the next one starts unsignalled)."""
+    with _RUNNING_LOCK:
+        _SIGNALLED["why"] = None

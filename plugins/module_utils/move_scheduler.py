@@ -24,12 +24,12 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cancel import CancelFlag
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cold_move import cold_move
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.live_migration import ARGUMENT_SPEC, migrate
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import MIGRATION_TUNING, STORAGE
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import MIB
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cancel import CancelFlag
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.reasons import COLD_MOVE_AFTER, NOT_CONVERGED, decide
 
 
@@ -304,4 +304,6 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     calibration = {"moves": len(sent_vs_profile),
                    "sent_vs_profile": sorted(round(x, 2) for x in sent_vs_profile)}
     return {"vms": ordered, "totals": totals, "stopped": stop["why"], "links": links, "calibration": calibration,
-            "started_at": round(started_at, 2), "ended_at": round(time.time(), 2), "cancelled": cancel.is_set()}
+            "started_at": round(started_at, 2), "ended_at": round(time.time(), 2),
+            # Cancelled: asked to stop, and something was left undone (a request after the last move changes nothing).
+            "cancelled": cancel.is_set() and any(r["result"] in ("failed", "not_started") for r in ordered)}

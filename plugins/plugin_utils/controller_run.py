@@ -22,7 +22,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cancel import cancel_running
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cancel import cancel_running, clear_signalled
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import failure_result
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import (
     HAS_LIBVIRT, LIBVIRT_IMPORT_ERROR,
@@ -128,9 +128,9 @@ class StopOnSignal:
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if self.signum is None:
             self.signum = signum
-            n = cancel_running(f"{signal.strsignal(signum)} to the controller")
-            display.warning(f"[{self.host}] {self.job}: {signal.strsignal(signum)}: stopping {n} job(s) - no new "
-                            "move, pre-copies in flight aborted, a post-copy in flight finished")
+            cancel_running(f"{signal.strsignal(signum)} to the controller")
+            display.warning(f"[{self.host}] {self.job}: {signal.strsignal(signum)}: stopping - no new move, "
+                            "pre-copies in flight aborted, a post-copy in flight finished")
 
     def __enter__(self) -> "StopOnSignal":
         if threading.current_thread() is threading.main_thread():
@@ -141,5 +141,6 @@ class StopOnSignal:
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+        clear_signalled()
         if self.signum is not None and callable(self.previous.get(self.signum)):
             self.previous[self.signum](self.signum, None)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import REPO, wait_for
 from invariants import NeverTwice
 
 VMS = ["cn-a", "cn-b", "cn-c", "cn-d"]
@@ -64,40 +64,6 @@ def settle_and_finish(lab, vms):
     return where
 
 
-def test_a_cancel_request_stops_an_evacuation_of_four_vms(lab, four_on_lab3):
-    cmd, out = evacuation(lab)
-    with never_twice(lab, four_on_lab3) as sampler:
-        proc = lab.start_playbook(cmd)
-        try:
-            lab.wait_for_migration_job("lab3", four_on_lab3)
-            seen = job(lab, host="lab3")
-            assert seen["running"] and seen["job"]["job"] == "evacuate" and not seen["changed"]
-            asked = job(lab, host="lab3", state="cancelled", by="test-operator")
-            t_asked = time.monotonic()
-            assert asked["changed"] and "asked 'evacuate' from" in asked["msg"]
-            proc.communicate(timeout=300)
-            took = time.monotonic() - t_asked
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    r = json.loads(out.read_text())
-    print(f"cancel: the job ended {took:.1f} s after the request was made; {sampler.samples} samples")
-    assert sampler.samples > 3 and sampler.violations == [] and sampler.errors == [], sampler.violations
-    assert r.get("failed") is True and r["reason"] == "cancelled", r["msg"]
-    assert "cancelled (requested by test-operator from" in r["msg"] and "re-run the job" in r["msg"]
-    res = {v["vm"]: v for v in r["vms"]}
-    moved = [v for v, x in res.items() if x["result"] == "moved"]
-    not_moved = [v for v, x in res.items() if x["result"] != "moved"]
-    assert not_moved, "the cancel came while moves were in flight or waiting"
-    assert all(res[v]["reason"] == "cancelled" for v in not_moved)
-    assert any(res[v]["result"] == "failed" for v in not_moved), "a pre-copy in flight was aborted"
-    where = settle_and_finish(lab, four_on_lab3)
-    assert all(where[v] == "lab3" for v in not_moved), "what did not move is still on its source"
-    assert all(where[v] != "lab3" for v in moved)
-    again = job(lab, host="lab3", state="cancelled")
-    assert not again["changed"] and "nothing to cancel" in again["msg"], "no job: nothing changes"
-
-
 def test_a_signal_to_the_controller_aborts_its_migrations_instead_of_leaving_them_running(lab, four_on_lab3):
     """SIGTERM to ansible-playbook (what AWX's cancel sends): the worker running the job aborts the pre-copies
     in flight and releases the lease, although the playbook process itself is gone."""
@@ -122,3 +88,54 @@ def test_a_signal_to_the_controller_aborts_its_migrations_instead_of_leaving_the
     where = settle_and_finish(lab, four_on_lab3)
     # Killed outright, the worker would leave them to libvirtd, whose peer-to-peer migrations go on to the end.
     assert in_flight and all(where[vm] == "lab3" for vm in in_flight), (in_flight, where)
+
+
+def test_a_cancel_request_stops_a_rolling_patch_while_it_empties_a_host_of_four_vms(lab, four_on_lab3, tmp_path):
+    """host_job state=cancelled while lab3's evacuation runs: no new move, the pre-copies in flight aborted, the
+    job fails with reason cancelled naming what moved; the rolling patch stops (whatever on_failure says) and its
+    rescue moves nothing back; the host keeps its mark, the report says so; a re-run resumes and finishes."""
+    report = tmp_path / "report"
+    args = {"rolling_patch_target_level": "C1", "rolling_patch_on_failure": "continue",
+            "rolling_patch_tasks": str(REPO / "roles" / "rolling_patch" / "tasks" / "patch_lab.yml"),
+            "rolling_patch_memory_headroom": 256, "rolling_patch_report_dir": str(report),
+            # 4 MiB/s each, two at a time: every move takes several seconds, so the cancel meets moves in flight.
+            "host_evacuate_bandwidth": 4, "host_evacuate_limits": {"per_source": 2, "per_destination": 2, "fleet": 2}}
+    cmd = ["ansible-playbook", "-i", str(lab.inventory), str(REPO / "playbooks" / "rolling_patch.yml"),
+           "-e", json.dumps(args), "--limit", "lab3"]
+    with never_twice(lab, four_on_lab3) as sampler:
+        proc = lab.start_playbook(cmd)
+        try:
+            lab.wait_for_migration_job("lab3", four_on_lab3)
+            seen = job(lab, host="lab3")
+            assert seen["running"] and seen["job"]["job"] == "evacuate" and not seen["changed"]
+            asked = job(lab, host="lab3", state="cancelled", by="test-operator")
+            t_asked = time.monotonic()
+            assert asked["changed"] and "asked 'evacuate' from" in asked["msg"]
+            proc.communicate(timeout=300)
+            took = time.monotonic() - t_asked
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    print(f"cancel: the run ended {took:.1f} s after the request was made; {sampler.samples} samples")
+    assert proc.returncode != 0, "a cancel fails the run even with rolling_patch_on_failure=continue"
+    assert sampler.samples > 3 and sampler.violations == [] and sampler.errors == [], sampler.violations
+    rec = json.loads((report / "hosts" / "lab3.json").read_text())
+    assert rec["status"] == "failed" and rec["failed_phase"] == "evacuate"
+    assert "cancelled (requested by test-operator from" in rec["msg"] and "re-run the job" in rec["msg"]
+    assert rec["state_after"] == "maintenance, some VMs moved away" and rec["restore"] == {}, "nothing moved back"
+    assert "fleetmaint-maintenance" in lab.virsh("lab3", "secret-list").stdout
+    res = {v["vm"]: v for v in rec["evacuate"]["vms"] if v["vm"] in four_on_lab3}
+    not_moved = [v for v, x in res.items() if x["result"] != "moved"]
+    assert not_moved, "the cancel came while moves were in flight or waiting"
+    assert all(res[v]["reason"] == "cancelled" for v in not_moved)
+    assert any(res[v]["result"] == "failed" for v in not_moved), "a pre-copy in flight was aborted"
+    where = lab.invariant(four_on_lab3)
+    assert all(where[v] == "lab3" for v in not_moved), "what did not move is still on its source"
+    assert {v for v in four_on_lab3 if where[v] != "lab3"} == {v for v, x in res.items() if x["result"] == "moved"}
+    assert not job(lab, host="lab3")["running"], "the cancelled job released its lease"
+    again = job(lab, host="lab3", state="cancelled")
+    assert not again["changed"] and "nothing to cancel" in again["msg"], "no job: nothing changes"
+    args.pop("host_evacuate_bandwidth")
+    lab.playbook("playbooks/rolling_patch.yml", "--limit", "lab3", **args)  # resumes: patched, all home
+    assert set(lab.invariant(four_on_lab3).values()) == {"lab3"}
+    assert "fleetmaint-maintenance" not in lab.virsh("lab3", "secret-list").stdout

@@ -240,7 +240,8 @@ def test_each_move_keeps_its_history_with_wall_clock_times(monkeypatch):
 
 def test_a_cancel_aborts_the_moves_in_flight_and_starts_no_other(monkeypatch):
     """web1 moves, web2 is in pre-copy when the cancel comes (its job aborts it), web3 never starts."""
-    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cancel import RUNNING, CancelFlag, cancel_running
+    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cancel import (
+        RUNNING, CancelFlag, cancel_running, clear_signalled)
     started = []
 
     def fake_migrate(args, progress=None, cancel=None):
@@ -255,12 +256,15 @@ def test_a_cancel_aborts_the_moves_in_flight_and_starts_no_other(monkeypatch):
     monkeypatch.setattr(ev, "migrate", fake_migrate)
     counts = []
     flag = CancelFlag()
-    with flag:
-        out = ev.run_moves([{"vm": v, "source": "hv1", "destination": "hv2"} for v in ("web1", "web2", "web3")],
-                           {"hv1": "u1", "hv2": "u2"},
-                           dict(params(max_attempts=3, allow_cold_move=True),
-                                limits={"per_source": 1, "per_destination": 1, "fleet": 1}),
-                           cancel=flag, on_counts=counts.append)
+    try:
+        with flag:
+            out = ev.run_moves([{"vm": v, "source": "hv1", "destination": "hv2"} for v in ("web1", "web2", "web3")],
+                               {"hv1": "u1", "hv2": "u2"},
+                               dict(params(max_attempts=3, allow_cold_move=True),
+                                    limits={"per_source": 1, "per_destination": 1, "fleet": 1}),
+                               cancel=flag, on_counts=counts.append)
+    finally:
+        clear_signalled()  # as the action plugin does when the signalled task ends
     assert flag not in RUNNING
     assert started == ["web1", "web2"], "no new move, no escalation, no cold move after the cancel"
     res = {v["vm"]: (v["result"], v.get("reason")) for v in out["vms"]}
@@ -268,3 +272,16 @@ def test_a_cancel_aborts_the_moves_in_flight_and_starts_no_other(monkeypatch):
     assert out["cancelled"] and out["stopped"] == "cancelled (SIGTERM to the controller)"
     assert counts[0] == {"moved": 1, "failed": 0, "running": 0, "waiting": 2}
     assert counts[-1] == {"moved": 1, "failed": 1, "running": 0, "waiting": 1}
+
+
+def test_a_signal_before_the_job_watches_still_stops_it():
+    """SIGTERM while the job still connects or plans: the flag it takes up afterwards is set at once."""
+    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cancel import CancelFlag, cancel_running, clear_signalled
+    try:
+        assert cancel_running("SIGTERM to the controller") == 0
+        with CancelFlag() as flag:
+            assert flag.is_set() and flag.why == "SIGTERM to the controller"
+    finally:
+        clear_signalled()
+    with CancelFlag() as later:
+        assert not later.is_set(), "the next task starts unsignalled"
