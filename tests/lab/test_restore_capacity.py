@@ -25,6 +25,8 @@ def trio_away(lab):
     """The three VMs created on lab1, evacuated (their home is lab1), and lab1 filled meanwhile by a VM of its own
     whose memory leaves ROOM_MIB for VMs (memory less headroom less the VMs running there, the planner's rule)."""
     names = list(TRIO) + [HOG]
+    strays = [d["name"] for h, f in lab.facts().items() if h != HOME for d in f["domains"] if d.get("home_host") == HOME]
+    assert not strays, f"VMs homed on {HOME} but left elsewhere by an earlier test would come home too: {strays}"
     try:
         for name, mem in TRIO.items():
             lab.ctl("vm", "create", name, "--host", HOME, "--memory", str(mem), "--no-wait")
