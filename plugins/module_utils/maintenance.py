@@ -190,15 +190,16 @@ class HostLease:
     renewing, and after LEASE_STALE_S (at once, on the same controller) the next job takes it over.
     """
 
-    def __init__(self, uri: str, host: str, job: str) -> None:
+    def __init__(self, uri: str, host: str, job: str, cancel: Optional[CancelFlag] = None) -> None:
         self.uri, self.host, self.job = uri, host, job
         self.conn: Any = None
         self.uuid: Optional[str] = None
         self.note: Dict[str, Any] = {}
         self._halt = threading.Event()
         self._thread: Optional[threading.Thread] = None
-        # Set when a cancel request for this job appears on the host (host_job state=cancelled).
-        self.cancel = CancelFlag()
+        # Set when a cancel request for this job appears on the host (host_job state=cancelled); a job holding
+        # several hosts (a rebalance) gives them one flag.
+        self.cancel = cancel or CancelFlag()
 
     def counts(self, counts: Dict[str, int]) -> None:
         """The job's progress (moves done, failed, running, waiting), shown by host_job from the next renewal."""

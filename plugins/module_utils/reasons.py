@@ -91,6 +91,8 @@ STEP_REASONS: Dict[str, str] = {
     "lease": "busy",
     "cancel": "busy",
     "evacuate": "incomplete",
+    "balance": "incomplete",
+    "consolidate": "incomplete",
     "restore": "incomplete",
     "precopy": "migration_failed",
     "postcopy": "postcopy_unfinished",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import libvirt_message
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import libvirt
@@ -139,4 +139,42 @@ def profile_vms(conns: Dict[str, Any], vms: Dict[str, List[Dict[str, Any]]], sec
                 out[vm["name"]] = {"vm": vm["name"], "host": host, "memory_bytes": memory, "in_use_bytes": memory,
                                    "in_use_source": "configured", "dirty_bps": None, "disk_bytes": 0,
                                    "dirty": {"measured": False, "reason": "profiling did not finish in time"}}
+    return out
+
+
+def measure_load(conns: Dict[str, Any], vms: Dict[str, List[Dict[str, Any]]], seconds: float) -> Dict[str, Dict[str, Any]]:
+    """What each running VM really takes, all hosts at once: memory in use (QEMU's resident memory, capped at the
+    guest's) and CPU (cores used, from libvirt's CPU time over ``seconds``). vm name -> {in_use_mib, in_use_source,
+    cpu_cores}."""
+    out: Dict[str, Dict[str, Any]] = {}
+    lock = threading.Lock()
+
+    def one_host(host: str) -> None:
+        got: Dict[str, Dict[str, Any]] = {}
+        first: Dict[str, Tuple[Any, int, float]] = {}
+        for vm in vms[host]:
+            try:
+                dom = conns[host].lookupByName(vm["name"])
+                mem = _memory_in_use(dom, int(vm["memory_mib"]) * MIB)
+                got[vm["name"]] = {"in_use_mib": round(mem["in_use_bytes"] / MIB, 1), "in_use_source": mem["in_use_source"],
+                                   "cpu_cores": None}
+                first[vm["name"]] = (dom, dom.info()[4], time.monotonic())
+            except libvirt.libvirtError:
+                got[vm["name"]] = {"in_use_mib": float(vm["memory_mib"]), "in_use_source": "configured (not readable)",
+                                   "cpu_cores": None}
+        if seconds > 0 and first:
+            time.sleep(seconds)
+            for name, (dom, cpu0, t0) in first.items():
+                try:
+                    got[name]["cpu_cores"] = round((dom.info()[4] - cpu0) / 1e9 / max(0.001, time.monotonic() - t0), 3)
+                except libvirt.libvirtError:
+                    pass
+        with lock:
+            out.update(got)
+
+    threads = [threading.Thread(target=one_host, args=(h,), name=f"load-{h}", daemon=True) for h in vms]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 60)
     return out

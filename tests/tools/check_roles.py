@@ -18,7 +18,7 @@ from ansible.module_utils import basic
 
 ROOT = Path(__file__).resolve().parents[2]
 # role -> the module it wraps (its variables are <role>_<option>)
-WRAPS = {"host_evacuate": "host_evacuate", "host_restore": "host_restore"}
+WRAPS = {"host_evacuate": "host_evacuate", "host_restore": "host_restore", "fleet_rebalance": "fleet_rebalance"}
 
 
 def module_spec(name: str) -> dict:

@@ -9,11 +9,11 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils import reasons
 HERE = pathlib.Path(reasons.__file__).resolve().parent
 PURE = {"reasons", "options", "errors", "redaction", "migration_rules", "cpu_compat", "libvirt_xml",
         "precopy_estimate", "move_methods", "placement", "report", "files", "fence_records", "report_store",
-        "move_log", "timeline", "cancel"}
+        "move_log", "timeline", "cancel", "rebalance"}
 LIBVIRT = {"libvirt_connection", "hypervisor_facts", "migration_checks", "maintenance", "fleet", "live_migration",
            "domains", "migration_flags", "vm_profile", "migration_job", "postcopy_recovery", "cold_move",
            "move_scheduler", "host_jobs", "probes", "failover", "failback", "health", "backups",
-           "cpu_baseline"}
+           "cpu_baseline", "fleet_jobs"}
 ANSIBLE = {"module_runner"}
 PREFIX = "ansible_collections.fleetmaint.libvirt.plugins.module_utils."
 

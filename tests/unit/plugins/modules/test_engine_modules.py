@@ -36,3 +36,29 @@ def test_host_evacuate_unknown_host(run_module):
     pytest.importorskip("libvirt")
     res = run_module({"uris": ["test:///default"], "host": "hv-nowhere"}, host_evacuate)
     assert res["failed"] is True and "unknown host 'hv-nowhere'" in res["msg"]
+
+
+def test_a_one_host_fleet_is_balanced_and_rebalancing_it_changes_nothing(run_module):
+    pytest.importorskip("libvirt")
+    from ansible_collections.fleetmaint.libvirt.plugins.modules import fleet_rebalance, plan_rebalance
+    plan = run_module({"uris": ["test:///default"], "measure_seconds": 0.2}, plan_rebalance)
+    assert plan["changed"] is False and plan["moves"] == [] and plan["balanced"] is True, plan
+    assert list(plan["load_before_pct"]) == list(plan["load_after_pct"]) and "test" in plan["measured"]
+    assert plan["msg"].startswith("balanced: every host within 10% of the fleet's")
+    res = run_module({"uris": ["test:///default"], "measure_seconds": 0}, fleet_rebalance)
+    assert res["changed"] is False and res["moves"] == [] and not res.get("failed"), res
+
+
+@pytest.mark.parametrize("args,says", [
+    ({"uris": []}, "uris is empty"), ({"uris": ["test:///default"], "threshold": 0}, "threshold must be above 0"),
+    ({"uris": ["test:///default"], "max_moves": -1}, "max_moves must be 0 or more"),
+    ({"uris": ["test:///default"], "goal": "consolidate", "free_hosts": 0}, "free_hosts must be at least 1"),
+    ({"uris": ["test:///default"], "goal": "consolidate"}, "cannot free 1 of 1 hosts in service"),
+    ({"uris": ["test:///default"], "pinned": ["nosuchvm"]}, "unknown VM 'nosuchvm' in pinned"),
+])
+def test_rebalance_refuses_bad_input_naming_it(run_module, args, says):
+    pytest.importorskip("libvirt")
+    from ansible_collections.fleetmaint.libvirt.plugins.modules import fleet_rebalance
+    res = run_module(dict(args, measure_seconds=0), fleet_rebalance)
+    assert res["failed"] is True and says in res["msg"], res
+    assert res["reason"] in ("invalid_option", "no_capacity", "unknown_vm"), res
