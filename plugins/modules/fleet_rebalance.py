@@ -26,6 +26,7 @@ description:
 author:
   - fleetmaint.libvirt contributors (@fleetmaint)
 extends_documentation_fragment:
+  - fleetmaint.libvirt.rebalance
   - fleetmaint.libvirt.placement
   - fleetmaint.libvirt.storage
   - fleetmaint.libvirt.migration_tuning
@@ -41,40 +42,6 @@ attributes:
     support: none
     description: The plan (RV(moves), RV(load_before_pct), RV(load_after_pct)) says what would change.
 options:
-  uris:
-    description: libvirt URIs of every hypervisor of the fleet (what is balanced, and where VMs may go).
-    type: list
-    elements: str
-    required: true
-  goal:
-    description:
-      - C(balance) moves the fewest VMs that bring every host within O(threshold) percent of the fleet's load.
-      - C(consolidate) empties O(free_hosts) hosts onto the rest (with headroom) and marks them in maintenance,
-        ready to power down, choosing the hosts whose emptying moves the least memory; refuses up front, with
-        the numbers, when the rest cannot take the load.
-    type: str
-    choices: [balance, consolidate]
-    default: balance
-  threshold:
-    description:
-      - How far from the fleet's load a host may be, in percent of it - the fleet at 40 % of memory in use and
-        a threshold of 10 puts every host between 36 % and 44 %.
-      - Load is measured - the memory the VMs really use (QEMU's resident memory, as libvirt reports it) as a
-        share of the host's memory, not their configured sizes. CPU is measured and reported, not balanced.
-    type: float
-    default: 10.0
-  max_moves:
-    description: The most VMs moved in one run (a rebalance stops there, balanced or not, and says so).
-    type: int
-    default: 10
-  free_hosts:
-    description: With O(goal=consolidate), how many hosts to empty.
-    type: int
-    default: 1
-  measure_seconds:
-    description: The window over which each VM's CPU use is measured (memory in use is read at once); 0 to skip CPU.
-    type: float
-    default: 2.0
   peer_uris:
     description:
       - Per destination host name, the URI the source's libvirtd uses to reach it (peer-to-peer migration), when it
