@@ -22,9 +22,7 @@ import json
 from typing import Any, Dict, Iterable, List, Optional
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.redaction import redact_text
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.report import hostname
-
-JOBS = ("live_migrate", "host_evacuate", "host_restore")
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.report import MIGRATING_ACTIONS, hostname
 
 
 def _clean(value: Any) -> Any:
@@ -81,7 +79,7 @@ def vm_lines(v: Dict[str, Any], job: str, host: Optional[str]) -> List[Dict[str,
 def result_lines(action: str, result: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Every line of one task result (any other module's result: none), ordered by time."""
     job = action.rsplit(".", 1)[-1]
-    if job not in JOBS or not isinstance(result, dict):
+    if job not in MIGRATING_ACTIONS or not isinstance(result, dict):
         return []
     if job == "live_migrate":
         base = {"job": job, "host": None, "vm": result.get("vm"),

@@ -30,7 +30,8 @@ class PlanRefused(ValueError):
     """The remaining fleet cannot take the VMs: nothing should move."""
 
 
-def _groups(vm: Dict[str, Any]) -> Tuple[str, ...]:
+def groups_of(vm: Dict[str, Any]) -> Tuple[str, ...]:
+    """A VM's anti-affinity groups (one name, or a list), as a tuple."""
     g = vm.get("anti_affinity") or ()
     return (g,) if isinstance(g, str) else tuple(g)
 
@@ -143,7 +144,7 @@ def plan_evacuation(hosts: List[Dict[str, Any]], vms: List[Dict[str, Any]], evac
         if vm["host"] in targets:
             used_mem[vm["host"]] += vm["memory_mib"]
             used_cpu[vm["host"]] += vm["vcpus"]
-            groups_on[vm["host"]].update(_groups(vm))
+            groups_on[vm["host"]].update(groups_of(vm))
         elif vm["host"] in evac:
             if vm.get("pinned"):
                 unplaceable.append({"vm": vm["name"], "source": vm["host"], "code": "pinned",
@@ -167,7 +168,7 @@ def plan_evacuation(hosts: List[Dict[str, Any]], vms: List[Dict[str, Any]], evac
     for vm in order:
         popped = []
         chosen = None
-        groups = set(_groups(vm))
+        groups = set(groups_of(vm))
         while heap:
             item = heapq.heappop(heap)
             n = item[1]

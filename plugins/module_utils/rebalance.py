@@ -28,14 +28,11 @@ from bisect import bisect_left, insort
 from itertools import combinations
 from typing import Any, Dict, List, Optional, Tuple
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import PlanRefused, capacity, plan_evacuation
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import (
+    PlanRefused, capacity, groups_of, plan_evacuation,
+)
 
 EPS = 1e-9
-
-
-def _groups(vm: Dict[str, Any]) -> set:
-    g = vm.get("anti_affinity") or ()
-    return {g} if isinstance(g, str) else set(g)
 
 
 def loads(hosts: List[Dict[str, Any]], vms: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -120,7 +117,7 @@ def plan_rebalance(hosts: List[Dict[str, Any]], vms: List[Dict[str, Any]], thres
         if v["host"] in active:
             used_mem[v["host"]] += v["memory_mib"]
             used_cpu[v["host"]] += v["vcpus"]
-            for g in _groups(v):
+            for g in groups_of(v):
                 groups_on[v["host"]][g] = groups_on[v["host"]].get(g, 0) + 1
             if not v.get("pinned"):
                 key = (in_use(v), v["name"], i)
@@ -129,7 +126,7 @@ def plan_rebalance(hosts: List[Dict[str, Any]], vms: List[Dict[str, Any]], thres
 
     def fits(v: Dict[str, Any], t: str) -> bool:
         return (cap[t][0] - used_mem[t] >= v["memory_mib"] and cap[t][1] - used_cpu[t] >= v["vcpus"]
-                and not any(groups_on[t].get(g) for g in _groups(v)))
+                and not any(groups_on[t].get(g) for g in groups_of(v)))
 
     def balanced() -> bool:
         return all(lo - EPS <= x <= hi + EPS for x in load.values())
@@ -172,7 +169,7 @@ def plan_rebalance(hosts: List[Dict[str, Any]], vms: List[Dict[str, Any]], thres
         used_mem[t] += v["memory_mib"]
         used_cpu[s] -= v["vcpus"]
         used_cpu[t] += v["vcpus"]
-        for g in _groups(v):
+        for g in groups_of(v):
             groups_on[s][g] -= 1
             groups_on[t][g] = groups_on[t].get(g, 0) + 1
         moves.append({"vm": v["name"], "source": s, "destination": t, "in_use_mib": round(m, 1),
