@@ -15,7 +15,7 @@ LABCTL       := $(PYTHON) $(CURDIR)/lab/labctl.py --state-dir $(LAB_DIR)
 INVENTORY    := $(BUILD)/lab-inventory.yml
 APT_PACKAGES := qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
                 libvirt-dev pkg-config gcc libc6-dev python3-dev python3-venv busybox-static iptables iproute2 \
-                gnutls-bin rsync shellcheck
+                gnutls-bin rsync shellcheck debootstrap
 export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(COLL_PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/tests/ansible.cfg

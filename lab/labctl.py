@@ -60,6 +60,18 @@ BOOT_TIMEOUT = 180.0  # seconds a lab guest gets to boot; TCG on two loaded core
 # connection the source address 127.0.0.1, so addresses alone cannot tell which host sent
 # a packet; the sender's cgroup can (iptables' cgroup match on cgroup v2 paths).
 CGROUP_ROOT = "/sys/fs/cgroup/unified" if os.path.isdir("/sys/fs/cgroup/unified") else "/sys/fs/cgroup"
+# Two software stacks a lab host can run: "old" is this machine's own /usr (Debian 12: libvirt 9.0, QEMU 7.2);
+# "new" is a Debian 13 (trixie) root built once per machine with debootstrap (libvirt 11.3, QEMU 10.0), whose
+# /usr is bind-mounted over /usr in the host's own mount namespace before its libvirtd starts (both roots are
+# merged-/usr). It is cached outside every lab's state directory, so all labs of the machine share it.
+STACKS = ("old", "new")
+STACK_DIR = Path(os.environ.get("FLEETMAINT_STACK_DIR", "/var/cache/fleetmaint-lab/stacks"))
+STACK_SUITE = "trixie"
+STACK_MIRROR = os.environ.get("FLEETMAINT_STACK_MIRROR", "http://deb.debian.org/debian")
+# One 'debootstrap --include' of these fails on a dependency-order problem: they go in a second step.
+STACK_PACKAGES = ("libvirt-daemon", "libvirt-daemon-driver-qemu", "libvirt-daemon-driver-network",
+                  "libvirt-daemon-driver-storage", "libvirt-daemon-driver-secret", "libvirt-daemon-driver-nwfilter",
+                  "qemu-system-x86", "qemu-utils", "libvirt-clients")
 
 
 class LabError(Exception):
@@ -230,6 +242,109 @@ class Lab:
             for dst, src in layout.items():
                 shutil.copy(src, hp / dst)
 
+    # --------------------------------------------------------------- stacks
+    @staticmethod
+    def stack_root(stack: str) -> Path | None:
+        """Where the stack's root is: None for "old" (this machine's own /usr)."""
+        if stack not in STACKS:
+            raise LabError(f"unknown stack '{stack}' (known: {', '.join(STACKS)})")
+        return None if stack == "old" else STACK_DIR / stack
+
+    @staticmethod
+    def stack_packages(root: Path | None) -> dict:
+        """The versions of the stack's libvirt and QEMU packages, as dpkg records them."""
+        admin = ["--admindir", str(root / "var" / "lib" / "dpkg")] if root else []
+        out = run(["dpkg-query", *admin, "-W", "-f", "${Package} ${Version}\\n", "libvirt-daemon", "qemu-system-x86"],
+                  check=False).stdout
+        return dict(line.split(None, 1) for line in out.splitlines() if " " in line)
+
+    def stack_info(self, stack: str) -> dict:
+        root = self.stack_root(stack)
+        info = {"stack": stack, "root": str(root) if root else "/", "built": root is None}
+        if root is not None:
+            stamp = root / ".fleetmaint-stack.json"
+            if stamp.exists():
+                info.update(json.loads(stamp.read_text()), built=True)
+        if info["built"]:
+            info["packages"] = self.stack_packages(root)
+        return info
+
+    def ensure_stack(self, stack: str) -> dict:
+        """Build the stack if it is not cached (once per machine; a lock keeps two labs from building at once)."""
+        root = self.stack_root(stack)
+        if root is None or (root / ".fleetmaint-stack.json").exists():
+            return self.stack_info(stack)
+        STACK_DIR.mkdir(parents=True, exist_ok=True)
+        import fcntl
+        with open(STACK_DIR / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if (root / ".fleetmaint-stack.json").exists():
+                return self.stack_info(stack)  # another lab built it while we waited
+            t0 = time.time()
+            work = STACK_DIR / f".{stack}.build"
+            shutil.rmtree(work, ignore_errors=True)
+            log(f"building the '{stack}' stack: debootstrap {STACK_SUITE} into {root} (once per machine)")
+            run(["debootstrap", "--variant=minbase", STACK_SUITE, str(work), STACK_MIRROR], timeout=1800)
+            log(f"installing libvirt and QEMU into the '{stack}' stack")
+            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+            run(["chroot", str(work), "apt-get", "install", "-y", "-q", "--no-install-recommends", *STACK_PACKAGES],
+                timeout=1800, env=env)
+            run(["chroot", str(work), "apt-get", "clean"], check=False)
+            if not (work / "usr" / "sbin" / "libvirtd").exists() or not (work / "etc" / "ld.so.cache").exists():
+                raise LabError(f"the '{stack}' stack in {work} has no libvirtd or ld.so.cache: see the output above")
+            du = run(["du", "-sm", str(work)], check=False).stdout.split()
+            stamp = {"suite": STACK_SUITE, "mirror": STACK_MIRROR, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                     time.gmtime()), "build_seconds": round(time.time() - t0, 1),
+                     "size_mib": int(du[0]) if du else None}
+            (work / ".fleetmaint-stack.json").write_text(json.dumps(stamp, indent=2) + "\n")
+            shutil.rmtree(root, ignore_errors=True)
+            os.replace(work, root)
+            log(f"the '{stack}' stack is built ({stamp['build_seconds']} s, {stamp['size_mib']} MiB)")
+        return self.stack_info(stack)
+
+    def daemon_versions(self, h: dict) -> dict:
+        """What the host's running libvirtd says of itself: its own version and its hypervisor's."""
+        out = self.virsh(h, "version", "--daemon", check=False, timeout=15).stdout
+        libvirt_v = re.search(r"Running against daemon: (\S+)", out)
+        qemu_v = re.search(r"Running hypervisor: QEMU (\S+)", out)
+        return {"libvirt": libvirt_v.group(1) if libvirt_v else None, "qemu": qemu_v.group(1) if qemu_v else None}
+
+    def running_guests(self, h: dict) -> list[str]:
+        return self.virsh(h, "list", "--name", check=False, timeout=15).stdout.split()
+
+    def stop_libvirtd(self, h: dict) -> int | None:
+        """Stop the host's libvirtd (its guests go on running); returns the pid it had."""
+        pid = self.host_pid(h)
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.time() + 30
+            while os.path.exists(f"/proc/{pid}") and time.time() < deadline:
+                time.sleep(0.1)
+            if os.path.exists(f"/proc/{pid}"):
+                os.kill(pid, signal.SIGKILL)
+                while os.path.exists(f"/proc/{pid}"):
+                    time.sleep(0.05)
+        return pid
+
+    def set_stack(self, state: dict, h: dict, stack: str, restart: bool = False) -> dict:
+        """Run the host on ``stack``: its libvirtd restarts there (its guests and definitions stay). A host that
+        runs guests is not taken to an older stack: its libvirtd could not take over a newer QEMU's guests."""
+        before = h.get("stack", "old")
+        self.ensure_stack(stack)
+        if before == stack and not restart and self.host_up(h):
+            return {"host": h["name"], "stack": stack, "changed": False}
+        if STACKS.index(stack) < STACKS.index(before) and self.host_up(h):
+            guests = self.running_guests(h)
+            if guests:
+                raise LabError(f"{h['name']} runs {', '.join(guests)} on the '{before}' stack; the '{stack}' stack's "
+                               "libvirtd cannot take over a newer QEMU's guests: move them off or delete them first")
+        pid = self.stop_libvirtd(h)
+        h["stack"] = stack
+        self.save(state)
+        self.start_host(state, h)
+        return {"host": h["name"], "stack": stack, "previous_stack": before, "changed": True,
+                "libvirtd_before": pid, "libvirtd_after": self.host_pid(h), "versions": self.daemon_versions(h)}
+
     # ---------------------------------------------------------------- hosts
     def write_host_config(self, h: dict) -> None:
         d = self.hdir(h)
@@ -279,7 +394,12 @@ class Lab:
         (d / "run" / "libvirtd.pid").unlink(missing_ok=True)
         for p in BIND_PATHS.values():
             os.makedirs(p, exist_ok=True)
-        mounts = " && ".join(f"mount --bind {d / k} {v}" for k, v in BIND_PATHS.items())
+        binds = [(d / k, v) for k, v in BIND_PATHS.items()]
+        root = self.stack_root(h.get("stack", "old"))
+        if root is not None:
+            # The stack's loader cache first (its libraries, by their paths there), then its /usr.
+            binds = [(root / "etc" / "ld.so.cache", "/etc/ld.so.cache"), (root / "usr", "/usr")] + binds
+        mounts = " && ".join(f"mount --bind {src} {dst}" for src, dst in binds)
         cg = Path(CGROUP_ROOT) / self.cgroup(h)
         cg.mkdir(exist_ok=True)
         script = (f"echo $$ > {cg / 'cgroup.procs'} && {mounts} && hostname {h['name']} && "
@@ -349,7 +469,8 @@ class Lab:
         return pids
 
     # ------------------------------------------------------------------ up
-    def up(self, nhosts: int, first_addr: str, bridge: str) -> dict:
+    def up(self, nhosts: int, first_addr: str, bridge: str, stack: str | None = None,
+           only: list[str] | None = None) -> dict:
         self.ensure_system_user()
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "shared").mkdir(exist_ok=True)
@@ -372,8 +493,12 @@ class Lab:
         if run(["ip", "link", "show", state["bridge"]], check=False).returncode != 0:
             run(["ip", "link", "add", state["bridge"], "type", "bridge"])
         run(["ip", "link", "set", state["bridge"], "up"])
+        chosen = {self.host(state, n)["name"] for n in only} if only else {h["name"] for h in state["hosts"]}
         for h in state["hosts"]:
-            self.start_host(state, h)
+            if stack is not None and h["name"] in chosen:
+                self.set_stack(state, h, stack)
+            else:
+                self.start_host(state, h)
         self.apply_faults(state)
         return state
 
@@ -612,6 +737,7 @@ class Lab:
         for h in state["hosts"]:
             up = self.host_up(h)
             hosts.append({"name": h["name"], "addr": h["addr"], "uri": self.uri(h), "up": up,
+                          "stack": h.get("stack", "old"), "versions": self.daemon_versions(h) if up else {},
                           "tls_uri": self.uri(h, tls=True, pkipath=str(self.root / "client-pki")),
                           "cgroup": str(Path(CGROUP_ROOT) / self.cgroup(h))})
             if not up:
@@ -655,6 +781,9 @@ class Lab:
             f"        fleetmaint_lab_labctl: {HERE / 'labctl'}",
             f"        fleetmaint_lab_dir: {self.root}",
             f"        fleetmaint_lab_canary_xml: {json.dumps(self.canary_xml())}",
+            "        # The stack the lab patch step upgrades a host to (new: libvirt 11.3 / QEMU 10.0; current: only",
+            "        # restart its libvirtd where it is).",
+            "        fleetmaint_lab_patch_stack: new",
             "      hosts:",
         ]
         for h in state["hosts"]:
@@ -668,27 +797,21 @@ class Lab:
         return "\n".join(lines) + "\n"
 
     # --------------------------------------------------------------- patch
-    def patch(self, name: str, level: str) -> dict:
-        """The lab's patch step: restart the host's libvirtd (as a package upgrade would) and record the
-        "installed" patch level in the host's directory. Running guests survive a libvirtd restart."""
+    def patch(self, name: str, level: str, stack: str = "new") -> dict:
+        """The lab's patch step, a real upgrade: the host's libvirtd restarts on ``stack`` (by default the new one:
+        libvirt 11.3, QEMU 10.0), as after a package upgrade; its running guests and definitions stay. The
+        "installed" patch level is recorded in the host's directory."""
         state = self.load()
         h = self.host(state, name)
+        stack = h.get("stack", "old") if stack == "current" else stack
         f = self.hdir(h) / "patch-level"
         previous = f.read_text().strip() if f.exists() else None
-        pid = self.host_pid(h)
-        if pid:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.time() + 30
-            while os.path.exists(f"/proc/{pid}") and time.time() < deadline:
-                time.sleep(0.1)
-            if os.path.exists(f"/proc/{pid}"):
-                os.kill(pid, signal.SIGKILL)
-                while os.path.exists(f"/proc/{pid}"):
-                    time.sleep(0.05)
-        self.start_host(state, h)
+        before = self.daemon_versions(h) if self.host_up(h) else {}
+        done = self.set_stack(state, h, stack, restart=True)
         f.write_text(level + "\n")
-        return {"host": h["name"], "previous": previous, "level": level, "libvirtd_before": pid,
-                "libvirtd_after": self.host_pid(h)}
+        return {"host": h["name"], "previous": previous, "level": level, "stack": stack,
+                "previous_stack": done["previous_stack"], "versions_before": before, "versions": done["versions"],
+                "libvirtd_before": done["libvirtd_before"], "libvirtd_after": done["libvirtd_after"]}
 
     def canary_xml(self) -> str:
         """A tiny guest for health checks: no disk, no NIC, gone on reboot or crash."""
@@ -837,6 +960,7 @@ class Lab:
         st = self.status()
         up = {h["name"]: h["up"] for h in st["hosts"]}
         return {"hosts_up": up, "faults": st["faults"],
+                "stacks": {h["name"]: h.get("stack", "old") for h in state["hosts"]},
                 "vms": {n: {"running_on": sorted(v["running_on"]), "defined_on": sorted(v["defined_on"]),
                             "states": v["states"]} for n, v in st["vms"].items()},
                 "secrets": {h["name"]: sorted(self.secrets(h)) for h in state["hosts"] if up[h["name"]]},
@@ -846,6 +970,18 @@ class Lab:
         """Bring the lab back to ``snap``; returns what was done, one line each."""
         done = []
         state = self.load()
+        for h in state["hosts"]:
+            want_stack = snap.get("stacks", {}).get(h["name"], "old")
+            if h.get("stack", "old") != want_stack:
+                # Back to the snapshot's stack. Guests a newer QEMU runs cannot be handed to an older libvirtd:
+                # they go, and the VM pass below makes the snapshot's VMs again.
+                if STACKS.index(want_stack) < STACKS.index(h.get("stack", "old")) and self.host_up(h):
+                    for name in self.running_guests(h):
+                        self.vm_delete(name)
+                        done.append(f"deleted {name} from {h['name']} (to take it back to the '{want_stack}' stack)")
+                self.set_stack(state, h, want_stack)
+                done.append(f"took {h['name']} back to the '{want_stack}' stack")
+                state = self.load()
         for h in state["hosts"]:
             if snap["hosts_up"].get(h["name"]) and not self.host_up(h):
                 self.start_host(state, h)
@@ -939,6 +1075,12 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--hosts", type=int, default=3)
     up.add_argument("--first-addr", default="127.0.0.2")
     up.add_argument("--bridge", default="br-lab")
+    up.add_argument("--stack", choices=STACKS, help="run the hosts on this stack: old (this machine's libvirt and "
+                    "QEMU) or new (Debian 13's, built once per machine); default: each host stays on its own")
+    up.add_argument("--host", action="append", dest="only", help="with --stack: only this host (repeatable)")
+    sk = sub.add_parser("stack", help="the software stacks hosts run on")
+    sk.add_argument("action", choices=["build", "status"])
+    sk.add_argument("name", nargs="?", default="new", choices=STACKS)
     dn = sub.add_parser("down", help="stop everything and remove the lab's state")
     dn.add_argument("--purge", action="store_true", help="also remove the cached guest kernel")
     st = sub.add_parser("status", help="hosts and VMs")
@@ -975,9 +1117,12 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("reach", help="can host A's processes reach host B's libvirtd? (exit 0 if yes)")
     r.add_argument("src")
     r.add_argument("dst")
-    pa = sub.add_parser("patch", help="the lab's patch step: restart a host's libvirtd, record its patch level")
+    pa = sub.add_parser("patch", help="the lab's patch step: upgrade a host (its libvirtd restarts on the new "
+                        "stack), record its patch level")
     pa.add_argument("host")
     pa.add_argument("--level", required=True)
+    pa.add_argument("--stack", choices=STACKS + ("current",), default="new",
+                    help="the stack it ends on (default %(default)s; current: only restart libvirtd where it is)")
     f = sub.add_parser("fault", help="inject faults")
     f.add_argument("action", choices=["kill-host", "revive-host", "kill-libvirtd", "power", "cut", "heal", "slow", "nic"])
     f.add_argument("args", nargs="+")
@@ -986,9 +1131,15 @@ def main(argv: list[str] | None = None) -> int:
     as_json = a.json or getattr(a, "json_sub", False)
     try:
         if a.cmd == "up":
-            state = lab.up(a.hosts, a.first_addr, a.bridge)
-            out = {"hosts": [{"name": h["name"], "uri": lab.uri(h)} for h in state["hosts"]]}
-            text = "\n".join(f"{h['name']}  {lab.uri(h)}  up" for h in state["hosts"])
+            if a.only and not a.stack:
+                raise LabError("--host is used with --stack")
+            state = lab.up(a.hosts, a.first_addr, a.bridge, stack=a.stack, only=a.only)
+            out = {"hosts": [{"name": h["name"], "uri": lab.uri(h), "stack": h.get("stack", "old")}
+                             for h in state["hosts"]]}
+            text = "\n".join(f"{h['name']}  {lab.uri(h)}  up ({h.get('stack', 'old')} stack)" for h in state["hosts"])
+        elif a.cmd == "stack":
+            out = lab.ensure_stack(a.name) if a.action == "build" else lab.stack_info(a.name)
+            text = json.dumps(out, indent=2)
         elif a.cmd == "down":
             lab.down()
             if a.purge:
@@ -996,7 +1147,9 @@ def main(argv: list[str] | None = None) -> int:
             out, text = {"down": True}, "lab is down"
         elif a.cmd == "status":
             out = lab.status()
-            rows = [f"{h['name']:6} {h['addr']:12} {'up' if h['up'] else 'DOWN'}" for h in out["hosts"]]
+            rows = [f"{h['name']:6} {h['addr']:12} {'up' if h['up'] else 'DOWN':4} {h['stack']:3} stack: "
+                    f"libvirt {h['versions'].get('libvirt') or '?'}, QEMU {h['versions'].get('qemu') or '?'}"
+                    for h in out["hosts"]]
             for n, v in sorted(out["vms"].items()):
                 rows.append(f"  vm {n:16} running_on={','.join(v['running_on']) or '-'} "
                             f"defined_on={','.join(v['defined_on']) or '-'} states={v['states']}")
@@ -1027,8 +1180,11 @@ def main(argv: list[str] | None = None) -> int:
                 out = lab.marker(a.name)
                 text = json.dumps(out)
         elif a.cmd == "patch":
-            out = lab.patch(a.host, a.level)
-            text = f"{out['host']}: libvirtd restarted, patch level {out['previous']} -> {out['level']}"
+            out = lab.patch(a.host, a.level, a.stack)
+            vb, va = out["versions_before"], out["versions"]
+            text = (f"{out['host']}: libvirtd restarted on the {out['stack']} stack (libvirt {vb.get('libvirt')} -> "
+                    f"{va.get('libvirt')}, QEMU {vb.get('qemu')} -> {va.get('qemu')}), "
+                    f"patch level {out['previous']} -> {out['level']}")
         elif a.cmd == "reach":
             out = lab.reach(a.src, a.dst)
             text = json.dumps(out)

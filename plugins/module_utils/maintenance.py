@@ -22,6 +22,7 @@ from xml.sax.saxutils import escape
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError, wrap_error
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import connection, libvirt, open_uri
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import version_string
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cancel import CancelFlag
 
 USAGE_NAME = "fleetmaint-maintenance"
@@ -278,16 +279,27 @@ class HostLease:
                     pass
 
 
+def stack_versions(conn: Any) -> Dict[str, Optional[str]]:
+    """The versions a patch changes: the host's libvirt, and its hypervisor's (QEMU's)."""
+    try:
+        hv = conn.getVersion()
+        return {"libvirt": version_string(conn.getLibVersion()), "hypervisor": conn.getType(),
+                "hypervisor_version": version_string(hv) if hv else None}
+    except Exception as exc:  # pylint: disable=broad-except
+        raise wrap_error(exc, "reading the host's libvirt and hypervisor versions") from exc
+
+
 def patch_level(p: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]:
     """host_patch_level's engine: read the level recorded on the host, record a new one (idempotent)."""
     with connection(p["uri"]) as conn:
+        versions = stack_versions(conn)
         note = get_patch_level(conn)
         previous = (note or {}).get("level")
         want = p["level"]
         changed = want is not None and want != previous
         if changed and not check_mode:
             note = set_patch_level(conn, p["uri"], want, p["by"])
-    result = {"changed": changed, "previous": previous, "level": want if changed else previous,
+    result = {"changed": changed, "previous": previous, "level": want if changed else previous, "versions": versions,
               "diff": {"before": f"level: {previous}\n", "after": f"level: {want if changed else previous}\n"}}
     if note:
         result["recorded"] = note

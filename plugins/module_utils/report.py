@@ -5,7 +5,8 @@
 
 A host record is what the rolling patch role collects for one host::
 
-    {host, target_level, level_before, level_after, status (patched, already_at_level, failed),
+    {host, target_level, level_before, level_after, versions_before, versions_after (host_patch_level's versions:
+     libvirt, hypervisor, hypervisor_version), status (patched, already_at_level, failed),
      failed_phase, msg, state_after, marks: [[phase, epoch], ..., ["end", epoch]],
      evacuate: <host_evacuate result>, restore: <host_restore result>, health: [checks]}
 """
@@ -204,6 +205,7 @@ def host_rows(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         rows.append({
             "host": rec.get("host"), "status": rec.get("status"), "failed_phase": rec.get("failed_phase"),
             "level_before": rec.get("level_before"), "level_after": rec.get("level_after"),
+            "versions_before": rec.get("versions_before") or {}, "versions_after": rec.get("versions_after") or {},
             "state_after": rec.get("state_after"), "durations_s": durations,
             "vms_out": ev.get("moved", 0) + ev.get("cold_moved", 0), "vms_home": rs.get("moved", 0),
             "msg": rec.get("msg"),
@@ -239,6 +241,15 @@ def _fmt(v: Any) -> str:
     return str(v).replace("\n", " ")
 
 
+def stack(versions: Dict[str, Any]) -> str:
+    """'libvirt 11.3.0, QEMU 10.0.13' from host_patch_level's versions ('-' when unknown)."""
+    if not versions or not versions.get("libvirt"):
+        return "-"
+    hv = f", {versions.get('hypervisor') or 'hypervisor'} {versions['hypervisor_version']}" \
+        if versions.get("hypervisor_version") else ""
+    return f"libvirt {versions['libvirt']}{hv}"
+
+
 def sentence(rep: Dict[str, Any]) -> str:
     s = rep["summary"]
     return (f"Target level {_fmt(s['targets'])}: {s['hosts']} hosts - {s['patched']} patched, "
@@ -250,14 +261,15 @@ def sentence(rep: Dict[str, Any]) -> str:
 def tables(rep: Dict[str, Any]) -> List[Any]:
     """(title, header, rows) of the report's tables, as text cells."""
     hosts = [[_fmt(h["host"]), h["status"] + (f" ({h['failed_phase']})" if h.get("failed_phase") else ""),
-              _fmt(h["level_before"]), _fmt(h["level_after"])]
+              _fmt(h["level_before"]), _fmt(h["level_after"]), stack(h["versions_before"]), stack(h["versions_after"])]
              + [_fmt(h["durations_s"].get(p)) for p in PHASES]
              + [str(h["vms_out"]), str(h["vms_home"]), _fmt(h["state_after"]), _fmt(h["msg"])]
              for h in rep["hosts"]]
     vms = [[_fmt(v["vm"]), _fmt(v["maintenance_of"]), v["direction"], _fmt(v["source"]), _fmt(v["destination"]),
             _fmt(v["result"]), _fmt(v.get("method")), str(v["attempts"]), _fmt(v["escalations"]),
             _fmt(v["total_time_s"]), _fmt(v.get("predicted_s")), _fmt(v["downtime_ms"])] for v in rep["vms"]]
-    out = [("Hosts", ["host", "status", "level before", "level after"] + [f"{p} s" for p in PHASES]
+    out = [("Hosts", ["host", "status", "level before", "level after", "runs before", "runs after"]
+            + [f"{p} s" for p in PHASES]
             + ["VMs out", "VMs home", "state after", "note"], hosts),
            ("VM moves", ["VM", "for", "direction", "from", "to", "result", "method", "attempts", "escalations",
                          "time s", "predicted s", "downtime ms"], vms)]

@@ -66,6 +66,25 @@ previous:
   description: The level before the task (null if none).
   returned: always
   type: str
+versions:
+  description:
+    - What the host runs now, read from its libvirt - the versions a hypervisor patch changes. The rolling patch
+      role reads them before and after each host's patch, and its report shows both.
+  returned: always
+  type: dict
+  contains:
+    libvirt:
+      description: The libvirt daemon's version.
+      type: str
+      sample: "11.3.0"
+    hypervisor:
+      description: The hypervisor driver's name.
+      type: str
+      sample: QEMU
+    hypervisor_version:
+      description: The hypervisor's version (QEMU's), null if the driver does not say.
+      type: str
+      sample: "10.0.13"
 recorded:
   description: The whole note - level, since (epoch seconds), by.
   returned: when a level is recorded

@@ -41,8 +41,9 @@ options:
   record:
     description:
       - One host's record to add or replace (keyed by its C(host)) - see the rolling patch role for its fields
-        (host, target_level, level_before, level_after, status, failed_phase, msg, state_after, marks, evacuate,
-        restore, health).
+        (host, target_level, level_before, level_after, versions_before, versions_after, status, failed_phase, msg,
+        state_after, marks, evacuate, restore, health). C(versions_before) and C(versions_after) are
+        M(fleetmaint.libvirt.host_patch_level)'s C(versions) before and after the patch.
       - Leave unset to only render the report from the records already there.
     type: dict
   title:

@@ -21,6 +21,8 @@ def timed(records):
 
 RECORDS = timed([
     {"host": "hv1", "target_level": "2026-11", "level_before": "2026-10", "level_after": "2026-11",
+     "versions_before": {"libvirt": "9.0.0", "hypervisor": "QEMU", "hypervisor_version": "7.2.22"},
+     "versions_after": {"libvirt": "11.3.0", "hypervisor": "QEMU", "hypervisor_version": "10.0.13"},
      "status": "patched", "state_after": "in service",
      "marks": [["preflight", 100.0], ["evacuate", 102.0], ["patch", 110.5], ["health", 140.0], ["restore", 145.0],
                ["end", 150.0]],
@@ -153,3 +155,14 @@ def test_a_vm_the_rules_kept_in_place_has_a_row_saying_why():
     md = report.markdown(report.build([rec]))
     html = report.html_page(report.build([rec]))
     assert "vm_paused_disks_inactive" in md and "pz" in html
+
+
+def test_the_hosts_table_shows_what_each_host_ran_before_and_after():
+    rep = report.build(RECORDS)
+    hosts = dict((t[0], t) for t in report.tables(rep))["Hosts"]
+    col = {name: i for i, name in enumerate(hosts[1])}
+    rows = {r[0]: r for r in hosts[2]}
+    assert rows["hv1"][col["runs before"]] == "libvirt 9.0.0, QEMU 7.2.22"
+    assert rows["hv1"][col["runs after"]] == "libvirt 11.3.0, QEMU 10.0.13"
+    assert rows["hv2"][col["runs before"]] == "-" and rows["hv2"][col["runs after"]] == "-", "unknown, not guessed"
+    assert "| libvirt 9.0.0, QEMU 7.2.22 | libvirt 11.3.0, QEMU 10.0.13 |" in report.markdown(rep)

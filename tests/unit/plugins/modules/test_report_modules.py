@@ -47,6 +47,11 @@ def test_patch_level_reads_none_where_the_driver_has_no_secrets(run_module):
     pytest.importorskip("libvirt")
     r = run_module({"uri": "test:///default"}, host_patch_level)
     assert r["changed"] is False and r["level"] is None and r["previous"] is None
+    # What the host runs, as its libvirt says.
+    import libvirt
+    conn = libvirt.open("test:///default")
+    want = f"{conn.getLibVersion() // 1000000}.{conn.getLibVersion() // 1000 % 1000}.{conn.getLibVersion() % 1000}"
+    assert r["versions"]["libvirt"] == want and r["versions"]["hypervisor"] == conn.getType()
 
 
 def test_patch_level_check_mode_reports_the_change(run_module):
