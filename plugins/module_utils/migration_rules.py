@@ -12,7 +12,7 @@ same rules, so a check and a move never disagree.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 BLOCKER = "blocker"
 WARNING = "warning"
@@ -23,6 +23,7 @@ CODES = (
     "disk_path_missing", "pool_missing", "network_missing", "insufficient_memory", "hostdev_passthrough",
     "vm_not_running", "vm_paused", "vm_transient", "same_host", "dest_unreachable", "tls_not_configured",
     "vcpus_exceed_host", "compression_unsupported", "storage_unknown", "vm_paused_disks_inactive",
+    "older_destination",
 )
 
 # QEMU before 10.0 aborts (block.c bdrv_inactivate_recurse: assertion '!(bs->open_flags & BDRV_O_INACTIVE)')
@@ -37,6 +38,46 @@ def _version(text: Optional[str]) -> Optional[tuple]:
         return tuple(int(x) for x in str(text).split(".")[:2])
     except (TypeError, ValueError):
         return None
+
+
+def version_tuple(text: Optional[str]) -> Optional[Tuple[int, int, int]]:
+    """A version string (``10.0.13``, ``9.0``) as (major, minor, micro) for numeric comparison, or None when there is
+    none or it does not parse (then nothing is compared)."""
+    if not text:
+        return None
+    try:
+        parts = [int(x) for x in str(text).split(".")[:3]]
+    except ValueError:
+        return None
+    parts += [0] * (3 - len(parts))
+    return parts[0], parts[1], parts[2]
+
+
+def stack_of(host: Dict[str, Any]) -> str:
+    """A host's stack in words: ``QEMU 10.0.13 / libvirt 11.3.0`` (``?`` for a version not known)."""
+    if not host.get("hypervisor_version") and not host.get("libvirt_version"):
+        return "versions not known"
+    return f"QEMU {host.get('hypervisor_version') or '?'} / libvirt {host.get('libvirt_version') or '?'}"
+
+
+Stack = Tuple[Optional[Tuple[int, int, int]], Optional[Tuple[int, int, int]]]
+
+
+def stack_versions(host: Dict[str, Any]) -> Stack:
+    """A host's (QEMU, libvirt) versions as tuples, from ``hypervisor_version`` and ``libvirt_version``."""
+    return version_tuple(host.get("hypervisor_version")), version_tuple(host.get("libvirt_version"))
+
+
+def older_versions(source: Stack, dest: Stack) -> bool:
+    """The one comparison: True when the destination's QEMU or libvirt is older than the source's; a version either
+    side does not know compares as not older."""
+    return any(s is not None and d is not None and d < s for s, d in zip(source, dest))
+
+
+def older_stack(source: Dict[str, Any], dest: Dict[str, Any]) -> bool:
+    """True when the destination host's QEMU (``hypervisor_version``) or libvirt (``libvirt_version``) is older than
+    the source host's (see older_versions)."""
+    return older_versions(stack_versions(source), stack_versions(dest))
 
 
 # Devices whose content is the guest's own data (not read-only media): the one local-disk rule.
@@ -110,8 +151,12 @@ def check_move(vm: Dict[str, Any], source: Dict[str, Any], dest: Dict[str, Any],
                copy_storage: str = "none", tls: bool = False, dest_tls: Optional[Dict[str, Any]] = None,
                memory_headroom_mib: int = 256, cpu_comparison: Optional[Dict[str, Any]] = None,
                compression: Optional[str] = None, compression_accepted: Optional[List[str]] = None,
-               live: bool = True) -> List[Dict[str, Any]]:
-    """All findings for moving ``vm`` from ``source`` to ``dest`` (host facts dicts)."""
+               live: bool = True, dest_compression_accepted: Optional[List[str]] = None) -> List[Dict[str, Any]]:
+    """All findings for moving ``vm`` from ``source`` to ``dest`` (host facts dicts).
+
+    ``compression_accepted`` / ``dest_compression_accepted``: the compression methods libvirt accepts on the source /
+    destination (probed), each None when not known. A destination whose QEMU or libvirt is older than the source's is
+    ``older_destination``: a warning when the VM's machine type is offered there, a blocker when it is not."""
     out: List[Dict[str, Any]] = []
     name = vm["name"]
 
@@ -144,6 +189,8 @@ def check_move(vm: Dict[str, Any], source: Dict[str, Any], dest: Dict[str, Any],
     guests = [g for g in dest.get("guests", []) if g.get("arch") == vm.get("arch", "x86_64")] \
         if vm.get("arch") else dest.get("guests", [])
     vtype = vm.get("virt_type") or "kvm"
+    older = older_stack(source, dest)
+    usable: List[Dict[str, Any]] = []
     if dest.get("guests") is not None:
         usable = [g for g in guests if vtype in g.get("domain_types", [])]
         if not usable:
@@ -151,8 +198,15 @@ def check_move(vm: Dict[str, Any], source: Dict[str, Any], dest: Dict[str, Any],
                                f"{vm.get('arch') or 'this architecture'} with domain type {vtype}",
                                arch=vm.get("arch"), virt_type=vtype))
         elif vm.get("machine") and not any(vm["machine"] in g.get("machines", []) for g in usable):
+            why = (f" ({dest.get('hostname')} runs {stack_of(dest)}, older than {source.get('hostname')}'s "
+                   f"{stack_of(source)}: a VM keeps the machine type it was defined with, and the older QEMU lacks it)"
+                   if older else "")
             out.append(finding("machine_type_unsupported", BLOCKER, f"{dest.get('hostname')} does not offer "
-                               f"machine type {vm['machine']} that {name} uses", machine=vm["machine"]))
+                               f"machine type {vm['machine']} that {name} uses{why}", machine=vm["machine"],
+                               older_destination=older))
+    if older:
+        out.append(_older_destination(name, vm.get("machine"), source, dest, usable if dest.get("guests") is not None
+                                      else None))
     if cpu_comparison and cpu_comparison.get("compatible") is False:
         out.append(finding("cpu_incompatible", BLOCKER, f"{name}'s CPU cannot run on {dest.get('hostname')}: "
                            f"{cpu_comparison.get('reason', 'incompatible')}", **cpu_comparison))
@@ -228,12 +282,32 @@ def check_move(vm: Dict[str, Any], source: Dict[str, Any], dest: Dict[str, Any],
     if tls and dest_tls is not None and not dest_tls.get("configured"):
         out.append(finding("tls_not_configured", BLOCKER, f"tls is requested but {dest.get('hostname')} does not "
                            f"look ready for it ({dest_tls.get('how')}: {dest_tls.get('detail')})"))
-    if compression and compression != "none" and compression_accepted is not None \
-            and compression not in compression_accepted:
-        out.append(finding("compression_unsupported", BLOCKER, f"compression '{compression}' is not accepted "
-                           f"by libvirt on {source.get('hostname')} (accepted: "
-                           f"{', '.join(compression_accepted) or 'none'})", compression=compression))
+    for end, accepted in ((source, compression_accepted), (dest, dest_compression_accepted)):
+        if compression and compression != "none" and accepted is not None and compression not in accepted:
+            out.append(finding("compression_unsupported", BLOCKER, f"compression '{compression}' is not accepted "
+                               f"by libvirt on {end.get('hostname')} (accepted: {', '.join(accepted) or 'none'})",
+                               compression=compression, host=end.get("hostname"), accepted=list(accepted)))
     return out
+
+
+def _older_destination(name: str, machine: Optional[str], source: Dict[str, Any], dest: Dict[str, Any],
+                       usable: Optional[List[Dict[str, Any]]]) -> Dict[str, Any]:
+    """The ``older_destination`` finding: a warning when the VM's machine type is offered on the older stack (the
+    move works, and the VM keeps only what the older QEMU has), a blocker when it is not (QEMU there refuses it)."""
+    head = (f"{dest.get('hostname')} runs {stack_of(dest)}, older than {source.get('hostname')}'s "
+            f"{stack_of(source)}")
+    detail = {"machine": machine, "source_qemu": source.get("hypervisor_version"),
+              "source_libvirt": source.get("libvirt_version"), "dest_qemu": dest.get("hypervisor_version"),
+              "dest_libvirt": dest.get("libvirt_version")}
+    if machine and usable is not None:
+        offered = any(machine in g.get("machines", []) for g in usable)
+        if not offered:
+            return finding("older_destination", BLOCKER, f"{head}: machine type {machine} of {name} is not offered "
+                           "there", offered=False, **detail)
+        return finding("older_destination", WARNING, f"{head}: machine type {machine} of {name} is offered there; "
+                       "once it runs there it cannot use what the newer QEMU added", offered=True, **detail)
+    return finding("older_destination", WARNING, f"{head}: whether machine type {machine or '(not known)'} of {name} "
+                   "is offered there is not known", offered=None, **detail)
 
 
 def blockers(findings: List[Dict[str, Any]]) -> List[Dict[str, Any]]:

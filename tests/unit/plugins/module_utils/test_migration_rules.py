@@ -191,3 +191,122 @@ def test_no_other_file_filters_disks_by_device():
     hits = [f"{f.name}:{n}" for f in here.parent.rglob("*.py") if f.name not in ("migration_rules.py", "libvirt_xml.py")
             for n, line in enumerate(f.read_text().splitlines(), 1) if pattern.search(line)]
     assert not hits, f"a second local-disk rule: {hits}"
+
+
+# --- two stacks at once (a rolling upgrade): the recorded capabilities and versions of a Debian 12 host
+# (QEMU 7.2.22, libvirt 9.0.0) and a Debian 13 host (QEMU 10.0.13, libvirt 11.3.0) of the lab.
+
+def recorded_host(name, caps, version):
+    """Host facts as hypervisor_facts builds them, from a recorded `virsh capabilities` and `virsh version`."""
+    import pathlib
+    import re
+    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import parse_capabilities
+    fixtures = pathlib.Path(__file__).resolve().parents[2] / "fixtures"
+    parsed = parse_capabilities((fixtures / caps).read_text())
+    text = (fixtures / version).read_text()
+    return {"hostname": name, "uuid": parsed["uuid"], "hypervisor": "QEMU", "cpu": {"count": 16},
+            "hypervisor_version": re.search(r"Running hypervisor: QEMU (\S+)", text).group(1),
+            "libvirt_version": re.search(r"Running against daemon: (\S+)", text).group(1),
+            "memory_available_mib": 60000, "guests": parsed["guests"]}
+
+
+OLD = recorded_host("lab3", "capabilities_debian12_qemu72.xml", "version_debian12_qemu72.txt")
+NEW = recorded_host("lab2", "capabilities_debian13_qemu100.xml", "version_debian13_qemu100.txt")
+STACK_MSG = "lab3 runs QEMU 7.2.22 / libvirt 9.0.0, older than lab2's QEMU 10.0.13 / libvirt 11.3.0"
+
+
+def machines_of(host):
+    return {m for g in host["guests"] if g["arch"] == "x86_64" and "kvm" in g["domain_types"] for m in g["machines"]}
+
+
+def test_the_recorded_stacks_are_what_the_rules_read():
+    assert (OLD["hypervisor_version"], OLD["libvirt_version"]) == ("7.2.22", "9.0.0")
+    assert (NEW["hypervisor_version"], NEW["libvirt_version"]) == ("10.0.13", "11.3.0")
+    assert "pc-i440fx-7.2" in machines_of(OLD) and "pc-i440fx-7.2" in machines_of(NEW)
+    assert "pc-i440fx-10.0" in machines_of(NEW) and "pc-i440fx-10.0" not in machines_of(OLD)
+    assert "older_destination" in migration_rules_codes()
+
+
+def migration_rules_codes():
+    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import CODES
+    return CODES
+
+
+def test_old_to_new_is_clean():
+    # Verified in the lab: a pc-i440fx-7.2 guest moves live from the old stack to the new one.
+    assert check_move(vm(machine="pc-i440fx-7.2"), OLD, NEW, POOLS, NETS) == []
+
+
+def test_new_to_old_with_a_machine_type_the_old_stack_offers_is_a_warning():
+    # Verified in the lab: the same guest moves back; it is a move to an older stack all the same.
+    f = check_move(vm(machine="pc-i440fx-7.2"), NEW, OLD, POOLS, NETS)
+    assert codes(f) == ["older_destination"] and not blockers(f)
+    (w,) = f
+    assert w["severity"] == WARNING
+    assert w["message"] == (f"{STACK_MSG}: machine type pc-i440fx-7.2 of web1 is offered there; once it runs there "
+                            "it cannot use what the newer QEMU added")
+    assert w["detail"] == {"machine": "pc-i440fx-7.2", "offered": True, "source_qemu": "10.0.13",
+                           "source_libvirt": "11.3.0", "dest_qemu": "7.2.22", "dest_libvirt": "9.0.0"}
+
+
+def test_a_vm_defined_on_the_new_stack_is_refused_on_the_old_one_naming_its_machine_type():
+    # Verified in the lab: libvirt refuses it ("does not support machine type 'pc-i440fx-10.0'"); the rules
+    # say so before anything moves.
+    f = check_move(vm(name="newvm", machine="pc-i440fx-10.0"), NEW, OLD, POOLS, NETS)
+    assert codes(f, BLOCKER) == ["machine_type_unsupported", "older_destination"] and codes(f, WARNING) == []
+    by_code = {x["code"]: x for x in f}
+    assert by_code["older_destination"]["message"] == \
+        f"{STACK_MSG}: machine type pc-i440fx-10.0 of newvm is not offered there"
+    unsupported = by_code["machine_type_unsupported"]["message"]
+    assert unsupported.startswith("lab3 does not offer machine type pc-i440fx-10.0 that newvm uses")
+    assert STACK_MSG in unsupported
+    assert by_code["machine_type_unsupported"]["detail"] == {"machine": "pc-i440fx-10.0", "older_destination": True}
+
+
+def test_the_same_vm_moves_freely_between_new_hosts():
+    other_new = dict(NEW, hostname="lab4", uuid="u4")
+    assert check_move(vm(machine="pc-i440fx-10.0"), NEW, other_new, POOLS, NETS) == []
+
+
+def test_machine_type_unsupported_on_a_host_that_is_not_older_does_not_mention_versions():
+    f = check_move(vm(machine="pc-i440fx-10.0"), OLD, dict(OLD, hostname="lab1", uuid="u1"), POOLS, NETS)
+    assert codes(f) == ["machine_type_unsupported"]
+    assert f[0]["message"] == "lab1 does not offer machine type pc-i440fx-10.0 that web1 uses"
+
+
+@pytest.mark.parametrize("src,dst,older", [
+    (("10.0.0", "9.0.0"), ("9.2.0", "9.0.0"), True),      # 10 > 9 as numbers, not as text
+    (("7.2.22", "11.10.0"), ("7.2.22", "11.3.0"), True),  # libvirt alone is older: 11.10 > 11.3
+    (("7.2.22", "9.0.0"), ("7.2.3", "9.0.0"), True),      # the micro release counts
+    (("7.2", "9.0.0"), ("7.2.0", "9.0.0"), False),        # 7.2 is 7.2.0
+    (("7.2.22", "9.0.0"), ("10.0.13", "9.0.0"), False),   # newer
+    (("10.0.13", "11.3.0"), (None, "11.3.0"), False),     # QEMU not known there: only libvirt compared
+    (("10.0.13", "11.3.0"), ("unknown", None), False),    # nothing comparable: not older
+])
+def test_versions_compare_numerically(src, dst, older):
+    source = dict(SRC, hypervisor_version=src[0], libvirt_version=src[1])
+    dest = dict(DST, hypervisor_version=dst[0], libvirt_version=dst[1])
+    f = check_move(vm(machine="pc-i440fx-7.2"), source, dest, POOLS, NETS)
+    assert codes(f) == (["older_destination"] if older else [])
+    if older:
+        assert f[0]["severity"] == WARNING
+
+
+def test_older_destination_without_its_machine_types_is_a_warning_that_says_so():
+    no_guests = {k: v for k, v in OLD.items() if k != "guests"}
+    f = check_move(vm(machine="pc-i440fx-7.2"), NEW, no_guests, POOLS, NETS)
+    assert codes(f) == ["older_destination"] and f[0]["severity"] == WARNING
+    assert "whether machine type pc-i440fx-7.2 of web1 is offered there is not known" in f[0]["message"]
+
+
+def test_compression_is_checked_on_the_destination_too():
+    f = check_move(vm(), SRC, DST, POOLS, NETS, compression="zstd", compression_accepted=["zstd", "mt"],
+                   dest_compression_accepted=["xbzrle"])
+    assert codes(f) == ["compression_unsupported"]
+    assert f[0]["message"] == "compression 'zstd' is not accepted by libvirt on hv2 (accepted: xbzrle)"
+    assert f[0]["detail"] == {"compression": "zstd", "host": "hv2", "accepted": ["xbzrle"]}
+    f = check_move(vm(), SRC, DST, POOLS, NETS, compression="zstd", compression_accepted=[],
+                   dest_compression_accepted=[])
+    assert [x["detail"]["host"] for x in f] == ["hv1", "hv2"] and "(accepted: none)" in f[1]["message"]
+    assert check_move(vm(), SRC, DST, POOLS, NETS, compression="zstd", dest_compression_accepted=["zstd"]) == []
+    assert check_move(vm(), SRC, DST, POOLS, NETS, compression="none", dest_compression_accepted=[]) == []
