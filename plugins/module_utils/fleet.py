@@ -27,6 +27,13 @@ def placement_of(entries: Iterable[Tuple[str, str, bool, bool]]) -> Dict[str, Di
     return out
 
 
+def _machines(host: Dict[str, Any]) -> Optional[List[str]]:
+    """Every machine type a host offers (any architecture and domain type; the move rules check the VM's own), or
+    None when its capabilities list none: the planner then puts no constraint on it."""
+    machines = sorted({m for g in host.get("guests") or [] for m in g.get("machines", [])})
+    return machines or None
+
+
 class Fleet:
     """Open connections to every hypervisor; close them with close() (or use as a context manager)."""
 
@@ -102,9 +109,14 @@ class Fleet:
                                   step="validate options", reason="unknown_vm")
         hosts, vms, skipped = [], [], []
         for name, ctx in sorted(self.hosts.items()):
+            # Versions and machine types let the planner keep VMs off hosts that cannot run them, and off older
+            # stacks while a newer one has room (placement.plan_evacuation).
             hosts.append({"name": name, "memory_mib": ctx.host["memory_total_mib"], "vcpus": ctx.host["cpu"]["count"],
                           "memory_overcommit": memory_overcommit, "cpu_overcommit": cpu_overcommit,
-                          "headroom_mib": memory_headroom_mib, "maintenance": self.marks[name] is not None})
+                          "headroom_mib": memory_headroom_mib, "maintenance": self.marks[name] is not None,
+                          "hypervisor_version": ctx.host.get("hypervisor_version"),
+                          "libvirt_version": ctx.host.get("libvirt_version"),
+                          "machines": _machines(ctx.host)})
             for d in self.vms[name]:
                 if d["state"] not in ("running", "paused"):
                     skipped.append({"vm": d["name"], "host": name, "reason": f"{d['state']}: not live-migratable; "
@@ -113,7 +125,8 @@ class Fleet:
                 vms.append({"name": d["name"], "host": name, "memory_mib": d["memory_mib"], "vcpus": d["vcpus"],
                             "anti_affinity": groups.get(d["name"], []), "priority": (priority or {}).get(d["name"], 0),
                             "pinned": bool(d["hostdevs"]) or d["name"] in pins,
-                            "dirty_rate": (dirty_rates or {}).get(d["name"], 0.0), "home_host": d["home_host"]})
+                            "dirty_rate": (dirty_rates or {}).get(d["name"], 0.0), "home_host": d["home_host"],
+                            "machine": d.get("machine")})
         return {"hosts": hosts, "vms": vms, "skipped": skipped}
 
     def placement(self, key: str = "uuid", skip: Iterable[str] = ()) -> Dict[str, Dict[str, List[str]]]:

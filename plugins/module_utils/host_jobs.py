@@ -58,6 +58,15 @@ def _staying_note(staying: List[Dict[str, Any]], away: bool = False) -> str:
     return f"; {what}: " + "; ".join(f"{s['vm']} on {s['host']} ({s['reason']}: {s['msg']})" for s in staying)
 
 
+def _older_note(moves: List[Dict[str, Any]]) -> str:
+    """What the plan says about moves to an older stack (placement marks them ``older_destination``)."""
+    older = [m for m in moves if m.get("older_destination")]
+    if not older:
+        return ""
+    what = [f"{m['vm']} -> {m['destination']} ({' '.join(m['notes'])})" for m in older]
+    return f"; {len(older)} to an older stack: " + "; ".join(what)
+
+
 def _limits(p: Dict[str, Any]) -> Dict[str, int]:
 
     lim = dict(DEFAULT_LIMITS, **{k: int(v) for k, v in (p.get("limits") or {}).items()})
@@ -244,14 +253,17 @@ def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
                                       "staying": staying,
                                       "changed": bool(plan["moves"]) or (p["mark_maintenance"] and not fleet.marks[host])}
             if check_mode:
-                result["msg"] = f"would move {len(plan['moves'])} VMs off {host}" + _staying_note(staying)
+                result["msg"] = (f"would move {len(plan['moves'])} VMs off {host}" + _staying_note(staying)
+                                 + _older_note(plan["moves"]))
                 return result
             if p["mark_maintenance"]:
                 result["maintenance_marked"] = set_mark(fleet.hosts[host].conn, fleet.uri_of[host], p["reason"],
                                                         "fleetmaint.libvirt.host_evacuate")
             uri_of = dict(fleet.uri_of)
         if progress:
-            progress({"kind": "plan", "vm": host, "moves": len(plan["moves"]), "makespan_est_s": plan["makespan_s"]})
+            older = [f"{m['vm']} -> {m['destination']}" for m in plan["moves"] if m.get("older_destination")]
+            progress(dict({"kind": "plan", "vm": host, "moves": len(plan["moves"]), "makespan_est_s": plan["makespan_s"]},
+                          **({"to_older_stack": older} if older else {})))
         run = methods.run(plan["moves"], uri_of, dict(p, limits=lim), progress, cancel, counts)
         result.update(run)
         if run["cancelled"]:
@@ -265,7 +277,7 @@ def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
         result["msg"] = (f"{host}: moved {run['totals']['moved']} of {len(plan['moves'])} VMs live{cold} in "
                          f"{run['totals']['elapsed_s']} s"
                          + (f"; still on {host}: {', '.join(left)}" if left else "; the host is empty of running VMs")
-                         + _staying_note(staying))
+                         + _staying_note(staying) + _older_note(plan["moves"]))
         if left:
             raise FleetmaintError(result["msg"] + (f" ({run['stopped']})" if run["stopped"] else ""), step="evacuate",
                                   host=host, result=result)

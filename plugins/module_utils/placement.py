@@ -8,6 +8,10 @@ the largest free share of memory that fits it (memory with overcommit and headro
 overcommit) and holds no VM of its anti-affinity groups. That keeps hosts balanced, which is
 what peers' users miss when maintenance sends everything to one node.
 
+Versions, when hosts and VMs carry them: a destination that does not offer a VM's machine type cannot take it,
+and of the others those whose stack (QEMU, libvirt) is not older than the VM's host come first; an older one is
+chosen only when none of those fits, and its move says so. The move rules check each move again before it runs.
+
 The schedule is a list schedule under three limits: migrations out of one source, into one
 destination, and across the fleet at once. Each migration's duration and downtime come from
 the pre-copy model. No libvirt or Ansible imports.
@@ -19,6 +23,7 @@ import heapq
 from collections import defaultdict, deque
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import older_versions, stack_of, stack_versions
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import MIB, estimate_precopy
 
 # Defaults chosen against peers': oVirt allows 2 outgoing migrations per host, nova 1 per compute
@@ -117,9 +122,15 @@ def plan_evacuation(hosts: List[Dict[str, Any]], vms: List[Dict[str, Any]], evac
     """Plan moving every VM off the hosts in ``evacuate``.
 
     hosts: name, memory_mib, vcpus, and optionally memory_overcommit (1.0), cpu_overcommit (4.0),
-    headroom_mib (0), maintenance (False).
+    headroom_mib (0), maintenance (False), hypervisor_version and libvirt_version (its QEMU and libvirt, as host
+    facts give them), machines (the machine types it offers, every architecture).
     vms: name, host, memory_mib, vcpus, and optionally dirty_rate (bytes/s), anti_affinity (a group or
-    a list), pinned (False), priority (0).
+    a list), pinned (False), priority (0), machine (its machine type).
+
+    A host without ``machines`` takes any machine type and a host without versions is never older: without those
+    keys the plan is what it always was. A VM whose machine type no remaining host offers is unplaceable with code
+    ``machine_type_unsupported``. A move to a host whose QEMU or libvirt is older than the VM's host's (chosen only
+    when no host of the same or a newer stack fits) carries ``older_destination: true`` and ``notes``.
     """
     lim = dict(DEFAULT_LIMITS, **(limits or {}))
     for k, v in lim.items():
@@ -160,54 +171,115 @@ def plan_evacuation(hosts: List[Dict[str, Any]], vms: List[Dict[str, Any]], evac
         raise PlanRefused(f"the remaining hosts have {free_total:.0f} MiB free for VMs (after headroom and what "
                           f"already runs there) but the VMs to move need {need:.0f} MiB")
 
-    # Worst-fit decreasing with a heap on free memory share (largest first), deterministic ties by name.
-    heap = [(-(cap_mem[n] - used_mem[n]) / cap_mem[n] if cap_mem[n] > 0 else 0.0, n) for n in sorted(targets)]
-    heapq.heapify(heap)
+    # Versions: the machine types each target offers (a target without the key takes any) and each host's stack
+    # (QEMU, libvirt). Targets are grouped by stack, one heap each; with no version data there is one group, and the
+    # loop below is the plain worst-fit one.
+    by_name = {h["name"]: h for h in hosts}
+    offers = {n: frozenset(h["machines"]) for n, h in targets.items() if h.get("machines") is not None}
+    refused_of: Dict[str, frozenset] = {}  # machine type -> targets that do not offer it
+    stacks = {n: stack_versions(h) for n, h in by_name.items()
+              if h.get("hypervisor_version") or h.get("libvirt_version")}
+    heaps: Dict[Any, List[Tuple[float, str]]] = defaultdict(list)
+    for n in sorted(targets):
+        heaps[stacks.get(n)].append((-(cap_mem[n] - used_mem[n]) / cap_mem[n] if cap_mem[n] > 0 else 0.0, n))
+    for h in heaps.values():
+        heapq.heapify(h)
+    members = {k: frozenset(n for _s, n in h) for k, h in heaps.items()}
+    # Per group, (memory, vCPUs) of VMs that fitted none of its hosts on memory and vCPUs alone: as hosts only fill
+    # up while planning, a VM at least as big fits none either, and the group is not searched again for it.
+    full: Dict[Any, List[Tuple[float, float]]] = defaultdict(list)
+    # A source's stack -> (the target groups not older than it, those older): the first are tried first.
+    tiers: Dict[Any, Tuple[List[Any], List[Any]]] = {}
+
+    def tiers_of(src: Any) -> Tuple[List[Any], List[Any]]:
+        if src not in tiers:
+            older = [k for k in heaps if k is not None and src is not None and older_versions(src, k)]
+            tiers[src] = ([k for k in heaps if k not in older], older)
+        return tiers[src]
+
     order = sorted(movers, key=lambda v: (-v.get("priority", 0), -v["memory_mib"], -v["vcpus"], v["name"]))
     assignment: Dict[str, str] = {}
+    to_older: Dict[str, str] = {}
     for vm in order:
-        popped = []
-        chosen = None
+        machine = vm.get("machine") if offers else None
+        refused: frozenset = frozenset()
+        if machine:
+            if machine not in refused_of:
+                refused_of[machine] = frozenset(n for n, ms in offers.items() if machine not in ms)
+            refused = refused_of[machine]
+        if refused and len(refused) == len(targets):
+            unplaceable.append({"vm": vm["name"], "source": vm["host"], "code": "machine_type_unsupported",
+                                "machine": machine, "reason": _no_machine_reason(vm, machine, targets, by_name)})
+            continue
         groups = set(groups_of(vm))
-        while heap:
-            item = heapq.heappop(heap)
-            n = item[1]
-            popped.append(item)
-            if (cap_mem[n] - used_mem[n] >= vm["memory_mib"] and cap_cpu[n] - used_cpu[n] >= vm["vcpus"]
-                    and not groups & groups_on[n]):
-                chosen = n
+        popped: List[Tuple[Any, List[Tuple[float, str]]]] = []
+        best = None
+        for tier, is_older in zip(tiers_of(stacks.get(vm["host"])), (False, True)):
+            for key in tier:
+                if refused and members[key] <= refused:
+                    continue  # no host of this group offers its machine type
+                if any(vm["memory_mib"] >= fm and vm["vcpus"] >= fc for fm, fc in full[key]):
+                    continue  # a VM no bigger already fitted no host of this group, and hosts only fill up
+                heap, took, fitted = heaps[key], [], False
+                while heap:
+                    item = heapq.heappop(heap)
+                    took.append(item)
+                    n = item[1]
+                    if (cap_mem[n] - used_mem[n] >= vm["memory_mib"] and cap_cpu[n] - used_cpu[n] >= vm["vcpus"]
+                            and not groups & groups_on[n] and n not in refused):
+                        # the emptiest fitting host of this group; the emptiest of the groups wins
+                        if best is None or item < best[0]:
+                            best = (item, key, len(took) - 1)
+                        fitted = True
+                        break
+                popped.append((key, took))
+                if not fitted and not groups and refused.isdisjoint(members[key]):
+                    full[key].append((vm["memory_mib"], vm["vcpus"]))
+            if best is not None:
+                if is_older:
+                    to_older[vm["name"]] = best[0][1]
                 break
-        if chosen is None:
+        if best is None:
+            cands = [n for n in targets if n not in refused]
             reasons = []
-            if all(cap_mem[n] - used_mem[n] < vm["memory_mib"] for n in targets):
+            if all(cap_mem[n] - used_mem[n] < vm["memory_mib"] for n in cands):
                 reasons.append(f"no host has {vm['memory_mib']} MiB free")
-            if all(cap_cpu[n] - used_cpu[n] < vm["vcpus"] for n in targets):
+            if all(cap_cpu[n] - used_cpu[n] < vm["vcpus"] for n in cands):
                 reasons.append(f"no host has room for {vm['vcpus']} vCPUs")
-            if groups and all(groups & groups_on[n] for n in targets):
+            if groups and all(groups & groups_on[n] for n in cands):
                 reasons.append(f"every host already holds a VM of anti-affinity group {', '.join(sorted(groups))}")
-            unplaceable.append({"vm": vm["name"], "source": vm["host"], "code": "no_capacity",
-                                "reason": "; ".join(reasons) or "no host fits memory, vCPUs and anti-affinity at once"})
+            reason = "; ".join(reasons) or "no host fits memory, vCPUs and anti-affinity at once"
+            if refused:
+                reason = f"of the hosts that offer its machine type {machine} ({_some(cands)}): {reason}"
+            unplaceable.append({"vm": vm["name"], "source": vm["host"], "code": "no_capacity", "reason": reason})
         else:
+            (_share, chosen), key, at = best
             assignment[vm["name"]] = chosen
             used_mem[chosen] += vm["memory_mib"]
             used_cpu[chosen] += vm["vcpus"]
             groups_on[chosen].update(groups)
-            popped[-1] = ((-(cap_mem[chosen] - used_mem[chosen]) / cap_mem[chosen]), chosen)
-        for item in popped:
-            heapq.heappush(heap, item)
+            took = next(t for k, t in popped if k == key)
+            took[at] = ((-(cap_mem[chosen] - used_mem[chosen]) / cap_mem[chosen]), chosen)
+        for key, took in popped:
+            for item in took:
+                heapq.heappush(heaps[key], item)
     if unplaceable and refuse_partial and any(u["code"] != "pinned" for u in unplaceable):
         raise PlanRefused("cannot place " + "; ".join(f"{u['vm']}: {u['reason']}" for u in unplaceable))
 
-    by_name = {v["name"]: v for v in movers}
+    vm_of = {v["name"]: v for v in movers}
     moves = []
-    for vm_name in sorted(assignment, key=lambda x: (-by_name[x].get("priority", 0), x)):
-        vm = by_name[vm_name]
+    for vm_name in sorted(assignment, key=lambda x: (-vm_of[x].get("priority", 0), x)):
+        vm = vm_of[vm_name]
         est = estimate_precopy(vm["memory_mib"] * MIB, bandwidth_mib_s * MIB, vm.get("dirty_rate", 0.0) or 0.0,
                                max_downtime_ms)
-        moves.append({"vm": vm_name, "source": vm["host"], "destination": assignment[vm_name],
-                      "memory_mib": vm["memory_mib"], "priority": vm.get("priority", 0),
-                      "est_time_s": est["total_time_s"], "est_downtime_ms": est["downtime_ms"],
-                      "converges": est["converges"]})
+        move = {"vm": vm_name, "source": vm["host"], "destination": assignment[vm_name],
+                "memory_mib": vm["memory_mib"], "priority": vm.get("priority", 0),
+                "est_time_s": est["total_time_s"], "est_downtime_ms": est["downtime_ms"],
+                "converges": est["converges"]}
+        if vm_name in to_older:
+            move["older_destination"] = True
+            move["notes"] = [_older_note(vm, by_name[vm["host"]], by_name[assignment[vm_name]], offers)]
+        moves.append(move)
     makespan = schedule(moves, lim)
     loads = {n: round(used_mem[n] / cap_mem[n], 4) if cap_mem[n] > 0 else None for n in sorted(targets)}
     total_cap = sum(cap_mem[n] for n in targets)
@@ -219,6 +291,34 @@ def plan_evacuation(hosts: List[Dict[str, Any]], vms: List[Dict[str, Any]], evac
         "balance": {"max_load": max(fractions) if fractions else None, "min_load": min(fractions) if fractions else None,
                     "lower_bound": round(lower_bound, 4) if lower_bound is not None else None},
     }
+
+
+def _some(names: Iterable[str], shown: int = 6) -> str:
+    """A few names of a long list, in order: ``a, b, c and 12 more``."""
+    names = sorted(names)
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _no_machine_reason(vm: Dict[str, Any], machine: str, targets: Dict[str, Dict[str, Any]],
+                       by_name: Dict[str, Dict[str, Any]]) -> str:
+    """Why a VM whose machine type no remaining host offers stays: the machine type, and what each host runs."""
+    shown = sorted(targets)[:6]
+    stacks = "; ".join(f"{n}: {stack_of(targets[n])}" for n in shown)
+    stacks += f"; and {len(targets) - len(shown)} more" if len(targets) > len(shown) else ""
+    return (f"machine type {machine} of {vm['name']} (defined on {vm['host']}, {stack_of(by_name[vm['host']])}) is "
+            f"offered by none of the hosts that could take it ({stacks})")
+
+
+def _older_note(vm: Dict[str, Any], source: Dict[str, Any], dest: Dict[str, Any],
+                offers: Dict[str, frozenset]) -> str:
+    """The note of a move to an older stack: which stacks, why that host, and what it means for the VM."""
+    machine = vm.get("machine")
+    offered = (f"machine type {machine} is offered there" if machine and dest["name"] in offers
+               else f"the planner does not know whether machine type {machine or '(not known)'} is offered there; "
+                    "the move's checks decide")
+    return (f"{dest['name']} runs {stack_of(dest)}, older than {source['name']}'s {stack_of(source)}: no host of the "
+            f"same or a newer stack has room for {vm['name']}; {offered}; once it runs there it cannot use what the "
+            "newer QEMU added")
 
 
 def schedule(moves: List[Dict[str, Any]], limits: Dict[str, int]) -> float:

@@ -180,3 +180,119 @@ def test_selection_is_deterministic_and_keeps_the_input_order():
     sel = select_homecoming(home, [], coming)
     assert [v["name"] for v in sel["fits"]] == ["c", "a", "b"]
     assert [n["vm"] for n in sel["no_room"]] == ["d"]
+
+
+# --- two stacks at once (a rolling upgrade): versions and machine types from the lab's recorded capabilities
+
+def _recorded(caps, version):
+    import pathlib
+    import re
+    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import parse_capabilities
+    fixtures = pathlib.Path(__file__).resolve().parents[2] / "fixtures"
+    text = (fixtures / version).read_text()
+    return {"hypervisor_version": re.search(r"Running hypervisor: QEMU (\S+)", text).group(1),
+            "libvirt_version": re.search(r"Running against daemon: (\S+)", text).group(1),
+            "machines": sorted({m for g in parse_capabilities((fixtures / caps).read_text())["guests"]
+                                for m in g["machines"]})}
+
+
+OLD_STACK = _recorded("capabilities_debian12_qemu72.xml", "version_debian12_qemu72.txt")   # QEMU 7.2.22, libvirt 9.0.0
+NEW_STACK = _recorded("capabilities_debian13_qemu100.xml", "version_debian13_qemu100.txt")  # QEMU 10.0.13, libvirt 11.3.0
+
+
+def test_recorded_stacks():
+    assert (OLD_STACK["hypervisor_version"], NEW_STACK["libvirt_version"]) == ("7.2.22", "11.3.0")
+    assert "pc-i440fx-10.0" in NEW_STACK["machines"] and "pc-i440fx-10.0" not in OLD_STACK["machines"]
+
+
+def test_a_vm_of_an_upgraded_host_goes_to_an_upgraded_host_although_an_old_one_is_emptier():
+    # lab3 (old) is the emptiest host and would take both VMs by memory alone; lab1 (new) has room for both.
+    hosts = [host("lab2", **NEW_STACK), host("lab1", mem=8192, **NEW_STACK), host("lab3", mem=65536, **OLD_STACK)]
+    vms = [vm("a", "lab2", machine="pc-i440fx-7.2"), vm("b", "lab2", machine="pc-i440fx-7.2"),
+           vm("resident", "lab1", mem=2048)]
+    assert {m["destination"] for m in plan_evacuation([{k: h[k] for k in ("name", "memory_mib", "vcpus")}
+                                                       for h in hosts], vms, ["lab2"])["moves"]} == {"lab3"}
+    plan = plan_evacuation(hosts, vms, ["lab2"])
+    assert {m["vm"]: m["destination"] for m in plan["moves"]} == {"a": "lab1", "b": "lab1"}
+    assert not any("notes" in m or "older_destination" in m for m in plan["moves"])
+
+
+def test_an_old_hosts_vms_may_go_to_a_new_host_as_to_an_old_one():
+    # Not older is all that counts: an upgraded host is as good a destination as one of the same stack.
+    hosts = [host("lab3", **OLD_STACK), host("lab1", mem=8192, **OLD_STACK), host("lab2", mem=65536, **NEW_STACK)]
+    plan = plan_evacuation(hosts, [vm("a", "lab3", machine="pc-i440fx-7.2"), vm("r", "lab1", mem=2048)], ["lab3"])
+    assert plan["moves"][0]["destination"] == "lab2" and "notes" not in plan["moves"][0]
+
+
+def test_an_older_host_only_when_no_newer_one_fits_and_the_move_says_so():
+    # lab1 (new) has room for one 4 GiB VM; the second goes to lab3 (old), which offers its machine type.
+    hosts = [host("lab2", **NEW_STACK), host("lab1", mem=4096, **NEW_STACK), host("lab3", mem=65536, **OLD_STACK)]
+    vms = [vm("a", "lab2", mem=4096, machine="pc-i440fx-7.2"), vm("b", "lab2", mem=4096, machine="pc-i440fx-7.2")]
+    plan = plan_evacuation(hosts, vms, ["lab2"])
+    by_vm = {m["vm"]: m for m in plan["moves"]}
+    assert by_vm["a"]["destination"] == "lab1" and "notes" not in by_vm["a"]
+    older = by_vm["b"]
+    assert older["destination"] == "lab3" and older["older_destination"] is True
+    assert older["notes"] == ["lab3 runs QEMU 7.2.22 / libvirt 9.0.0, older than lab2's QEMU 10.0.13 / libvirt 11.3.0: "
+                              "no host of the same or a newer stack has room for b; machine type pc-i440fx-7.2 is "
+                              "offered there; once it runs there it cannot use what the newer QEMU added"]
+
+
+def test_a_host_that_does_not_offer_the_machine_type_is_never_chosen():
+    # b (pc-i440fx-10.0) cannot go to lab3 (old); lab1 (new) is fuller but is the only host for it.
+    hosts = [host("lab2", **NEW_STACK), host("lab1", mem=8192, **NEW_STACK), host("lab3", mem=65536, **OLD_STACK)]
+    vms = [vm("big", "lab1", mem=4096), vm("b", "lab2", mem=2048, machine="pc-i440fx-10.0")]
+    plan = plan_evacuation(hosts, vms, ["lab2"])
+    assert [(m["vm"], m["destination"]) for m in plan["moves"]] == [("b", "lab1")]
+    # lab1 full: b is unplaceable for lack of room on the hosts that offer its machine type.
+    with pytest.raises(PlanRefused, match=r"b: of the hosts that offer its machine type pc-i440fx-10.0 \(lab1\): "
+                                          r"no host has 2048 MiB free"):
+        plan_evacuation(hosts, [vm("big", "lab1", mem=7000)] + vms[1:], ["lab2"])
+
+
+def test_a_vm_defined_on_the_new_stack_with_only_old_hosts_left_is_refused_naming_its_machine_type():
+    hosts = [host("lab2", **NEW_STACK), host("lab1", maintenance=True, **NEW_STACK), host("lab3", **OLD_STACK)]
+    vms = [vm("newvm", "lab2", machine="pc-i440fx-10.0"), vm("oldvm", "lab2", machine="pc-i440fx-7.2")]
+    with pytest.raises(PlanRefused) as err:
+        plan_evacuation(hosts, vms, ["lab2"])
+    assert str(err.value) == ("cannot place newvm: machine type pc-i440fx-10.0 of newvm (defined on lab2, QEMU 10.0.13 / "
+                              "libvirt 11.3.0) is offered by none of the hosts that could take it (lab3: QEMU 7.2.22 / "
+                              "libvirt 9.0.0)")
+    plan = plan_evacuation(hosts, vms, ["lab2"], refuse_partial=False)
+    assert [(u["vm"], u["code"], u["machine"]) for u in plan["unplaceable"]] == \
+        [("newvm", "machine_type_unsupported", "pc-i440fx-10.0")]
+    assert [(m["vm"], m["destination"], m["older_destination"]) for m in plan["moves"]] == [("oldvm", "lab3", True)]
+
+
+def test_hosts_without_machine_types_or_versions_take_any_vm_as_before():
+    hosts = [host("lab2", **NEW_STACK), host("lab1"), host("lab3", **OLD_STACK)]
+    plan = plan_evacuation(hosts, [vm("newvm", "lab2", machine="pc-i440fx-10.0")], ["lab2"])
+    assert plan["moves"][0]["destination"] == "lab1" and "notes" not in plan["moves"][0]
+
+
+def _random_fleet(seed):
+    import random
+    rnd = random.Random(seed)
+    hosts = [host(f"h{i:02d}", mem=rnd.choice([16384, 32768, 65536]), cpus=rnd.choice([4, 8])) for i in range(24)]
+    vms = [vm(f"v{i:03d}", f"h{rnd.randrange(24):02d}", mem=rnd.choice([512, 1024, 2048, 4096]),
+              cpus=rnd.choice([1, 2]), anti_affinity=f"g{i % 7}" if i % 5 == 0 else None, priority=i % 3)
+           for i in range(260)]
+    return hosts, vms, ["h00", "h05", "h11"]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_without_version_data_or_with_nothing_older_the_plan_is_the_plain_one(seed):
+    import copy
+    hosts, vms, evac = _random_fleet(seed)
+    plain = plan_evacuation(hosts, vms, evac, refuse_partial=False)
+    assert plain["moves"] and not any("notes" in m for m in plain["moves"])
+    # Several stacks, but every source is of the oldest and every host offers every machine type: the same plan,
+    # though the planner now searches one group of hosts per stack.
+    staged = copy.deepcopy(hosts)
+    for i, h in enumerate(staged):
+        oldest = h["name"] in evac
+        h.update(OLD_STACK if oldest or i % 3 == 0 else NEW_STACK if i % 3 == 1 else
+                 dict(NEW_STACK, hypervisor_version="9.2.0"))
+        h["machines"] = NEW_STACK["machines"] + OLD_STACK["machines"]
+    machined = [dict(v, machine="pc-i440fx-7.2") for v in vms]
+    assert plan_evacuation(staged, machined, evac, refuse_partial=False) == plain
