@@ -58,7 +58,9 @@ options:
     type: bool
     default: true
   compression:
-    description: Compression the move would use; checked against what the source accepts (probed).
+    description: Compression the move would use; checked against what libvirt accepts (probed), on the source and,
+      where it is probed, on the destination. A method one end does not accept is a C(compression_unsupported)
+      blocker naming that host and what it accepts.
     type: str
     choices: [none, xbzrle, mt, zstd, zlib]
     default: none
@@ -77,7 +79,13 @@ notes:
   - "Finding codes: cpu_incompatible, machine_type_unsupported, emulator_missing, disk_not_shared,
     disk_path_missing, pool_missing, network_missing, insufficient_memory, hostdev_passthrough, vm_not_running,
     vm_paused, vm_transient, same_host, dest_unreachable, tls_not_configured, vcpus_exceed_host,
-    compression_unsupported, storage_unknown."
+    compression_unsupported, storage_unknown, vm_paused_disks_inactive, older_destination."
+  - "Versions (a rolling upgrade, hosts of two stacks at once): when the destination's QEMU or libvirt is older than
+    the source's (compared as numbers, major.minor.micro), the pair has an C(older_destination) finding naming both
+    hosts' versions and the VM's machine type. It is a warning when the destination offers that machine type (the
+    move works; the VM keeps only what the older QEMU has) and a blocker when it does not, together with
+    C(machine_type_unsupported), whose message then says the destination is older. A VM defined on a newer QEMU
+    (C(pc) became C(pc-i440fx-10.0) there, say) is so refused on an older host before anything moves."
 seealso:
   - module: fleetmaint.libvirt.live_migrate
 '''
@@ -119,9 +127,21 @@ results:
     destination_uri: {description: "Destination URI (redacted).", type: str}
     ok: {description: "No blocker.", type: bool}
     findings:
-      description: "Findings: code, severity (blocker or warning), message, detail."
+      description:
+        - "Findings: code, severity (blocker or warning), message, detail."
+        - "C(older_destination) has detail C(machine), C(offered) (true, false, or null when not known),
+          C(source_qemu), C(source_libvirt), C(dest_qemu), C(dest_libvirt); C(machine_type_unsupported) has
+          C(machine) and C(older_destination) (bool); C(compression_unsupported) has C(compression), C(host) (the
+          end that does not accept it) and C(accepted)."
       type: list
       elements: dict
+      sample:
+        - code: older_destination
+          severity: warning
+          message: "lab3 runs QEMU 7.2.22 / libvirt 9.0.0, older than lab2's QEMU 10.0.13 / libvirt 11.3.0: machine
+            type pc-i440fx-7.2 of web1 is offered there; once it runs there it cannot use what the newer QEMU added"
+          detail: {machine: pc-i440fx-7.2, offered: true, source_qemu: 10.0.13, source_libvirt: 11.3.0,
+                   dest_qemu: 7.2.22, dest_libvirt: 9.0.0}
 estimates:
   description: Per VM, the pre-copy estimate at O(bandwidth) and O(max_downtime).
   returned: always

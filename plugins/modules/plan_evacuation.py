@@ -18,6 +18,12 @@ description:
     they are.
   - The schedule respects per-source, per-destination and fleet-wide concurrency O(limits) and estimates each
     migration with the pre-copy model; RV(makespan_s) is the estimated time to empty the hosts.
+  - Knows versions (a rolling upgrade, hosts of two stacks at once). A host that does not offer a VM's machine
+    type never takes it. Of the hosts that do, those whose QEMU and libvirt are not older than the VM's host are
+    preferred; an older one is chosen only when none of those has room, and that move carries
+    C(older_destination=true) and C(notes) saying so. A VM whose machine type no remaining host offers is
+    unplaceable with code C(machine_type_unsupported), which refuses the plan. Each move is checked again by the
+    move rules (M(fleetmaint.libvirt.migration_check)) before it runs.
   - Refuses up front, changing nothing, when the remaining hosts cannot take the VMs.
   - Read-only.
 author:
@@ -77,8 +83,26 @@ moves:
   returned: success
   type: list
   elements: dict
+  contains:
+    older_destination:
+      description: The destination's QEMU or libvirt is older than the source's; no host of the same or a newer
+        stack had room. Present only on such a move.
+      type: bool
+      returned: when the destination runs an older stack
+      sample: true
+    notes:
+      description: Why the move goes to an older stack, both hosts' versions, and that the VM's machine type is
+        offered there. Present only with C(older_destination).
+      type: list
+      elements: str
+      returned: when the destination runs an older stack
+      sample:
+        - "lab3 runs QEMU 7.2.22 / libvirt 9.0.0, older than lab2's QEMU 10.0.13 / libvirt 11.3.0: no host of the
+          same or a newer stack has room for web1; machine type pc-i440fx-7.2 is offered there; once it runs there
+          it cannot use what the newer QEMU added"
 unplaceable:
-  description: VMs that stay, with C(code) (C(pinned) or C(no_capacity)) and C(reason) (what does not fit).
+  description: VMs that stay, with C(code) (C(pinned), C(no_capacity) or C(machine_type_unsupported), which also
+    has C(machine)) and C(reason) (what does not fit, or which machine type no host offers).
   returned: success
   type: list
   elements: dict
