@@ -86,9 +86,17 @@ host:
     hostname: {description: "Host name as libvirt reports it; the identity recorded as a VM's home host.", type: str, sample: hv1}
     uri: {description: "The URI used (passwords redacted).", type: str, sample: "qemu+tls://hv1/system"}
     uuid: {description: "Host UUID.", type: str}
-    libvirt_version: {description: "libvirt daemon version.", type: str, sample: 9.0.0}
+    libvirt_version:
+      description: libvirt daemon version (major.minor.micro). The move rules compare it between source and
+        destination (C(older_destination)).
+      type: str
+      sample: 9.0.0
     hypervisor: {description: "Hypervisor driver name.", type: str, sample: QEMU}
-    hypervisor_version: {description: "QEMU version.", type: str, sample: 7.2.0}
+    hypervisor_version:
+      description: QEMU version (major.minor.micro), as the running hypervisor reports it. Compared like
+        C(libvirt_version).
+      type: str
+      sample: 7.2.22
     cpu:
       description: Host CPU model, vendor, arch, features, topology, logical CPU count.
       type: dict
@@ -98,7 +106,22 @@ host:
     memory_available_mib: {description: "Free memory plus page cache and buffers (what guests could get).", type: int}
     live_migration: {description: "Whether capabilities advertise live migration.", type: bool}
     migration_transports: {description: "URI transports for migration.", type: list, elements: str, sample: [tcp, rdma]}
-    guests: {description: "Guest architectures, emulators and machine types the host offers.", type: list, elements: dict}
+    guests:
+      description: Guest architectures, emulators and machine types the host offers. A VM can move here only if its
+        machine type (RV(domains[].machine)) is in C(machines) of an entry of its architecture and domain type.
+      type: list
+      elements: dict
+      contains:
+        os_type: {description: "Guest OS type.", type: str, sample: hvm}
+        arch: {description: "Guest architecture.", type: str, sample: x86_64}
+        emulator: {description: "Emulator binary.", type: str, sample: /usr/bin/qemu-system-x86_64}
+        machines:
+          description: Machine types, versioned ones and aliases with what they stand for (C(pc) is C(pc-i440fx-7.2)
+            on QEMU 7.2, C(pc-i440fx-10.0) on QEMU 10.0), sorted.
+          type: list
+          elements: str
+          sample: [pc, pc-i440fx-7.2, pc-q35-7.2, q35]
+        domain_types: {description: "Domain types (kvm, qemu).", type: list, elements: str, sample: [kvm, qemu]}
 domains:
   description: Every domain on the host (or those named in O(domains)), sorted by name.
   returned: success
