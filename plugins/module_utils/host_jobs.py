@@ -244,7 +244,7 @@ def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
                                        bandwidth_mib_s=p["bandwidth"] or DEFAULT_ESTIMATE_BANDWIDTH_MIB_S, max_downtime_ms=p["max_downtime"])
             except PlanRefused as exc:
                 raise FleetmaintError(f"refusing to evacuate {host}, nothing was moved: {exc}", step="plan",
-                                      host=host) from exc
+                                      host=host, reason=exc.reason) from exc
             staying = _checked(fleet, host, plan["moves"], p, f"refusing to evacuate {host}",
                                lambda b: f"{b['vm']} -> {b['destination']}")
             methods = _Methods(fleet, plan["moves"], p, lim, "source")
@@ -381,7 +381,7 @@ def plan_host_evacuation(p: Dict[str, Any], check_mode: bool = False) -> Dict[st
                                max_downtime_ms=p["max_downtime"])
     except PlanRefused as exc:
         raise FleetmaintError(f"refusing to plan the evacuation of {', '.join(p['evacuate'])}: {exc}", step="plan",
-                              reason="no_capacity", result={"changed": False, "refused": True}) from exc
+                              reason=exc.reason, result={"changed": False, "refused": True}) from exc
     except ValueError as exc:
         raise FleetmaintError(str(exc), step="validate options", result={"changed": False}) from exc
     return dict(changed=False, skipped=[s for s in inp["skipped"] if s["host"] in evac], maintenance=marks, **plan)

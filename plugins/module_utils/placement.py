@@ -32,7 +32,21 @@ DEFAULT_LIMITS = {"per_source": 2, "per_destination": 2, "fleet": 4}
 
 
 class PlanRefused(ValueError):
-    """The remaining fleet cannot take the VMs: nothing should move."""
+    """The remaining fleet cannot take the VMs: nothing should move. ``unplaceable``: the VMs that refused the plan
+    (entries as the plan's ``unplaceable``), when it was refused VM by VM."""
+
+    def __init__(self, msg: str, unplaceable: Optional[List[Dict[str, Any]]] = None) -> None:
+        super().__init__(msg)
+        self.unplaceable = list(unplaceable or [])
+
+    @property
+    def reason(self) -> str:
+        """The failure's reason code: ``blocked`` when only machine types refused it (no host offers them, which no
+        room would fix), else ``no_capacity``."""
+        refusing = [u for u in self.unplaceable if u["code"] != "pinned"]
+        if refusing and all(u["code"] == "machine_type_unsupported" for u in refusing):
+            return "blocked"
+        return "no_capacity"
 
 
 def groups_of(vm: Dict[str, Any]) -> Tuple[str, ...]:
@@ -264,7 +278,7 @@ def plan_evacuation(hosts: List[Dict[str, Any]], vms: List[Dict[str, Any]], evac
             for item in took:
                 heapq.heappush(heaps[key], item)
     if unplaceable and refuse_partial and any(u["code"] != "pinned" for u in unplaceable):
-        raise PlanRefused("cannot place " + "; ".join(f"{u['vm']}: {u['reason']}" for u in unplaceable))
+        raise PlanRefused("cannot place " + "; ".join(f"{u['vm']}: {u['reason']}" for u in unplaceable), unplaceable)
 
     vm_of = {v["name"]: v for v in movers}
     moves = []

@@ -22,8 +22,9 @@ description:
     type never takes it. Of the hosts that do, those whose QEMU and libvirt are not older than the VM's host are
     preferred; an older one is chosen only when none of those has room, and that move carries
     C(older_destination=true) and C(notes) saying so. A VM whose machine type no remaining host offers is
-    unplaceable with code C(machine_type_unsupported), which refuses the plan. Each move is checked again by the
-    move rules (M(fleetmaint.libvirt.migration_check)) before it runs.
+    unplaceable with code C(machine_type_unsupported), which refuses the plan, with reason C(blocked) when nothing
+    else refuses it (more room would not help) and C(no_capacity) otherwise. Each move is checked again by the move
+    rules (M(fleetmaint.libvirt.migration_check)) before it runs.
   - Refuses up front, changing nothing, when the remaining hosts cannot take the VMs.
   - Read-only.
 author:

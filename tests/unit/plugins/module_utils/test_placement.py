@@ -48,8 +48,9 @@ def test_refuses_up_front_when_the_fleet_cannot_absorb():
 
 def test_refuses_when_one_vm_fits_nowhere_even_if_total_fits():
     vms = [vm("huge", "hv1", mem=12000), vm("x", "hv2", mem=8000), vm("y", "hv3", mem=8000)]
-    with pytest.raises(PlanRefused, match="huge: no host has 12000 MiB free"):
+    with pytest.raises(PlanRefused, match="huge: no host has 12000 MiB free") as err:
         plan_evacuation(HOSTS, vms, ["hv1"])
+    assert err.value.reason == "no_capacity" and [u["vm"] for u in err.value.unplaceable] == ["huge"]
     plan = plan_evacuation(HOSTS, vms, ["hv1"], refuse_partial=False)
     assert plan["unplaceable"][0]["vm"] == "huge" and plan["moves"] == []
 
@@ -258,9 +259,16 @@ def test_a_vm_defined_on_the_new_stack_with_only_old_hosts_left_is_refused_namin
     assert str(err.value) == ("cannot place newvm: machine type pc-i440fx-10.0 of newvm (defined on lab2, QEMU 10.0.13 / "
                               "libvirt 11.3.0) is offered by none of the hosts that could take it (lab3: QEMU 7.2.22 / "
                               "libvirt 9.0.0)")
+    # No room would fix it: the refusal's reason code says the move rules block it, not no_capacity.
+    assert err.value.reason == "blocked" and [u["vm"] for u in err.value.unplaceable] == ["newvm"]
     plan = plan_evacuation(hosts, vms, ["lab2"], refuse_partial=False)
     assert [(u["vm"], u["code"], u["machine"]) for u in plan["unplaceable"]] == \
         [("newvm", "machine_type_unsupported", "pc-i440fx-10.0")]
+    # With a VM that does not fit as well, it is a capacity refusal again.
+    with pytest.raises(PlanRefused) as err:
+        plan_evacuation(hosts + [host("lab4", **OLD_STACK)], vms + [vm("huge", "lab2", mem=17000)], ["lab2"])
+    assert err.value.reason == "no_capacity" and {u["code"] for u in err.value.unplaceable} == \
+        {"machine_type_unsupported", "no_capacity"}
     assert [(m["vm"], m["destination"], m["older_destination"]) for m in plan["moves"]] == [("oldvm", "lab3", True)]
 
 
