@@ -36,13 +36,20 @@ options:
     type: int
     default: 5
   parallel_connections:
-    description: Number of parallel (multifd) connections for each migration's memory stream.
+    description:
+      - Number of parallel (multifd) connections for each migration's memory stream (C(VIR_MIGRATE_PARALLEL)).
+      - With O(compression) C(zlib) or C(zstd) parallel migration is always used, with 2 connections when this is
+        not given (1 is allowed - one multifd channel).
     type: int
   compression:
     description:
       - Compression of migration streams. C(xbzrle) sends deltas of re-sent pages, C(mt) multi-threaded
-        compression. C(zstd) and C(zlib) need a libvirt that accepts them (9.4 or later; 9.0 rejects them).
-      - The source host is probed before anything starts; an unsupported method is a clear error.
+        compression. C(zstd) and C(zlib) compress in QEMU's multifd channels, so they come with parallel
+        migration (see O(parallel_connections)); they need a libvirt that accepts them there (libvirt 11 does,
+        9.0 rejects them).
+      - Both hosts are probed before anything starts (M(fleetmaint.libvirt.hypervisor_info) shows what each
+        accepts); a method either end rejects is a C(compression_unsupported) blocker naming that host. A host with
+        no running VM to probe with is not known and not checked (the move is left to libvirt).
     type: str
     choices: [none, xbzrle, mt, zstd, zlib]
     default: none

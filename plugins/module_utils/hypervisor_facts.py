@@ -22,10 +22,17 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connect
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import (
     DOMAIN_STATES, SHARED_POOL_TYPES, classify_storage, parse_capabilities, parse_domain, parse_pool, version_string,
 )
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_flags import (
+    DEFAULT_MULTIFD_CONNECTIONS, MULTIFD_COMPRESSION,
+)
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.redaction import redact_uri
 
 # Methods libvirt may accept for VIR_MIGRATE_PARAM_COMPRESSION; which ones a host accepts is probed.
 COMPRESSION_CANDIDATES = ("xbzrle", "mt", "zlib", "zstd")
+# Post-copy preempt has no migration flag: libvirt 9.9.0 and later start every post-copy migration with QEMU's
+# postcopy-preempt capability when both sides support it (QEMU 8.0 and later). A flag 1 << 21 does not exist:
+# libvirt 11.3 refuses it (VIR_ERR_INVALID_ARG, measured), so there is nothing to probe; it comes from the versions.
+PREEMPT_MIN_LIBVIRT, PREEMPT_MIN_QEMU = (9, 9, 0), (8, 0, 0)
 # A local URI whose socket cannot exist: the probe migration fails at connect, never reaching a host.
 PROBE_DEST_URI = "qemu+unix:///system?socket=/nonexistent/fleetmaint-capability-probe"
 LIBVIRT_TLS_PORT = 16514
@@ -188,36 +195,78 @@ def _probe_domain(conn: Any) -> Any:
     return None
 
 
+def _probe_error(exc: Any) -> str:
+    """How libvirt answered a probe migration, from its error code only (never its message):
+    ``rejected`` (it refused the parameter: VIR_ERR_INVALID_ARG), ``unsupported`` (the driver cannot do
+    this kind of migration at all: nothing learnt), or ``accepted`` (validation passed and the move failed later,
+    at connect to the socket that does not exist)."""
+    code = exc.get_error_code()
+    if code == libvirt.VIR_ERR_INVALID_ARG:
+        return "rejected"
+    if code in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
+        return "unsupported"
+    return "accepted"
+
+
+def _probe_call(dom: Any, params: Dict[str, Any], flags: int) -> Tuple[str, Optional[str]]:
+    """One probe migration to PROBE_DEST_URI: (verdict, libvirt's message)."""
+    try:
+        dom.migrateToURI3(PROBE_DEST_URI, params, flags)
+    except libvirt.libvirtError as exc:
+        return _probe_error(exc), libvirt_message(exc)
+    return "accepted", None  # pragma: no cover - cannot succeed against a socket that does not exist
+
+
 def probe_compression(conn: Any) -> Dict[str, Any]:
     """Ask libvirt which compression methods it accepts, without migrating anything.
 
     libvirt validates the compression method before contacting the destination. A
     peer-to-peer migration to a local socket that cannot exist fails at connect for
-    accepted methods and with 'Unsupported compression method' for the others; the
-    domain never leaves, and no job starts.
+    accepted methods and with VIR_ERR_INVALID_ARG for the others; the domain never
+    leaves, and no job starts. The multifd methods (zlib, zstd) are probed as a move
+    would use them, with VIR_MIGRATE_PARALLEL and a parallel-connections count: libvirt
+    11 accepts them only so (and rejects them without), libvirt 9.0 rejects them either way.
+    ``multifd`` lists the accepted methods that need parallel connections.
     """
     dom = _probe_domain(conn)
     if dom is None:
         return {"probed": False, "reason": "no running domain without a job to probe with",
-                "accepted": [], "rejected": {}}
-    accepted, rejected = [], {}
+                "accepted": [], "rejected": {}, "multifd": []}
+    accepted, rejected, multifd = [], {}, []
     base = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_UNSAFE |
             libvirt.VIR_MIGRATE_COMPRESSED)
     for method in COMPRESSION_CANDIDATES:
-        try:
-            dom.migrateToURI3(PROBE_DEST_URI, {libvirt.VIR_MIGRATE_PARAM_COMPRESSION: method}, base)
-        except libvirt.libvirtError as exc:
-            msg = libvirt_message(exc)
-            if exc.get_error_code() == libvirt.VIR_ERR_INVALID_ARG:
-                rejected[method] = msg
-            elif exc.get_error_code() in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
-                # The driver cannot do this kind of migration at all: nothing was learnt.
-                return {"probed": False, "reason": msg, "accepted": [], "rejected": {}}
-            else:
-                accepted.append(method)
-        else:  # pragma: no cover - cannot succeed against a socket that does not exist
+        params: Dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_COMPRESSION: method}
+        flags = base
+        if method in MULTIFD_COMPRESSION:
+            params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = DEFAULT_MULTIFD_CONNECTIONS
+            flags |= libvirt.VIR_MIGRATE_PARALLEL
+        verdict, msg = _probe_call(dom, params, flags)
+        if verdict == "unsupported":
+            return {"probed": False, "reason": msg, "accepted": [], "rejected": {}, "multifd": []}
+        if verdict == "rejected":
+            rejected[method] = msg
+        else:
             accepted.append(method)
-    return {"probed": True, "probe_domain": dom.name(), "accepted": accepted, "rejected": rejected}
+            if method in MULTIFD_COMPRESSION:
+                multifd.append(method)
+    return {"probed": True, "probe_domain": dom.name(), "accepted": accepted, "rejected": rejected,
+            "multifd": multifd}
+
+
+def _at_least(ver: Optional[str], want: Tuple[int, ...]) -> bool:
+    if not ver:
+        return False
+    try:
+        return tuple(int(x) for x in ver.split(".")[:3]) >= want
+    except ValueError:
+        return False
+
+
+def preempt_by_version(libvirt_version: Optional[str], qemu_version: Optional[str]) -> bool:
+    """Whether a post-copy migration on this host runs with QEMU's postcopy-preempt (libvirt enables it itself
+    when both ends have it): libvirt 9.9.0 and QEMU 8.0 or later."""
+    return _at_least(libvirt_version, PREEMPT_MIN_LIBVIRT) and _at_least(qemu_version, PREEMPT_MIN_QEMU)
 
 
 def tls_configured(uri: str, timeout: float = 2.0) -> Dict[str, Any]:
@@ -244,29 +293,26 @@ def tls_configured(uri: str, timeout: float = 2.0) -> Dict[str, Any]:
 def migration_capabilities(conn: Any, uri: str, libvirt_version: str, qemu_version: Optional[str],
                            probe: bool = True) -> Dict[str, Any]:
     """What migration features this host offers, and how each was found out."""
-
-    def at_least(ver: Optional[str], want: tuple) -> bool:
-        if not ver:
-            return False
-        return tuple(int(x) for x in ver.split(".")[:3]) >= want
-
     if probe:
         compression = probe_compression(conn)
     else:
-        compression = {"probed": False, "reason": "probe disabled", "accepted": [], "rejected": {}}
+        compression = {"probed": False, "reason": "probe disabled", "accepted": [], "rejected": {}, "multifd": []}
     return {
         "compression_methods": compression["accepted"],
+        "compression_multifd": compression["multifd"],
         "compression_rejected": compression["rejected"],
-        "compression_probe": {k: v for k, v in compression.items() if k not in ("accepted", "rejected")},
+        "compression_probe": {k: v for k, v in compression.items() if k not in ("accepted", "rejected", "multifd")},
         # libvirt checks these flags only once the destination answers, so they cannot be
         # probed without a real migration: they come from the versions that introduced them.
-        "parallel_connections": at_least(libvirt_version, (5, 2, 0)) and at_least(qemu_version, (4, 0, 0)),
-        "postcopy": at_least(libvirt_version, (1, 3, 3)) and at_least(qemu_version, (2, 5, 0)),
-        "auto_converge": at_least(qemu_version, (1, 6, 0)),
+        "parallel_connections": _at_least(libvirt_version, (5, 2, 0)) and _at_least(qemu_version, (4, 0, 0)),
+        "postcopy": _at_least(libvirt_version, (1, 3, 3)) and _at_least(qemu_version, (2, 5, 0)),
+        # No flag to probe with (see PREEMPT_MIN_LIBVIRT): libvirt uses it on its own when both ends have it.
+        "postcopy_preempt": preempt_by_version(libvirt_version, qemu_version),
+        "auto_converge": _at_least(qemu_version, (1, 6, 0)),
         "tls": tls_configured(uri),
         "sources": {"compression_methods": "probe" if compression["probed"] else "not probed",
-                    "parallel_connections": "version", "postcopy": "version", "auto_converge": "version",
-                    "tls": "connect"},
+                    "parallel_connections": "version", "postcopy": "version", "postcopy_preempt": "version",
+                    "auto_converge": "version", "tls": "connect"},
     }
 
 
@@ -299,9 +345,14 @@ class HostContext:
         return self._domcaps[key]
 
     def compression(self) -> Dict[str, Any]:
+        """probe_compression's result for this host, probed once."""
         if self._compression is None:
             self._compression = probe_compression(self.conn)
         return self._compression
+
+    def postcopy_preempt(self) -> bool:
+        """Whether post-copy migrations on this host run with postcopy-preempt (see preempt_by_version)."""
+        return preempt_by_version(self.host.get("libvirt_version"), self.host.get("hypervisor_version"))
 
 
 def hypervisor_info(p: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]:  # pylint: disable=unused-argument

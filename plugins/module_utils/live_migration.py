@@ -28,7 +28,7 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml imp
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_facts import HostContext
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import check_pair, vm_facts
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_flags import (
-    build_flags, build_params, downtime_ladder, effective_timeout_action, validate_options,
+    build_flags, build_params, downtime_ladder, effective_timeout_action, parallel_connections, validate_options,
 )
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cancel import CancelFlag
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_job import MigrationJob, ProgressFn
@@ -56,6 +56,7 @@ ARGUMENT_SPEC: Dict[str, Any] = dict(
     timeout=dict(type="int"),
     timeout_action=dict(type="str", default="abort", choices=["abort", "postcopy", "suspend"]),
     progress_timeout=dict(type="int"),
+    postcopy_preempt=dict(type="bool", default=False),
     **CONNECTION, **STORAGE, **MIGRATION_TUNING, **pick("memory_headroom"),
 )
 MUTUALLY_EXCLUSIVE = [["name", "uuid"]]
@@ -134,7 +135,8 @@ def _migrate(p: Dict[str, Any], sconn: Any, dconn: Any, peer_uri: str, check_mod
     result.update(vm=name, uuid=sdom.UUIDString())
     vm, vm_xml = vm_facts(sdom, src)
     findings = check_pair(vm, vm_xml, src, dst, copy_storage=p["copy_storage"], tls=p["tls"],
-                          memory_headroom_mib=p["memory_headroom"], compression=p["compression"])
+                          memory_headroom_mib=p["memory_headroom"], compression=p["compression"],
+                          postcopy_preempt=bool(p.get("postcopy_preempt")))
     result["findings"] = findings
     home = vm.get("home_host") or src_host["hostname"]
     result["home_host"] = home
@@ -158,11 +160,12 @@ def _migrate(p: Dict[str, Any], sconn: Any, dconn: Any, peer_uri: str, check_mod
         "flags": flag_names, "peer_uri": redact_uri(peer_uri) if p["p2p"] else None,
         "bandwidth_mib_s": p.get("bandwidth"), "max_downtime_ms": p.get("max_downtime"),
         "downtime_ladder": [{"after_s": round(t, 1), "downtime_ms": v} for t, v in ladder],
-        "compression": p["compression"], "parallel_connections": p.get("parallel_connections"),
+        "compression": p["compression"], "parallel_connections": parallel_connections(p),
         "copy_storage": effective["copy_storage"], "copy_disks": [d["target"] for d in copy_disks],
         "auto_converge": p["auto_converge"], "auto_converge_initial": p.get("auto_converge_initial"),
         "auto_converge_increment": p.get("auto_converge_increment"),
-        "postcopy": p["postcopy"], "timeout_s": p.get("timeout"),
+        "postcopy": p["postcopy"], "postcopy_preempt": bool(p.get("postcopy_preempt")) and need_postcopy,
+        "timeout_s": p.get("timeout"),
         "timeout_action": effective_timeout_action(p) if p.get("timeout") else None,
         "progress_timeout_s": p.get("progress_timeout"), "tls": p["tls"], "unsafe": p["unsafe"],
     }

@@ -6,10 +6,15 @@ parameters, the downtime ladder. One place, so a first move, a retry and a post-
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import libvirt
+
+# Compression methods QEMU runs in its multifd channels: libvirt takes them only with VIR_MIGRATE_PARALLEL.
+MULTIFD_COMPRESSION = ("zlib", "zstd")
+# Parallel connections a multifd-compressed move uses when parallel_connections is not given (QEMU's own default).
+DEFAULT_MULTIFD_CONNECTIONS = 2
 
 
 def validate_options(p: Dict[str, Any]) -> None:
@@ -40,6 +45,21 @@ def validate_options(p: Dict[str, Any]) -> None:
                               step="validate options")
     if not p["p2p"] and p.get("peer_uri"):
         raise FleetmaintError("peer_uri is only used with p2p=true", step="validate options")
+    # postcopy_preempt sets no flag (libvirt has none: it enables postcopy-preempt itself when both ends have it);
+    # it makes preempt a requirement of the move, checked on both ends before anything moves.
+    if p.get("postcopy_preempt") and p["postcopy"] == "never":
+        raise FleetmaintError("postcopy_preempt needs post-copy allowed (postcopy after_first_pass, after_timeout or "
+                              "immediate)", step="validate options")
+
+
+def parallel_connections(p: Dict[str, Any]) -> Optional[int]:
+    """The parallel (multifd) connections a move uses: the option, or DEFAULT_MULTIFD_CONNECTIONS for a multifd
+    compression method (zlib, zstd), which libvirt refuses without parallel migration; None for none."""
+    if p.get("parallel_connections"):
+        return int(p["parallel_connections"])
+    if p.get("compression") in MULTIFD_COMPRESSION:
+        return DEFAULT_MULTIFD_CONNECTIONS
+    return None
 
 
 def effective_timeout_action(p: Dict[str, Any]) -> str:
@@ -62,7 +82,7 @@ def build_flags(p: Dict[str, Any], need_postcopy: bool) -> Tuple[int, List[str]]
         names.append("POSTCOPY")
     if p["compression"] != "none":
         names.append("COMPRESSED")
-    if p.get("parallel_connections"):
+    if parallel_connections(p):
         names.append("PARALLEL")
     if p["copy_storage"] == "all":
         names.append("NON_SHARED_DISK")
@@ -83,8 +103,8 @@ def build_params(p: Dict[str, Any], copy_targets: List[str]) -> Dict[str, Any]:
         params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = p["bandwidth"]
     if p["compression"] != "none":
         params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] = p["compression"]
-    if p.get("parallel_connections"):
-        params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = p["parallel_connections"]
+    if parallel_connections(p):
+        params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = parallel_connections(p)
     if copy_targets:
         params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = copy_targets
     if p.get("migration_uri"):

@@ -166,9 +166,20 @@ migration:
       description: "Methods rejected, with libvirt's message."
       type: dict
       sample: {zstd: "invalid argument: Unsupported compression method 'zstd'"}
+    compression_multifd:
+      description: "The accepted methods that run in multifd channels, so need parallel migration (they were probed
+        with C(VIR_MIGRATE_PARALLEL) and 2 parallel connections, and a move with one of them uses parallel migration)."
+      type: list
+      elements: str
+      sample: [zlib, zstd]
     compression_probe: {description: "Whether the probe ran, with which domain, or why not.", type: dict}
     parallel_connections: {description: "Multifd parallel connections available.", type: bool}
     postcopy: {description: "Post-copy available.", type: bool}
+    postcopy_preempt:
+      description: "Whether post-copy migrations here run with QEMU's postcopy-preempt (urgent pages on a channel of
+        their own): libvirt 9.9 or later and QEMU 8.0 or later. libvirt has no flag for it (it enables it itself
+        when both ends have it), so this comes from the versions (C(sources))."
+      type: bool
     auto_converge: {description: "Auto-converge available.", type: bool}
     tls: {description: "Whether TLS looks configured (configured, how, detail).", type: dict}
     sources: {description: "For each capability: probe, version or connect.", type: dict}

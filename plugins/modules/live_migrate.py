@@ -124,6 +124,17 @@ options:
     description: Abort when the remaining data has not reached a new low for this many seconds (a
       migration that is not converging), unless post-copy is running.
     type: int
+  postcopy_preempt:
+    description:
+      - Require post-copy preempt for this move - after the switch to post-copy, pages the guest waits for travel
+        on a channel of their own instead of queueing behind the background copy, so the guest stalls less.
+      - libvirt has no flag for it - from libvirt 9.9 it starts every post-copy migration with QEMU's
+        postcopy-preempt when both ends have it (libvirt 9.9 and QEMU 8.0 or later). This option sets no flag;
+        it checks both hosts before anything moves, and an end without it is a C(postcopy_preempt_unsupported)
+        blocker (nothing changes) instead of a post-copy without preempt.
+      - Needs O(postcopy) other than C(never).
+    type: bool
+    default: false
 notes:
   - Only C(persistent=true, undefine_source=true) (the default) and C(persistent=false, undefine_source=false)
     are accepted; the other two combinations would leave the VM defined on two hosts or on none.
@@ -164,6 +175,17 @@ EXAMPLES = r'''
     copy_storage: all
     parallel_connections: 2
     compression: xbzrle
+  delegate_to: localhost
+
+- name: Between two libvirt 11 hosts - zstd in multifd channels (parallel migration, 2 connections unless given)
+  fleetmaint.libvirt.live_migrate:
+    name: db2
+    uri: qemu+tls://hv4.example.com/system
+    dest_uri: qemu+tls://hv5.example.com/system
+    compression: zstd
+    postcopy: after_timeout
+    postcopy_preempt: true
+    timeout: 120
   delegate_to: localhost
 
 - name: Give up cleanly after 60 s; the VM stays on the source
@@ -211,7 +233,9 @@ findings:
   elements: dict
 options:
   description: The flags, parameters, downtime ladder and disks to copy that were (or in check mode, would be)
-    used; after a real run also C(copy_bytes), the capacity of the copied disks.
+    used; after a real run also C(copy_bytes), the capacity of the copied disks. C(parallel_connections) is the
+    count used (2 for C(zlib) or C(zstd) when none was given, with C(PARALLEL) in C(flags)); C(postcopy_preempt) is
+    true when preempt was required and post-copy is allowed.
   returned: when a move is needed
   type: dict
 metrics:
