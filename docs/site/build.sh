@@ -12,7 +12,8 @@ chmod og-w "$out/rst"  # antsibull-docs wants the directory writable by its owne
 cp "$here/conf.py" "$here/antsibull-docs.cfg" "$out/"
 antsibull-docs --config-file "$out/antsibull-docs.cfg" collection --use-current --dest-dir "$out/rst" fleetmaint.libvirt
 cp "$here/index.rst" "$out/rst/"
-cp "$repo/docs/guide.md" "$repo/docs/disaster_recovery.md" "$repo/docs/lab.md" "$repo/docs/move-log.md" "$out/rst/guide/"
+cp "$repo/docs/guide.md" "$repo/docs/disaster_recovery.md" "$repo/docs/lab.md" "$repo/docs/move-log.md" \
+  "$repo/docs/versions.md" "$repo/docs/capabilities.md" "$out/rst/guide/"
 cp -r "$repo/docs/images" "$out/rst/guide/"
 sphinx-build -M html "$out/rst" "$out/build" -c "$out" -W --keep-going -q
 echo "documentation site: $out/build/html/index.html"

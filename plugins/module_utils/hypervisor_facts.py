@@ -34,6 +34,9 @@ COMPRESSION_CANDIDATES = ("xbzrle", "mt", "zlib", "zstd")
 # libvirt 11.3 refuses it (VIR_ERR_INVALID_ARG, measured), so there is nothing to probe; it comes from the versions.
 PREEMPT_MIN_LIBVIRT, PREEMPT_MIN_QEMU = (9, 9, 0), (8, 0, 0)
 # A local URI whose socket cannot exist: the probe migration fails at connect, never reaching a host.
+# 'mt' is QEMU's legacy multi-thread compression, deprecated in 8.2 and removed in 9.1.
+LEGACY_COMPRESSION = ("mt",)
+LEGACY_COMPRESSION_REMOVED = (9, 1, 0)
 PROBE_DEST_URI = "qemu+unix:///system?socket=/nonexistent/fleetmaint-capability-probe"
 LIBVIRT_TLS_PORT = 16514
 JOB_OPERATION_START, JOB_OPERATION_MIGRATION_IN = 1, 4  # virDomainJobOperation
@@ -246,12 +249,25 @@ def probe_compression(conn: Any) -> Dict[str, Any]:
             return {"probed": False, "reason": msg, "accepted": [], "rejected": {}, "multifd": []}
         if verdict == "rejected":
             rejected[method] = msg
+        elif method in LEGACY_COMPRESSION and _qemu_at_least(conn, LEGACY_COMPRESSION_REMOVED):
+            # libvirt checks only the name; QEMU 9.1 removed the legacy 'compress' capability behind it, so such a
+            # move would fail when it starts. By version, not by probe.
+            rejected[method] = (f"QEMU {'.'.join(map(str, LEGACY_COMPRESSION_REMOVED))} and later have no "
+                                "multi-thread compression (removed with the legacy 'compress' capability)")
         else:
             accepted.append(method)
             if method in MULTIFD_COMPRESSION:
                 multifd.append(method)
     return {"probed": True, "probe_domain": dom.name(), "accepted": accepted, "rejected": rejected,
             "multifd": multifd}
+
+
+def _qemu_at_least(conn: Any, want: Tuple[int, ...]) -> bool:
+    try:
+        hv = conn.getVersion()
+    except Exception:  # pylint: disable=broad-except
+        return False
+    return bool(hv) and (hv // 1000000, hv // 1000 % 1000, hv % 1000) >= want
 
 
 def _at_least(ver: Optional[str], want: Tuple[int, ...]) -> bool:

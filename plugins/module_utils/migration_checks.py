@@ -18,7 +18,9 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import F
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import libvirt, open_uri
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.redaction import redact_uri
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_xml import parse_domain
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import BLOCKER, CODES, check_move, finding
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import (
+    BLOCKER, check_move, finding, machine_offered,
+)
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import DEFAULT_ESTIMATE_BANDWIDTH_MIB_S
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import estimate_precopy
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.vm_profile import measure_dirty_rates
@@ -60,8 +62,11 @@ def check_pair(vm: Dict[str, Any], vm_xml: str, src: HostContext, dst: HostConte
     could not be probed (no running domain) is not known and not checked. ``postcopy_preempt``: the move requires
     it, and an end without it is a ``postcopy_preempt_unsupported`` blocker."""
     caps = dst.domain_capabilities(vm)
+    # A machine type the destination does not offer is machine_type_unsupported; libvirt's CPU comparison for it
+    # fails on the machine type too, which is no CPU verdict.
     cpu = merge_cpu_verdicts(cpu_runnable(vm["cpu"], caps) if caps else None,
-                             libvirt_cpu_comparison(dst.conn, vm_xml, vm))
+                             libvirt_cpu_comparison(dst.conn, vm_xml, vm)
+                             if machine_offered(vm, dst.host) is not False else None)
     accepted = dest_accepted = None
     if compression and compression != "none":
         accepted, dest_accepted = _accepted(src), _accepted(dst)
@@ -95,16 +100,10 @@ def preempt_findings(name: str, src: HostContext, dst: HostContext) -> List[Dict
                f"{libvirt_version or '?'}) cannot run post-copy with preempt for {name}: that needs libvirt 9.9 "
                "and QEMU 8.0 or later on both ends")
         detail = {"host": ctx.hostname, "end": role, "libvirt_version": libvirt_version, "qemu_version": qemu_version}
-        out.append(_finding(PREEMPT_UNSUPPORTED, msg, detail))
+        out.append(finding(PREEMPT_UNSUPPORTED, BLOCKER, msg, **detail))
     return out
 
 
-def _finding(code: str, message: str, detail: Dict[str, Any]) -> Dict[str, Any]:
-    # The move rules' vocabulary (migration_rules.CODES) checks a code it knows; until the preempt code is
-    # registered there, the same shape is built here.
-    if code in CODES:
-        return finding(code, BLOCKER, message, **detail)
-    return {"code": code, "severity": BLOCKER, "message": message, "detail": detail}
 
 
 def validate_check(p: Dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ CODES = (
     "disk_path_missing", "pool_missing", "network_missing", "insufficient_memory", "hostdev_passthrough",
     "vm_not_running", "vm_paused", "vm_transient", "same_host", "dest_unreachable", "tls_not_configured",
     "vcpus_exceed_host", "compression_unsupported", "storage_unknown", "vm_paused_disks_inactive",
-    "older_destination",
+    "older_destination", "postcopy_preempt_unsupported",
 )
 
 # QEMU before 10.0 aborts (block.c bdrv_inactivate_recurse: assertion '!(bs->open_flags & BDRV_O_INACTIVE)')
@@ -137,6 +137,16 @@ def finding(code: str, severity: str, message: str, **detail: Any) -> Dict[str, 
     if code not in CODES:
         raise ValueError(f"unknown finding code {code}")
     return {"code": code, "severity": severity, "message": message, "detail": detail}
+
+
+def machine_offered(vm: Dict[str, Any], dest: Dict[str, Any]) -> Optional[bool]:
+    """Does ``dest`` offer the VM's machine type for its architecture and domain type? None when not known (no
+    machine type, or no capabilities). The same reading as check_move's machine rule."""
+    if not vm.get("machine") or dest.get("guests") is None:
+        return None
+    arch, vtype = vm.get("arch"), vm.get("virt_type") or "kvm"
+    return any(vm["machine"] in g.get("machines", []) for g in dest["guests"]
+               if (not arch or g.get("arch") == arch) and vtype in g.get("domain_types", []))
 
 
 def _pool_for_path(path: str, pools: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:

@@ -79,7 +79,8 @@ notes:
   - "Finding codes: cpu_incompatible, machine_type_unsupported, emulator_missing, disk_not_shared,
     disk_path_missing, pool_missing, network_missing, insufficient_memory, hostdev_passthrough, vm_not_running,
     vm_paused, vm_transient, same_host, dest_unreachable, tls_not_configured, vcpus_exceed_host,
-    compression_unsupported, storage_unknown, vm_paused_disks_inactive, older_destination."
+    compression_unsupported, storage_unknown, vm_paused_disks_inactive, older_destination, and (from
+    M(fleetmaint.libvirt.live_migrate) with C(postcopy_preempt)) postcopy_preempt_unsupported."
   - "Versions (a rolling upgrade, hosts of two stacks at once): when the destination's QEMU or libvirt is older than
     the source's (compared as numbers, major.minor.micro), the pair has an C(older_destination) finding naming both
     hosts' versions and the VM's machine type. It is a warning when the destination offers that machine type (the

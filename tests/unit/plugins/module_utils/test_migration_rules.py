@@ -310,3 +310,11 @@ def test_compression_is_checked_on_the_destination_too():
     assert [x["detail"]["host"] for x in f] == ["hv1", "hv2"] and "(accepted: none)" in f[1]["message"]
     assert check_move(vm(), SRC, DST, POOLS, NETS, compression="zstd", dest_compression_accepted=["zstd"]) == []
     assert check_move(vm(), SRC, DST, POOLS, NETS, compression="none", dest_compression_accepted=[]) == []
+
+
+def test_machine_offered_reads_the_destination_as_the_machine_rule_does():
+    from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import machine_offered
+    assert machine_offered(vm(machine="pc-i440fx-10.0", virt_type="qemu"), OLD) is False
+    assert machine_offered(vm(machine="pc-i440fx-10.0", virt_type="qemu"), NEW) is True
+    assert machine_offered(vm(machine="pc-i440fx-7.2", virt_type="qemu"), OLD) is True
+    assert machine_offered(vm(machine=None), OLD) is None and machine_offered(vm(machine="pc"), {"hostname": "x"}) is None
