@@ -417,6 +417,8 @@ class Lab:
             time.sleep(0.3)
         else:
             raise LabError(f"libvirtd for {h['name']} did not answer on {self.uri(h)} within 30s")
+        # What it runs changes only when it starts again: read once here, shown by status.
+        h["versions"] = self.daemon_versions(h)
         self.save(state)
         self.setup_host_objects(state, h)
 
@@ -737,7 +739,8 @@ class Lab:
         for h in state["hosts"]:
             up = self.host_up(h)
             hosts.append({"name": h["name"], "addr": h["addr"], "uri": self.uri(h), "up": up,
-                          "stack": h.get("stack", "old"), "versions": self.daemon_versions(h) if up else {},
+                          "stack": h.get("stack", "old"),
+                          "versions": (h.get("versions") or self.daemon_versions(h)) if up else {},
                           "tls_uri": self.uri(h, tls=True, pkipath=str(self.root / "client-pki")),
                           "cgroup": str(Path(CGROUP_ROOT) / self.cgroup(h))})
             if not up:
