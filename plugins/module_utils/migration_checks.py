@@ -104,8 +104,6 @@ def preempt_findings(name: str, src: HostContext, dst: HostContext) -> List[Dict
     return out
 
 
-
-
 def validate_check(p: Dict[str, Any]) -> None:
     """Bad input is refused before any host is asked (reason invalid_option)."""
     for key in ("bandwidth", "max_downtime", "dirty_rate_seconds"):
