@@ -169,13 +169,26 @@ def test_link_cut_during_postcopy_with_the_controller_gone(lab, scenario, hot):
     proc.wait()
     lab.ctl("fault", "heal", "lab1", "lab2")
     wait_for(lambda: lab.where(hot)["running_on"] == ["lab2"], 300, what=f"{hot}'s post-copy to finish on lab2")
+    # The guest runs on lab2 before lab1's libvirtd has ended its side of the job (its confirm step undefines the
+    # source): give it time to, so that what is read as left over is what stays (CI once read the definition a
+    # moment before libvirtd removed it). A job libvirt keeps for post-copy recovery may never end: then it stays.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if "lab1" not in lab.where(hot)["defined_on"] or \
+                "Unbounded" not in lab.virsh("lab1", "domjobinfo", hot, check=False).stdout:
+            break
+        time.sleep(1)
     left = lab.where(hot)
     stale = sorted(left["defined_on"]) == ["lab1", "lab2"]  # libvirt's confirm step may or may not have run
     checks = [("the guest finishes on the destination, alone", left["running_on"] == ["lab2"], str(left))]
     rerun = lab.migrate(name=hot, uri=lab.uri("lab1"), dest_uri=lab.uri("lab2"))
+    after = lab.where(hot)
+    # changed exactly when a definition was left, unless libvirtd removed it itself between the read and the re-run
+    raced = stale and not rerun.get("changed") and after["defined_on"] == ["lab2"]
     checks.append(("the re-run removes a definition left on the source, if any" if stale else
                    "no definition left on the source; the re-run changes nothing",
-                   not rerun.get("failed") and bool(rerun.get("changed")) == stale, str(rerun.get("msg"))[:300]))
+                   not rerun.get("failed") and (bool(rerun.get("changed")) == stale or raced)
+                   and after["defined_on"] == ["lab2"], f"{str(rerun.get('msg'))[:300]} then {after}"))
     checks += verify(lab, vms, rerun=lambda: lab.migrate(name=hot, uri=lab.uri("lab1"), dest_uri=lab.uri("lab2")))
     scenario.judge(checks)
 
