@@ -2,7 +2,8 @@
 # Copyright (c) fleetmaint.libvirt contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Notes kept on a host itself so they survive the controller: the maintenance mark, the patch level, the
-lease of the job running on it, and a request to cancel that job.
+lease of the job running on it, a request to cancel that job, and the move slots that count the moves in and
+out of it across jobs.
 
 libvirt has no place for host metadata, so each note is a persistent libvirt secret with no
 value: usage type ``tls``, usage name ``fleetmaint-maintenance`` (or ``fleetmaint-patch-level``),
@@ -17,7 +18,7 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 from xml.sax.saxutils import escape
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError, wrap_error
@@ -277,6 +278,149 @@ class HostLease:
                     self.conn.close()
                 except Exception:  # pylint: disable=broad-except
                     pass
+
+
+# ---------------------------------------------------------------------------- move slots
+SLOT_USAGE = "fleetmaint-move-{direction}-{k}"  # direction: out (from the host) or in (to it); k < the limit
+SLOT_RETRY_S = 1.0  # a move that found a host's slots taken asks again after this long
+
+
+def describe_slot(note: Dict[str, Any]) -> str:
+    return (f"{note.get('vm')} {'to' if note.get('direction') == 'out' else 'from'} {note.get('peer')} "
+            f"('{note.get('job')}' from {note.get('controller')}, pid {note.get('pid')})")
+
+
+class MoveSlots:
+    """The moves running out of and into each host, counted on the host itself, so that a job's ``limits`` hold
+    across jobs: two evacuations, or the hosts of one rolling-patch batch, never put more moves into one
+    destination (or out of one source) than its limit, whichever controller runs them.
+
+    Slot k of a direction is a note (a libvirt secret, like the job lease) with usage ``fleetmaint-move-in-k``:
+    libvirt refuses a second secret of the same usage, so taking one is atomic. A move takes an out slot on its
+    source and an in slot on its destination, or neither, and waits. A thread renews the slots held every
+    LEASE_RENEW_S seconds; a slot not renewed for LEASE_STALE_S (or held by a process of this controller that is
+    gone) is taken over. A host that cannot keep notes (or cannot be reached, which the move itself reports)
+    is not counted."""
+
+    def __init__(self, uri_of: Dict[str, str], job: str, limits: Dict[str, int],
+                 opener: Callable[[str], Any] = open_uri) -> None:
+        self.uri_of, self.job, self.limits, self.opener = uri_of, job, limits, opener
+        self.conns: Dict[str, Any] = {}
+        self.held: Dict[str, list] = {}  # vm -> [(host, usage, uuid, note)]
+        self.uncounted: Dict[str, str] = {}  # host -> why its moves are not counted
+        self._retry: Dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._halt = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def __enter__(self) -> "MoveSlots":
+        self._thread = threading.Thread(target=self._renew, name="move-slots", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._halt.set()
+        if self._thread is not None:
+            self._thread.join(timeout=35)
+        for vm in list(self.held):
+            self.release(vm)
+        for conn in self.conns.values():
+            try:
+                conn.close()
+            except Exception:  # pylint: disable=broad-except
+                pass
+
+    def _conn(self, host: str) -> Any:
+        if host not in self.conns and host not in self.uncounted:
+            try:
+                self.conns[host] = self.opener(self.uri_of[host])
+            except Exception as exc:  # pylint: disable=broad-except
+                self.uncounted[host] = f"cannot reach it: {exc}"
+        return self.conns.get(host)
+
+    def take(self, m: Dict[str, Any]) -> Optional[str]:
+        """Take the slots of move ``m`` (vm, source, destination): None once taken, else why it waits (empty
+        while it waits out SLOT_RETRY_S before asking the hosts again)."""
+        if time.monotonic() < self._retry.get(m["vm"], 0):
+            return ""
+        got = []
+        for host, direction, peer, key in ((m["source"], "out", m["destination"], "per_source"),
+                                           (m["destination"], "in", m["source"], "per_destination")):
+            slot = self._take_one(host, direction, peer, self.limits[key], m["vm"])
+            if isinstance(slot, str):
+                for g in got:
+                    self._free(g)
+                self._retry[m["vm"]] = time.monotonic() + SLOT_RETRY_S
+                return slot
+            if slot is not None:
+                got.append(slot)
+        with self._lock:
+            self.held[m["vm"]] = got
+        return None
+
+    def _take_one(self, host: str, direction: str, peer: str, limit: int, vm: str) -> Any:
+        conn = self._conn(host)
+        if conn is None:
+            return None
+        holders = []
+        for k in range(limit):
+            usage = SLOT_USAGE.format(direction=direction, k=k)
+            for _attempt in range(2):
+                now = time.time()
+                note = {"job": self.job, "vm": vm, "direction": direction, "peer": peer,
+                        "controller": socket.gethostname(), "pid": os.getpid(), "started": int(now), "renewed": now}
+                try:
+                    sec = conn.secretDefineXML(_note_xml(usage, note), 0)
+                    return (host, usage, sec.UUIDString(), note)
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+                        self.uncounted[host] = "it cannot keep notes"
+                        return None
+                    held = get_mark(conn, usage)
+                    if held is None:
+                        continue  # freed in between: ask once more
+                    if not lease_is_stale(held):
+                        holders.append(held)
+                        break
+                    sec = _lookup(conn, usage)
+                    if sec is not None:
+                        sec.undefine()  # stale: its controller is gone
+        if not holders:
+            self.uncounted[host] = "its slots could not be taken"
+            return None
+        return (f"{host}'s move slots: {len(holders)} move(s) {'out of' if direction == 'out' else 'into'} it "
+                f"already, its limit is {limit}: " + ", ".join(describe_slot(h) for h in holders))
+
+    def _free(self, slot: Any) -> None:
+        host, usage, uuid, _note = slot
+        try:
+            sec = _lookup(self.conns[host], usage)
+            if sec is not None and sec.UUIDString() == uuid:
+                sec.undefine()
+        except Exception:  # pylint: disable=broad-except
+            pass  # unreachable: the slot goes stale by itself
+
+    def release(self, vm: str) -> None:
+        """Free the slots of ``vm``'s move, as it ends (whatever its outcome)."""
+        with self._lock:
+            slots = self.held.pop(vm, [])
+        for slot in slots:
+            self._free(slot)
+
+    def _renew(self) -> None:
+        while not self._halt.wait(LEASE_RENEW_S):
+            with self._lock:
+                slots = [(vm, s) for vm, held in self.held.items() for s in held]
+            for vm, slot in slots:
+                host, usage, uuid, note = slot
+                with self._lock:  # still held: a slot freed meanwhile is not defined again
+                    if slot not in self.held.get(vm, []):
+                        continue
+                    try:
+                        note["renewed"] = time.time()
+                        self.conns[host].secretDefineXML(_note_xml(usage, note, uuid), 0)
+                    except Exception:  # pylint: disable=broad-except
+                        pass  # the host may be restarting; the next renewal tries again
 
 
 def stack_versions(conn: Any) -> Dict[str, Optional[str]]:

@@ -1,6 +1,7 @@
 """Fake domains and connections with the few libvirt calls the migration's end and post-copy recovery
 make (state, isActive, undefine, a post-copy resume), for tests that need a host in a given state; and a
-move's options with live_migrate's defaults."""
+move's options with live_migrate's defaults; and a connection that keeps secrets as libvirtd does (the notes of
+maintenance.py: marks, leases, move slots)."""
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.live_migration import ARGUMENT_SPEC
 
@@ -71,3 +72,57 @@ class CrashDom(FakeDom):
 class UriConn(FakeConn):
     def getURI(self):  # noqa: N802
         return f"qemu+tcp://{self.host}/system"
+
+
+class FakeSecret:
+    def __init__(self, store, uuid, xml):
+        self.store, self.uuid, self.xml = store, uuid, xml
+
+    def UUIDString(self):  # noqa: N802 - libvirt's names
+        return self.uuid
+
+    def XMLDesc(self, _flags):  # noqa: N802
+        return self.xml
+
+    def undefine(self):
+        del self.store.secrets[self.uuid]
+
+
+class SecretConn:
+    """Secrets as libvirtd keeps them: one per usage; redefining with the same UUID updates it."""
+
+    def __init__(self):
+        self.secrets = {}
+
+    @staticmethod
+    def _usage(xml):
+        import re
+        return re.search(r"<name>(.*)</name>", xml).group(1)
+
+    def secretDefineXML(self, xml, _flags):  # noqa: N802
+        import re
+        import uuid as uuidlib
+        import libvirt
+        usage = self._usage(xml)
+        given = re.search(r"<uuid>(.*)</uuid>", xml)
+        for s in self.secrets.values():
+            if self._usage(s.xml) == usage and (given is None or s.uuid != given.group(1)):
+                raise libvirt.libvirtError(f"a secret with UUID {s.uuid} already defined for use with {usage}")
+        u = given.group(1) if given else str(uuidlib.uuid4())
+        self.secrets[u] = FakeSecret(self, u, xml)
+        return self.secrets[u]
+
+    def secretLookupByUsage(self, _type, usage):  # noqa: N802
+        import libvirt
+        for s in self.secrets.values():
+            if self._usage(s.xml) == usage:
+                return s
+        err = libvirt.libvirtError("no secret")
+        err.get_error_code = lambda: libvirt.VIR_ERR_NO_SECRET
+        raise err
+
+    def usages(self):
+        return sorted(self._usage(s.xml) for s in self.secrets.values())
+
+    def close(self):
+        pass

@@ -8,57 +8,15 @@ import pytest
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils import maintenance as m
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
 
+from ansible_collections.fleetmaint.libvirt.tests.unit.fakes import SecretConn
+
 libvirt = pytest.importorskip("libvirt")
 URI = "qemu+tcp://hv1/system"
 
 
-class FakeSecret:
-    def __init__(self, store, uuid, xml):
-        self.store, self.uuid, self.xml = store, uuid, xml
-
-    def UUIDString(self):  # noqa: N802 - libvirt's names
-        return self.uuid
-
-    def XMLDesc(self, _flags):  # noqa: N802
-        return self.xml
-
-    def undefine(self):
-        del self.store.secrets[self.uuid]
-
-
-class FakeConn:
-    """Secrets as libvirtd keeps them: one per usage; redefining with the same UUID updates it."""
-
-    def __init__(self):
-        self.secrets = {}
-
-    def secretDefineXML(self, xml, _flags):  # noqa: N802
-        import re
-        import uuid as uuidlib
-        usage = re.search(r"<name>(.*)</name>", xml).group(1)
-        given = re.search(r"<uuid>(.*)</uuid>", xml)
-        for s in self.secrets.values():
-            if usage in s.xml and (given is None or s.uuid != given.group(1)):
-                raise libvirt.libvirtError(f"a secret with UUID {s.uuid} already defined for use with {usage}")
-        u = given.group(1) if given else str(uuidlib.uuid4())
-        self.secrets[u] = FakeSecret(self, u, xml)
-        return self.secrets[u]
-
-    def secretLookupByUsage(self, _type, usage):  # noqa: N802
-        for s in self.secrets.values():
-            if f"<name>{usage}</name>" in s.xml:
-                return s
-        err = libvirt.libvirtError("no secret")
-        err.get_error_code = lambda: libvirt.VIR_ERR_NO_SECRET
-        raise err
-
-    def close(self):
-        pass
-
-
 @pytest.fixture
 def conn(monkeypatch):
-    c = FakeConn()
+    c = SecretConn()
     monkeypatch.setattr(m, "open_uri", lambda uri: c)
     return c
 
