@@ -150,7 +150,7 @@ def rebalance_fleet(p: Dict[str, Any], check_mode: bool = False,
             uri_of = dict(fleet.uri_of)
         if progress:
             progress({"kind": "plan", "vm": p["goal"], "moves": len(moves)})
-        run = methods.run(moves, uri_of, dict(p, limits=lim), progress, cancel)
+        run = methods.run(moves, uri_of, dict(p, limits=lim), progress, cancel, job=p["goal"])
         result.update(vms=run["vms"], totals=run["totals"], stopped=run["stopped"], links=run["links"],
                       started_at=run["started_at"], ended_at=run["ended_at"])
         moved = run["totals"]["moved"] + run["totals"]["cold_moved"] + run["totals"]["already_there"]

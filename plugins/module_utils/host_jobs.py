@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cancel import CancelFlag
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.fleet import Fleet
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import clear_mark, HostLease, set_mark
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import clear_mark, HostLease, MoveSlots, set_mark
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import check_pair, vm_facts
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import blockers, stays
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.move_methods import choose_method, link_share, order_moves
@@ -161,9 +161,11 @@ class _Methods:
 
     def run(self, moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, Any],
             progress: Optional[Callable[[Dict[str, Any]], None]], cancel: Optional[CancelFlag] = None,
-            on_counts: Optional[Callable[[Dict[str, int]], None]] = None) -> Dict[str, Any]:
-        return run_moves(moves, uri_of, p, progress, share=self.share, side=self.side, predict=self.predict,
-                         cancel=cancel, on_counts=on_counts)
+            on_counts: Optional[Callable[[Dict[str, int]], None]] = None, job: str = "") -> Dict[str, Any]:
+        """Run the moves, each also counted on its hosts (move slots), so that the limits hold across jobs."""
+        with MoveSlots(uri_of, job, p["limits"]) as slots:
+            return run_moves(moves, uri_of, p, progress, share=self.share, side=self.side, predict=self.predict,
+                             cancel=cancel, on_counts=on_counts, slots=slots)
 
     def predict(self, m: Dict[str, Any], link_bps: Optional[float], in_use_scale: Optional[float]) -> Dict[str, Any]:
         """A move's prediction again, from what the job's own moves measured: the link (when not given) and
@@ -264,7 +266,7 @@ def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
             older = [f"{m['vm']} -> {m['destination']}" for m in plan["moves"] if m.get("older_destination")]
             progress(dict({"kind": "plan", "vm": host, "moves": len(plan["moves"]), "makespan_est_s": plan["makespan_s"]},
                           **({"to_older_stack": older} if older else {})))
-        run = methods.run(plan["moves"], uri_of, dict(p, limits=lim), progress, cancel, counts)
+        run = methods.run(plan["moves"], uri_of, dict(p, limits=lim), progress, cancel, counts, f"evacuate {host}")
         result.update(run)
         if run["cancelled"]:
             result["changed"] = result["changed"] or run["totals"]["moved"] + run["totals"]["cold_moved"] > 0
@@ -345,7 +347,7 @@ def restore_host(p: Dict[str, Any], check_mode: bool = False,
                     raise FleetmaintError(result["msg"], step="plan", reason="no_capacity", host=host, result=result)
                 return result
             uri_of = dict(fleet.uri_of)
-        run = methods.run(moves, uri_of, dict(p, limits=lim), progress, cancel, counts)
+        run = methods.run(moves, uri_of, dict(p, limits=lim), progress, cancel, counts, f"restore {host}")
         result.update(run)
         if run["cancelled"]:
             result["changed"] = run["totals"]["moved"] + run["totals"]["cold_moved"] > 0

@@ -28,6 +28,7 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cancel import C
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cold_move import cold_move
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.live_migration import ARGUMENT_SPEC, migrate
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import MoveSlots
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import MIGRATION_TUNING, STORAGE
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import MIB
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.reasons import COLD_MOVE_AFTER, NOT_CONVERGED, decide
@@ -66,8 +67,8 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
               progress: Optional[Callable[[Dict[str, Any]], None]] = None,
               share: Optional[Dict[str, int]] = None, side: str = "source",
               predict: Optional[Callable[[Dict[str, Any], Optional[float], Optional[float]], Dict[str, Any]]] = None,
-              cancel: Optional[CancelFlag] = None, on_counts: Optional[Callable[[Dict[str, int]], None]] = None
-              ) -> Dict[str, Any]:
+              cancel: Optional[CancelFlag] = None, on_counts: Optional[Callable[[Dict[str, int]], None]] = None,
+              slots: Optional[MoveSlots] = None) -> Dict[str, Any]:
     """Execute moves [{vm, source, destination, method?}] within p['limits']; returns per-VM results and totals.
 
     ``method`` (from move_methods.choose_method): the step to start at, ``exclusive``, the prediction.
@@ -77,10 +78,12 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     not given) and with its VM's memory in use scaled by what the finished moves really sent against their
     profiles (``calibration``). ``cancel``: once set, no move or attempt starts, pre-copies in flight are
     aborted (each VM stays on its source: reason ``cancelled``), a post-copy in flight finishes. ``on_counts``:
-    told the moves done, failed, running and waiting each time one ends (the job lease shows them)."""
+    told the moves done, failed, running and waiting each time one ends (the job lease shows them). ``slots``
+    (maintenance.MoveSlots): each move also takes a slot on its source and its destination, counted on the hosts
+    themselves, so that the limits hold across jobs; a move whose slots other jobs hold waits, and says so."""
     if cancel is None:
         with CancelFlag() as own:
-            return run_moves(moves, uri_of, p, progress, share, side, predict, own, on_counts)
+            return run_moves(moves, uri_of, p, progress, share, side, predict, own, on_counts, slots)
     limits = p["limits"]
     lock = threading.Lock()
     out_busy: Dict[str, int] = {}
@@ -102,6 +105,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         results[m["vm"]] = res
     pending = list(moves)
     waiting_said: set = set()
+    slot_wait_said: set = set()
     running: List[threading.Thread] = []
     stop = {"flag": False, "why": None}
     t0 = time.monotonic()
@@ -194,6 +198,8 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         """Under the lock, as a move ends: free its link and hosts, learn its source's link."""
         res = results[m["vm"]]
         res["ended_at"] = round(time.time(), 2)
+        if slots is not None:
+            slots.release(m["vm"])
         sharing = busy_on[m[side]]
         out_busy[m["source"]] -= 1
         in_busy[m["destination"]] -= 1
@@ -283,10 +289,17 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
                     why = blocked_by_link(m)
                     if why is None and out_busy.get(m["source"], 0) < limits["per_source"] and \
                             in_busy.get(m["destination"], 0) < limits["per_destination"]:
-                        start(m)
+                        taken = slots.take(m) if slots is not None else None
+                        if taken is None:
+                            start(m)
+                        elif taken and m["vm"] not in slot_wait_said:
+                            slot_wait_said.add(m["vm"])
+                            say(kind="waiting", vm=m["vm"], why=f"waiting for a move slot: {taken}")
                     elif why is not None and m["vm"] not in waiting_said:
                         waiting_said.add(m["vm"])
                         say(kind="waiting", vm=m["vm"], why=f"waiting for link capacity: {why}")
+        if not running and pending:
+            time.sleep(0.2)  # nothing to wait on: every pending move waits for another job's slots
         for th in list(running):
             th.join(timeout=0.2)
             if not th.is_alive():

@@ -67,8 +67,8 @@ class FakeMethods:
     def refuse(moves, refusing, host):
         return None
 
-    def run(self, moves, _uri_of, _p, _progress, _cancel=None, _on_counts=None):
-        FakeMethods.ran = [m["vm"] for m in moves]
+    def run(self, moves, _uri_of, _p, _progress, _cancel=None, _on_counts=None, job=""):
+        FakeMethods.ran, FakeMethods.job = [m["vm"] for m in moves], job
         return {"vms": [dict(m, result="moved") for m in moves], "stopped": None, "cancelled": False,
                 "totals": {"moved": len(moves), "cold_moved": 0, "elapsed_s": 1.0}}
 
@@ -106,7 +106,7 @@ def test_restore_brings_home_what_fits_and_fails_no_capacity_for_the_rest(restor
     with pytest.raises(FleetmaintError) as err:
         hj.restore_host(restore_params())
     assert err.value.reason == "no_capacity"
-    assert sorted(FakeMethods.ran) == ["a", "b"]
+    assert sorted(FakeMethods.ran) == ["a", "b"] and FakeMethods.job == "restore hv1", "its move slots name the job"
     res = err.value.context["result"]
     (left,) = [s for s in res["staying"] if s["reason"] == "no_capacity"]
     assert left["vm"] == "big" and left["host"] == "hv2"
