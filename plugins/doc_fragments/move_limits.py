@@ -14,6 +14,10 @@ options:
     description:
       - Concurrency, C(per_source) (outgoing per host), C(per_destination) (incoming per host) and C(fleet)
         (at once). Defaults 2, 2 and 4; oVirt allows 2 outgoing per host, nova 1 per compute node.
+      - C(per_source) and C(per_destination) hold across jobs - each move takes a slot kept on its source and on
+        its destination (as the job lease is), so two jobs sharing a host together stay within its limit; a
+        move waits for a free slot and says which job holds it. Each job compares with its own limit, so jobs
+        given different limits for one host hold the larger. C(fleet) counts the moves of one job.
     type: dict
     default: {}
   vm_timeout:
