@@ -60,8 +60,8 @@ def _validate(p: Dict[str, Any]) -> None:
                               step="validate options")
 
 
-def _plan(fleet: Fleet, p: Dict[str, Any]) -> Dict[str, Any]:
-    """Measure, then plan (raises FleetmaintError no_capacity when consolidation cannot be done)."""
+def _measure(fleet: Fleet, p: Dict[str, Any]) -> Dict[str, Any]:
+    """The planner's input, each VM with its memory in use and CPU measured."""
     inp = fleet.planner_input(p["memory_headroom"], p["memory_overcommit"], p["cpu_overcommit"], p["anti_affinity"],
                               {k: int(v) for k, v in p["priority"].items()}, p["pinned"])
     facts = {d["name"]: d for vms in fleet.vms.values() for d in vms}
@@ -71,6 +71,16 @@ def _plan(fleet: Fleet, p: Dict[str, Any]) -> Dict[str, Any]:
     measured = measure_load({h: fleet.hosts[h].conn for h in by_host}, by_host, p["measure_seconds"])
     for v in inp["vms"]:
         v.update(measured.get(v["name"], {}))
+    return inp
+
+
+def _plan(fleet: Fleet, p: Dict[str, Any], inp: Optional[Dict[str, Any]] = None, stay: frozenset = frozenset()
+          ) -> Dict[str, Any]:
+    """Measure (unless ``inp`` was), then plan with the VMs in ``stay`` kept where they are (raises
+    FleetmaintError no_capacity when consolidation cannot be done)."""
+    if inp is None:
+        inp = _measure(fleet, p)
+    inp = dict(inp, vms=[dict(v, pinned=True) if v["name"] in stay else v for v in inp["vms"]])
     if p["goal"] == "consolidate":
         try:
             plan = plan_consolidation(inp["hosts"], inp["vms"], p["free_hosts"])
@@ -115,6 +125,24 @@ def plan_fleet_rebalance(p: Dict[str, Any], check_mode: bool = False) -> Dict[st
     return dict(plan, changed=False, msg=_msg(p, plan))
 
 
+def _checked_plan(fleet: Fleet, p: Dict[str, Any]) -> tuple:
+    """Plan, and check every move of the plan with the shared move rules; a VM that cannot leave its host now
+    (a paused VM, say: migration_rules.STAYS_CODES) is kept where it is and the plan made again around it, so
+    such a VM never refuses the job. Any other blocked move refuses it. Returns (plan, moves, staying)."""
+    inp = _measure(fleet, p)
+    stay: frozenset = frozenset()
+    staying: List[Dict[str, Any]] = []
+    while True:
+        plan = _plan(fleet, p, inp, stay)
+        moves = [dict(vm=m["vm"], source=m["source"], destination=m["destination"]) for m in plan["moves"]]
+        found = _checked(fleet, "the fleet", moves, p, f"refusing to {p['goal']}",
+                         lambda b: f"{b['vm']} {b['source']} -> {b['destination']}")
+        if not found:
+            return plan, moves, staying
+        staying += found  # each round keeps at least one more VM in place: it ends
+        stay = stay | {s["vm"] for s in found}
+
+
 def rebalance_fleet(p: Dict[str, Any], check_mode: bool = False,
                     progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
     """fleet_rebalance's engine: measure, plan, check every move, hold the leases, (consolidate: mark), move."""
@@ -123,17 +151,11 @@ def rebalance_fleet(p: Dict[str, Any], check_mode: bool = False,
     cancel = CancelFlag()
     with ExitStack() as job:
         with Fleet(p["uris"], p["shared_pools"], tls=p["tls"]) as fleet:
-            plan = _plan(fleet, p)
-            moves = [dict(vm=m["vm"], source=m["source"], destination=m["destination"]) for m in plan["moves"]]
-            staying = _checked(fleet, "the fleet", moves, p, f"refusing to {p['goal']}",
-                               lambda b: f"{b['vm']} {b['source']} -> {b['destination']}")
-            if staying:
-                raise FleetmaintError(f"refusing to {p['goal']}, nothing was moved: these VMs cannot move now"
-                                      + _staying_note(staying), step="preflight", reason="blocked", staying=staying)
-            result: Dict[str, Any] = dict(plan, changed=bool(moves) or (p["goal"] == "consolidate" and any(
-                fleet.marks[h] is None for h in plan["free"])))
+            plan, moves, staying = _checked_plan(fleet, p)
+            result: Dict[str, Any] = dict(plan, staying=staying, changed=bool(moves) or (
+                p["goal"] == "consolidate" and any(fleet.marks[h] is None for h in plan["free"])))
             if check_mode or not result["changed"]:
-                result["msg"] = _msg(p, plan)
+                result["msg"] = _msg(p, plan) + _staying_note(staying)
                 return result
             touched = sorted({h for m in moves for h in (m["source"], m["destination"])} |
                              set(plan.get("free", [])))
@@ -154,7 +176,7 @@ def rebalance_fleet(p: Dict[str, Any], check_mode: bool = False,
         result.update(vms=run["vms"], totals=run["totals"], stopped=run["stopped"], links=run["links"],
                       started_at=run["started_at"], ended_at=run["ended_at"])
         moved = run["totals"]["moved"] + run["totals"]["cold_moved"] + run["totals"]["already_there"]
-        result["msg"] = _msg(p, plan, moved)
+        result["msg"] = _msg(p, plan, moved) + _staying_note(staying)
         left = [r["vm"] for r in run["vms"] if r["result"] in ("failed", "not_started")]
         if left:
             result["msg"] += f"; not moved: {', '.join(left)}" + (f" ({run['stopped']})" if run["stopped"] else "")

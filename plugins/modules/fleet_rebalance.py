@@ -136,6 +136,14 @@ skipped:
   returned: always
   type: list
   elements: dict
+staying:
+  description:
+    - VMs the plan would have moved that cannot leave their host now (C(vm), C(host) where they stay, C(reason),
+      C(msg)), for example a paused VM QEMU would crash on a move. Each is kept where it is and the plan made again
+      around it (check mode too), so such a VM never refuses the job; RV(msg) names them.
+  returned: always
+  type: list
+  elements: dict
 msg:
   description: What was (or would be) moved, and each host's load before and after.
   returned: always

@@ -16,6 +16,9 @@ description:
     the lower bound on moves - without moving anything.
   - Read-only. The planning is the pure C(rebalance) module of the collection (module_utils), the same
     fleet_rebalance follows.
+  - The plan is made before the shared move rules are applied. M(fleetmaint.libvirt.fleet_rebalance) checks every
+    move first and keeps a VM that cannot leave its host now (a paused VM) in place, planning again around it;
+    its check mode gives that checked plan.
 author:
   - fleetmaint.libvirt contributors (@fleetmaint)
 extends_documentation_fragment:
