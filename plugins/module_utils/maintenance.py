@@ -40,9 +40,11 @@ def _lookup(conn: Any, usage: str = USAGE_NAME) -> Any:
         raise
 
 
-def _note_xml(usage: str, note: Dict[str, Any], uuid: Optional[str] = None) -> str:
+def _note_xml(usage: str, note: Dict[str, Any], uuid: Optional[str] = None, ephemeral: bool = False) -> str:
+    """ephemeral: kept in libvirtd's memory only, gone when it restarts (a move slot: the moves die with it)."""
     u = f"<uuid>{uuid}</uuid>" if uuid else ""
-    return (f"<secret ephemeral='no' private='no'>{u}<description>{escape(json.dumps(note))}</description>"
+    return (f"<secret ephemeral='{'yes' if ephemeral else 'no'}' private='no'>{u}"
+            f"<description>{escape(json.dumps(note))}</description>"
             f"<usage type='tls'><name>{usage}</name></usage></secret>")
 
 
@@ -295,8 +297,9 @@ class MoveSlots:
     across jobs: two evacuations, or the hosts of one rolling-patch batch, never put more moves into one
     destination (or out of one source) than its limit, whichever controller runs them.
 
-    Slot k of a direction is a note (a libvirt secret, like the job lease) with usage ``fleetmaint-move-in-k``:
-    libvirt refuses a second secret of the same usage, so taking one is atomic. A move takes an out slot on its
+    Slot k of a direction is a note (a libvirt secret, like the job lease, but ephemeral: it goes when that libvirtd
+    restarts, as its migrations do) with usage ``fleetmaint-move-in-k``: libvirt refuses a second secret of the same
+    usage, so taking one is atomic. A move takes an out slot on its
     source and an in slot on its destination, or neither, and waits. A thread renews the slots held every
     LEASE_RENEW_S seconds; a slot not renewed for LEASE_STALE_S (or held by a process of this controller that is
     gone) is taken over. A host that cannot keep notes (or cannot be reached, which the move itself reports)
@@ -370,21 +373,26 @@ class MoveSlots:
                 note = {"job": self.job, "vm": vm, "direction": direction, "peer": peer,
                         "controller": socket.gethostname(), "pid": os.getpid(), "started": int(now), "renewed": now}
                 try:
-                    sec = conn.secretDefineXML(_note_xml(usage, note), 0)
+                    sec = conn.secretDefineXML(_note_xml(usage, note, ephemeral=True), 0)
                     return (host, usage, sec.UUIDString(), note)
                 except libvirt.libvirtError as exc:
                     if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
                         self.uncounted[host] = "it cannot keep notes"
                         return None
-                    held = get_mark(conn, usage)
+                    try:
+                        held = get_mark(conn, usage)
+                        if held is not None and lease_is_stale(held):
+                            sec = _lookup(conn, usage)
+                            if sec is not None:
+                                sec.undefine()  # stale: its controller is gone
+                            continue
+                    except libvirt.libvirtError as lost:  # the host went away (its move reports that itself)
+                        self.uncounted[host] = f"cannot reach it: {lost}"
+                        return None
                     if held is None:
                         continue  # freed in between: ask once more
-                    if not lease_is_stale(held):
-                        holders.append(held)
-                        break
-                    sec = _lookup(conn, usage)
-                    if sec is not None:
-                        sec.undefine()  # stale: its controller is gone
+                    holders.append(held)
+                    break
         if not holders:
             self.uncounted[host] = "its slots could not be taken"
             return None
@@ -418,7 +426,7 @@ class MoveSlots:
                         continue
                     try:
                         note["renewed"] = time.time()
-                        self.conns[host].secretDefineXML(_note_xml(usage, note, uuid), 0)
+                        self.conns[host].secretDefineXML(_note_xml(usage, note, uuid, ephemeral=True), 0)
                     except Exception:  # pylint: disable=broad-except
                         pass  # the host may be restarting; the next renewal tries again
 

@@ -99,6 +99,25 @@ def test_a_host_that_cannot_be_reached_or_keep_notes_is_not_counted(hosts):
     assert set(s.uncounted) == {"hv1", "hv3"} and s.uncounted["hv3"] == "it cannot keep notes"
 
 
+def test_a_host_whose_libvirtd_dies_during_the_job_is_no_longer_counted_and_nothing_raises(hosts):
+    """A destination killed mid-evacuation: the moves to it fail on their own; taking or freeing its slots must
+    not end the job (the scheduler would stop dispatching every other move)."""
+    other = _slots(hosts, "evacuate hv2")
+    assert other.take({"vm": "o1", "source": "hv2", "destination": "hv3"}) is None  # hv3's in slot is taken
+    s = _slots(hosts, "evacuate hv1", dict(ONE, per_source=2))
+    assert s.take({"vm": "v1", "source": "hv1", "destination": "hv2"}) is None
+
+    def gone(*_a):
+        raise libvirt.libvirtError("End of file while reading data: Input/output error")
+    hosts["u3"].secretDefineXML = gone
+    hosts["u3"].secretLookupByUsage = gone
+    hosts["u2"].secretLookupByUsage = gone
+    assert s.take({"vm": "v2", "source": "hv1", "destination": "hv3"}) is None
+    assert s.uncounted["hv3"].startswith("cannot reach it: End of file")
+    s.release("v1")  # hv2's libvirtd went away too: freeing its slot does not raise
+    assert "<secret ephemeral='yes'" in next(iter(hosts["u1"].secrets.values())).xml, "slots go with their libvirtd"
+
+
 def test_the_scheduler_waits_for_another_job_s_slot_says_so_and_then_moves(hosts, monkeypatch):
     """Another job holds hv3's only in slot: the move waits (once said), then runs when that job frees it."""
     other = _slots(hosts, "evacuate hv2")
