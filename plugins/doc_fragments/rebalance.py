@@ -29,7 +29,12 @@ options:
       - How far from the fleet's load a host may be, in percent of it - the fleet at 40 % of memory in use and
         a threshold of 10 puts every host between 36 % and 44 %.
       - Load is measured - the memory the VMs really use (QEMU's resident memory, as libvirt reports it) as a
-        share of the host's memory, not their configured sizes. CPU is measured and reported, not balanced.
+        share of the host's memory, not their configured sizes; and the cores they use (libvirt's CPU time over
+        O(measure_seconds)) as a share of the host's cores.
+      - Memory is balanced first, then CPU - its band is the same O(threshold) percent of the fleet's CPU load, but
+        never narrower than 5 % of a host's cores either side (below that a short window's measurement is noise).
+        A move for CPU never takes a host's memory out of its band; where a single move would, a busy VM is
+        swapped for an idle one of about its size.
     type: float
     default: 10.0
   max_moves:

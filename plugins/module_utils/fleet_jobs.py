@@ -106,15 +106,23 @@ def _msg(p: Dict[str, Any], plan: Dict[str, Any], moved: Optional[int] = None) -
     if p["goal"] == "consolidate":
         what = (f"{'would move' if moved is None else f'moved {moved} of'} {n} VMs ({plan['memory_moved_mib']} MiB) to "
                 f"free {', '.join(plan['free'])} (marked in maintenance, ready to power down)")
-    elif not n:
-        what = (f"balanced: every host within {p['threshold']:g}% of the fleet's {plan['fleet_load_pct']}% of memory in "
-                "use; nothing to move" if plan["balanced"] else f"nothing to move: {plan['stopped']}")
     else:
-        what = (f"{'would move' if moved is None else f'moved {moved} of'} {n} VMs (at least {plan['lower_bound']} "
-                f"needed) to bring every host within {p['threshold']:g}% of the fleet's {plan['fleet_load_pct']}% of "
-                "memory in use" + ("" if plan["balanced"] else f"; not balanced after them: {plan['stopped']}"))
-    return (what + "; memory in use before " + ", ".join(f"{h} {x}%" for h, x in plan["load_before_pct"].items())
-            + "; after " + ", ".join(f"{h} {x}%" for h, x in plan["load_after_pct"].items()))
+        target = (f"within {p['threshold']:g}% of the fleet's {plan['fleet_load_pct']}% of memory in use and of its "
+                  f"{plan['fleet_cpu_pct']}% of cores in use (CPU band {plan['cpu_band_pct'][0]}-"
+                  f"{plan['cpu_band_pct'][1]}%)")
+        if not n:
+            what = (f"balanced: every host {target}; nothing to move" if plan["balanced"]
+                    else f"nothing to move: {plan['stopped']}")
+        else:
+            what = (f"{'would move' if moved is None else f'moved {moved} of'} {n} VMs (at least {plan['lower_bound']} "
+                    f"needed) to bring every host {target}"
+                    + ("" if plan["balanced"] else f"; not balanced after them: {plan['stopped']}"))
+    out = (what + "; memory in use before " + ", ".join(f"{h} {x}%" for h, x in plan["load_before_pct"].items())
+           + "; after " + ", ".join(f"{h} {x}%" for h, x in plan["load_after_pct"].items()))
+    if p["goal"] == "balance":
+        out += ("; CPU before " + ", ".join(f"{h} {x}%" for h, x in plan["cpu_before_pct"].items())
+                + "; after " + ", ".join(f"{h} {x}%" for h, x in plan["cpu_after_pct"].items()))
+    return out
 
 
 def plan_fleet_rebalance(p: Dict[str, Any], check_mode: bool = False) -> Dict[str, Any]:  # pylint: disable=unused-argument

@@ -57,12 +57,21 @@ RETURN = r'''
 moves:
   description:
     - The moves of the plan, in dispatch order - C(vm), C(source), C(destination), C(in_use_mib) (measured),
-      C(memory_mib) (configured), C(cpu_cores) (measured), and C(why) for a rebalance.
+      C(memory_mib) (configured), C(cpu_cores) (measured), and for a rebalance C(for) (C(memory) or C(cpu), what
+      the move balances), C(why), and C(swap_with) for the two moves of a swap.
   returned: always
   type: list
   elements: dict
 balanced:
-  description: Whether every host in service ends within the threshold (O(goal=balance)).
+  description: Whether every host in service ends within the threshold, for memory and for CPU (O(goal=balance)).
+  returned: when O(goal=balance)
+  type: bool
+memory_balanced:
+  description: Whether every host ends within RV(band_pct).
+  returned: when O(goal=balance)
+  type: bool
+cpu_balanced:
+  description: Whether every host ends within RV(cpu_band_pct).
   returned: when O(goal=balance)
   type: bool
 stopped:
@@ -92,6 +101,23 @@ load_after_pct:
   type: dict
 cpu_cores:
   description: Each host's CPU use by its VMs, in cores, measured over O(measure_seconds).
+  returned: when O(goal=balance)
+  type: dict
+fleet_cpu_pct:
+  description: The cores the fleet's VMs use as a percentage of its hosts' cores (moves do not change it).
+  returned: when O(goal=balance)
+  type: float
+cpu_band_pct:
+  description: The band every host's CPU should end in, percent of its cores (low, high).
+  returned: when O(goal=balance)
+  type: list
+  elements: float
+cpu_before_pct:
+  description: Each host's CPU use by its VMs, percent of its cores, as measured before anything moved.
+  returned: when O(goal=balance)
+  type: dict
+cpu_after_pct:
+  description: Each host's CPU use, percent of its cores, once the plan's moves are done (from the same measurement).
   returned: when O(goal=balance)
   type: dict
 measured:

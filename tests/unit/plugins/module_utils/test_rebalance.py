@@ -94,3 +94,62 @@ def test_a_large_random_fleet_is_balanced_deterministically_near_the_lower_bound
     assert plan["lower_bound"] <= len(plan["moves"]) <= 2 * plan["lower_bound"], (len(plan["moves"]), plan["lower_bound"])
     assert rb.plan_rebalance(hosts, vms, threshold_pct=10, max_moves=5000)["moves"] == plan["moves"], "deterministic"
     assert took < 60
+
+
+# --- CPU: balanced after memory, never at memory's expense
+
+def ten_each(busy_on_h1):
+    """Three hosts of 8 cores, ten VMs of 400 MiB in use each (memory balanced); ``busy_on_h1`` of h1's use a core."""
+    return [vm(f"{h}-{i}", h, mem=512, in_use=400, cpu_cores=1.0 if h == "h1" and i < busy_on_h1 else 0.0)
+            for h in ("h1", "h2", "h3") for i in range(10)]
+
+
+def test_cpu_is_balanced_once_memory_is_without_taking_memory_out_of_its_band():
+    hosts = [host("h1"), host("h2"), host("h3")]
+    plan = rb.plan_rebalance(hosts, ten_each(3), threshold_pct=20, max_moves=10)
+    assert plan["fleet_cpu_pct"] == 12.5 and plan["cpu_before_pct"] == {"h1": 37.5, "h2": 0.0, "h3": 0.0}
+    assert plan["balanced"] and plan["memory_balanced"] and plan["cpu_balanced"], plan["stopped"]
+    assert len(plan["moves"]) == 2 == plan["lower_bound"], plan["moves"]
+    assert all(m["for"] == "cpu" and m["cpu_cores"] == 1.0 and m["source"] == "h1" for m in plan["moves"])
+    assert {m["destination"] for m in plan["moves"]} == {"h2", "h3"}
+    assert plan["cpu_after_pct"] == {"h1": 12.5, "h2": 12.5, "h3": 12.5}
+    lo, hi = plan["band_pct"]
+    assert all(lo <= x <= hi for x in plan["load_after_pct"].values()), "memory stays in its band"
+    assert "of their cores in use" in plan["moves"][0]["why"] and "h1 at 37.5%" in plan["moves"][0]["why"]
+
+
+def test_a_cpu_move_that_would_unbalance_memory_is_not_made():
+    hosts = [host("h1"), host("h2")]
+    plan = rb.plan_rebalance(hosts, [vm("hot", "h1", cpu_cores=1.0), vm("cool", "h2")], threshold_pct=10)
+    assert plan["moves"] == [] and plan["memory_balanced"] and not plan["cpu_balanced"] and not plan["balanced"]
+    assert "CPU closer without taking a host's memory out of its band" in plan["stopped"]
+    assert rb.plan_rebalance(hosts, [vm("hot", "h1", cpu_cores=1.0), vm("cool", "h2")], max_moves=1)["moves"] == []
+
+
+def test_cpu_differences_within_the_floor_move_nothing():
+    # 0.3 of a core on one of two 8-core hosts: 3.75 % of its cores, within CPU_FLOOR of the fleet's 1.9 %.
+    hosts = [host("h1"), host("h2")]
+    plan = rb.plan_rebalance(hosts, [vm("a", "h1", cpu_cores=0.3), vm("b", "h2", cpu_cores=0.0)], threshold_pct=10)
+    assert plan["moves"] == [] and plan["balanced"] and plan["cpu_band_pct"] == [0.0, 6.88]
+
+
+def test_memory_moves_carry_their_cpu():
+    hosts = [host("h1"), host("h2")]
+    vms = [vm("a", "h1", cpu_cores=2.0), vm("b", "h1", cpu_cores=2.0)]
+    plan = rb.plan_rebalance(hosts, vms, threshold_pct=10)
+    assert [m["for"] for m in plan["moves"]] == ["memory"]
+    assert plan["cpu_after_pct"] == {"h1": 25.0, "h2": 25.0} and plan["balanced"]
+
+
+def test_a_busy_vm_is_swapped_for_an_idle_one_when_a_single_move_would_unbalance_memory():
+    hosts = [host("h1"), host("h2")]
+    vms = [vm("busy1", "h1", cpu_cores=2.0), vm("busy2", "h1", cpu_cores=2.0), vm("idle1", "h2", cpu_cores=0.0),
+           vm("idle2", "h2", cpu_cores=0.0)]
+    plan = rb.plan_rebalance(hosts, vms, threshold_pct=10)
+    assert plan["balanced"], plan["stopped"]
+    (a, b) = plan["moves"]
+    assert (a["vm"], a["destination"], a["swap_with"]) == ("busy1", "h2", "idle1")
+    assert (b["vm"], b["destination"], b["swap_with"]) == ("idle1", "h1", "busy1")
+    assert plan["cpu_after_pct"] == {"h1": 25.0, "h2": 25.0} and plan["load_after_pct"] == plan["load_before_pct"]
+    assert plan["lower_bound"] == 1, "a bound, not the answer: one host must lose a busy VM"
+    assert rb.plan_rebalance(hosts, vms, threshold_pct=10, max_moves=1)["moves"] == [], "a swap needs two moves"
