@@ -14,6 +14,7 @@ skipped when that one failed. Every ansible-playbook a test runs writes its whol
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -172,6 +173,29 @@ class Lab:
             assert v["defined_on"] == v["running_on"], f"{vm} runs on {v['running_on']}, defined on {v['defined_on']}"
             where[vm] = v["running_on"][0]
         return where
+
+    def create_at_once(self, on: dict, *create_args: str, timeout: float = 120) -> list:
+        """Create VMs (name -> host) and boot them all at once (one after another is slower on TCG); returns
+        once every guest says it is up, its disk marker written (a guest crashing at boot fails it)."""
+        for vm, host in on.items():
+            self.ctl("vm", "create", vm, "--host", host, *create_args, "--no-wait")
+
+        def up() -> bool:
+            ms = [self.marker(vm) for vm in on]
+            crashed = [m["guest"]["crash"] for m in ms if m["guest"]["crashed"]]
+            assert not crashed, f"a guest crashed while booting: {crashed}"
+            return all(m["intact"] and m["guest"]["booted"] for m in ms)
+        wait_for(up, timeout, interval=0.5, what=f"{', '.join(on)} to boot")
+        return list(on)
+
+    @contextlib.contextmanager
+    def booted(self, on: dict, *create_args: str, timeout: float = 120):
+        """create_at_once, and the VMs deleted afterwards whatever happened."""
+        try:
+            yield self.create_at_once(on, *create_args, timeout=timeout)
+        finally:
+            for vm in on:
+                self.ctl("vm", "delete", vm, check=False)
 
     def start_playbook(self, cmd: list, **popen) -> subprocess.Popen:
         """Start an ansible-playbook command in the background (for faults injected while it runs)."""

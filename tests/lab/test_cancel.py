@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import time
 
@@ -16,15 +17,11 @@ from invariants import NeverTwice
 VMS = ["cn-a", "cn-b", "cn-c", "cn-d"]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def four_on_lab3(lab):
-    for vm in VMS:
-        lab.ctl("vm", "create", vm, "--host", "lab3", "--disk", "shared")
-    try:
-        yield VMS
-    finally:
-        for vm in VMS:
-            lab.ctl("vm", "delete", vm, check=False)
+    """Booted at once, once for this module: every test leaves them on lab3 (or the lab's snapshot does)."""
+    with lab.booted(dict.fromkeys(VMS, "lab3"), "--disk", "shared") as vms:
+        yield vms
 
 
 @contextlib.contextmanager
@@ -64,26 +61,31 @@ def settle_and_finish(lab, vms):
     return where
 
 
-def test_a_signal_to_the_controller_aborts_its_migrations_instead_of_leaving_them_running(lab, four_on_lab3):
-    """SIGTERM to ansible-playbook (what AWX's cancel sends): the worker running the job aborts the pre-copies
-    in flight and releases the lease, although the playbook process itself is gone."""
+@pytest.mark.parametrize("to_group", [False, True], ids=["SIGTERM to ansible-playbook", "SIGINT to its process group"])
+def test_a_signal_to_the_controller_aborts_its_migrations_instead_of_leaving_them_running(lab, four_on_lab3, to_group):
+    """SIGTERM to ansible-playbook (what AWX's cancel sends), or SIGINT to its whole process group (Ctrl-C in a
+    terminal: the playbook and its workers at once): the worker running the job aborts the pre-copies in flight
+    and releases the lease, although the playbook process itself is gone."""
     cmd, _out = evacuation(lab)
     with never_twice(lab, four_on_lab3) as sampler:
-        proc = lab.start_playbook(cmd)
+        proc = lab.start_playbook(cmd, start_new_session=True)
         try:
             lab.wait_for_migration_job("lab3", four_on_lab3)
             time.sleep(1)
             in_flight = [vm for vm in four_on_lab3
                          if "Unbounded" in lab.virsh("lab3", "domjobinfo", vm, check=False).stdout]
-            proc.send_signal(signal.SIGTERM)
+            if to_group:
+                os.killpg(proc.pid, signal.SIGINT)
+            else:
+                proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=120)
             # The job stops on its own: no migration job left on lab3, the lease released.
             wait_for(lambda: not any("Unbounded" in lab.virsh("lab3", "domjobinfo", vm, check=False).stdout
                                      for vm in four_on_lab3) and not job(lab, host="lab3")["running"],
                      120, interval=1, what="the migrations aborted and the lease released")
         finally:
-            if proc.poll() is None:
-                proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
     assert sampler.samples > 3 and sampler.violations == [] and sampler.errors == [], sampler.violations
     where = settle_and_finish(lab, four_on_lab3)
     # Killed outright, the worker would leave them to libvirtd, whose peer-to-peer migrations go on to the end.

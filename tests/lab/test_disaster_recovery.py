@@ -106,8 +106,7 @@ def test_failover_and_failback_never_twice(lab):
     elsewhere and reports the fourth; lab1 returns and the guard refuses its stale copies' autostart; failback
     brings every VM home live. A sampler reads the whole lab all along: no VM ever runs on two hosts."""
     shared = ["dr-a", "dr-b", "dr-c"]
-    for vm in shared:
-        lab.ctl("vm", "create", vm, "--host", "lab1", "--disk", "shared")
+    lab.create_at_once(dict.fromkeys(shared, "lab1"), "--disk", "shared")
     lab.ctl("vm", "create", "dr-l", "--host", "lab1", "--disk", "local")
     for vm in shared + ["dr-l"]:
         lab.virsh("lab1", "autostart", vm)
@@ -167,8 +166,7 @@ def test_failover_and_failback_never_twice(lab):
 def test_planned_failover_of_a_host_group(lab):
     """Move a "site" (lab1 and lab2) live to lab3; failback brings each VM home and clears the marks."""
     vms = {"dr-p1": "lab1", "dr-p2": "lab1", "dr-p3": "lab2"}
-    for vm, host in vms.items():
-        lab.ctl("vm", "create", vm, "--host", host, "--disk", "shared")
+    lab.create_at_once(vms, "--disk", "shared")
     sampler = NeverTwice(lab.status()["hosts"], list(vms))
     sampler.start()
     try:

@@ -54,8 +54,7 @@ def test_inventory_places_vms_under_their_hypervisor_and_follows_a_move(lab, tmp
 
 
 def test_callback_reports_every_move_of_a_run(lab, tmp_path):
-    for vm in ("rep-a", "rep-b"):
-        lab.ctl("vm", "create", vm, "--host", "lab3", "--disk", "shared")
+    lab.create_at_once(dict.fromkeys(("rep-a", "rep-b"), "lab3"), "--disk", "shared")
     report_dir = tmp_path / "reports"
     env = dict(ENV, ANSIBLE_CALLBACKS_ENABLED="fleetmaint.libvirt.migration_report",
                FLEETMAINT_MIGRATION_REPORT_DIR=str(report_dir))

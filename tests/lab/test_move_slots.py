@@ -10,8 +10,6 @@ import threading
 import libvirt
 import pytest
 
-from conftest import wait_for
-
 ON = {"lab1": ["sl-a", "sl-b"], "lab2": ["sl-c", "sl-d"]}
 VMS = [vm for vms in ON.values() for vm in vms]
 ONE = {"per_source": 1, "per_destination": 1, "fleet": 2}
@@ -19,15 +17,8 @@ ONE = {"per_source": 1, "per_destination": 1, "fleet": 2}
 
 @pytest.fixture
 def two_hosts_of_vms(lab):
-    for host, vms in ON.items():
-        for vm in vms:
-            lab.ctl("vm", "create", vm, "--host", host, "--disk", "shared", "--no-wait")
-    try:
-        wait_for(lambda: all(lab.marker(vm)["intact"] for vm in VMS), 120, what="guests to write markers")
+    with lab.booted({vm: host for host, vms in ON.items() for vm in vms}, "--disk", "shared"):
         yield ON
-    finally:
-        for vm in VMS:
-            lab.ctl("vm", "delete", vm, check=False)
 
 
 class Moves(threading.Thread):
