@@ -12,8 +12,8 @@ share of its cores; the band is ``threshold`` percent of the fleet's CPU load ei
 CPU_FLOOR (5 % of a host's cores) either side: below that a short window's measurement is noise, and a move
 costs more than it gains. Memory comes first; while a host's CPU is out of its band, the move from the busiest
 host to the idlest that most reduces the CPU spread is taken, among those that keep both hosts' memory in its
-band (a move that would unbalance memory is never made for CPU). Among equal memory moves the VM using less CPU
-goes (it dirties less and moves more cheaply). A CPU step is one move or a swap (a busy VM for an idle one of
+band (a move that would unbalance memory is never made for CPU). Among the moves that help memory, the one that
+most reduces the memory and CPU spreads together is taken. A CPU step is one move or a swap (a busy VM for an idle one of
 about its size on the other host, so memory stays put), whichever removes more of the CPU spread per move.
 
 **Rebalance** moves the fewest VMs it can: each step takes the move that most reduces the spread (the sum of
@@ -164,7 +164,7 @@ def plan_rebalance(hosts: List[Dict[str, Any]], vms: List[Dict[str, Any]], thres
         return cpu[n] / cores[n] if cores[n] else 0.0
 
     def cpu_balanced() -> bool:
-        return all(clo - EPS <= cpu_load(n) <= chi + EPS for n in active)
+        return all(clo - EPS <= cpu_load(n) <= chi + EPS for n in active if cores[n])
 
     moves: List[Dict[str, Any]] = []
 
@@ -195,7 +195,9 @@ def plan_rebalance(hosts: List[Dict[str, Any]], vms: List[Dict[str, Any]], thres
                       "why": f"{s} at {100 * was[0]:.1f}%, {t} at {100 * was[1]:.1f}% {what}"})
 
     def cpu_delta(s: str, t: str, c: float) -> float:
-        """The change of the CPU spread when c cores go from s to t."""
+        """The change of the CPU spread when c cores go from s to t (none for a host whose cores are unknown)."""
+        if not (cores[s] and cores[t]):
+            return 0.0
         cs, ct = cpu_load(s) - c / cores[s], cpu_load(t) + c / cores[t]
         return (cs - fleet_cpu) ** 2 + (ct - fleet_cpu) ** 2 - (cpu_load(s) - fleet_cpu) ** 2 - (cpu_load(t) - fleet_cpu) ** 2
 
@@ -253,8 +255,8 @@ def plan_rebalance(hosts: List[Dict[str, Any]], vms: List[Dict[str, Any]], thres
             stopped = f"max_moves ({max_moves}) reached"
             break
         order = sorted(active, key=lambda n: (-cpu_load(n), n))
-        givers = [n for n in order if cpu_load(n) > fleet_cpu][:max(1, candidates // 2)]
-        takers = [n for n in reversed(order) if cpu_load(n) < fleet_cpu][:max(1, candidates // 2)]
+        givers = [n for n in order if cores[n] and cpu_load(n) > fleet_cpu][:max(1, candidates // 2)]
+        takers = [n for n in reversed(order) if cores[n] and cpu_load(n) < fleet_cpu][:max(1, candidates // 2)]
         best = None
         for s in givers:
             for t in takers:

@@ -153,3 +153,11 @@ def test_a_busy_vm_is_swapped_for_an_idle_one_when_a_single_move_would_unbalance
     assert plan["cpu_after_pct"] == {"h1": 25.0, "h2": 25.0} and plan["load_after_pct"] == plan["load_before_pct"]
     assert plan["lower_bound"] == 1, "a bound, not the answer: one host must lose a busy VM"
     assert rb.plan_rebalance(hosts, vms, threshold_pct=10, max_moves=1)["moves"] == [], "a swap needs two moves"
+
+
+def test_a_host_whose_cores_are_unknown_is_left_out_of_the_cpu_balance():
+    hosts = [host("h1"), host("h2"), host("h3", vcpus=0)]
+    vms = [vm("a", "h1", cpu_cores=1.0), vm("b", "h2"), vm("c", "h3")]
+    plan = rb.plan_rebalance(hosts, vms, threshold_pct=10)
+    assert all(m["destination"] != "h3" and m["source"] != "h3" for m in plan["moves"] if m["for"] == "cpu")
+    assert plan["cpu_after_pct"]["h3"] == 0.0
