@@ -55,7 +55,7 @@ def both_at_once(lab, action: str, jobs: dict) -> dict:
     """Run one host_move job per host at the same time; host -> its result."""
     started = {}
     for host, extra in jobs.items():
-        cmd, out = lab.playbook_cmd("host_move.yml", "hm", dict(uris=lab.uris(), host=host, limits=ONE, bandwidth=12,
+        cmd, out = lab.playbook_cmd("host_move.yml", "hm", dict(uris=lab.uris(), host=host, limits=ONE, bandwidth=20,
                                                                 **extra), "-e", f"action={action}")
         started[host] = (lab.start_playbook(cmd), out)
     results = {}
