@@ -37,6 +37,8 @@ ProgressFn = Callable[[Dict[str, Any]], None]
 # 20 minutes of one migration, a few hundred kB in a result.
 SAMPLE_EVERY_S = 1.0
 MAX_SAMPLES = 1200
+# libvirt's job types of a job that is over (no job at all is 0): completed, failed, cancelled.
+ENDED_JOB_TYPES = (0, 3, 4, 5)
 
 
 def metrics(final: Optional[Dict[str, Any]], last: Optional[Dict[str, Any]], events: List[Dict[str, Any]],
@@ -165,6 +167,7 @@ class MigrationJob:
         self.phase = "precopy"
         self.pass_start: Dict[int, int] = {}  # pre-copy pass -> memory left at its start (its largest sample)
         self.watch_jumped = False
+        self.transferred = False
 
     def event(self, kind: str, **kw: Any) -> None:
         e = dict(t=round(time.monotonic() - self.t0, 2), event=kind, **kw)
@@ -214,12 +217,17 @@ class MigrationJob:
             try:
                 st = ctl.call("jobStats", 0)
             except libvirt.libvirtError:
+                self._transfer_ended()
                 continue  # the job just ended, or the domain left the source
             except (ControlStuck, FleetmaintError) as exc:
                 self.event("control_error", error=str(exc))
                 continue
-            if st.get("type", 0) == 0 or not st.get("data_total"):
+            if st.get("type", 0) in ENDED_JOB_TYPES or not st.get("data_total"):
+                self._transfer_ended()
                 continue  # no job, or a cancelled job's empty record: keep the last real sample
+            if st.get("data_remaining") == 0 and self.last is not None \
+                    and st.get("data_processed") == self.last.get("data_processed"):
+                self._transfer_ended()  # nothing left and nothing sent since the last poll: libvirt's last step
             self._sampled(st)
             try:
                 self._steer(ctl, st)
@@ -231,6 +239,15 @@ class MigrationJob:
         if runner.error is not None:
             return self.failed(runner.error, wall_ms)
         return self.succeeded(wall_ms)
+
+    def _transfer_ended(self) -> None:
+        """Data had flowed and the source has no job any more, or its job has nothing left to send and sent
+        nothing since the last poll: what is left is libvirt's own last step (the destination resumes the guest,
+        the source confirms and undefines it: a second or more, the link idle).
+        Said once (event ``transferred``) so that a scheduler can give the link to the next move meanwhile."""
+        if self.last is not None and not self.transferred:
+            self.transferred = True
+            self.event("transferred", data_processed=self.last.get("data_processed"))
 
     def _sampled(self, st: Dict[str, Any]) -> None:
         self.last = st

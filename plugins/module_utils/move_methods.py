@@ -30,6 +30,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import MIB, estimate_precopy
 
+# Moves that transfer over one link at once, at most (``limits`` may say fewer): while one of them sets up or
+# finishes (libvirt's and QEMU's work on both ends, a second or two each with the link idle) the other keeps the
+# link busy; more would only make each move slower, re-sending more of what its guest dirties meanwhile.
+LINK_SHARE = 2
 # The throttle steps the scheduler asks auto-converge for (initial 50 %, +20 % an iteration, QEMU's cap 99 %).
 AUTO_CONVERGE_STEPS = (0.5, 0.7, 0.9, 0.99)
 # A post-copy switch-over sends the device state and the pages the guest touches first: a short pause.
@@ -126,8 +130,10 @@ def choose_method(profile: Dict[str, Any], link_bps: Optional[float], share: int
 
 def link_share(profiles: List[Dict[str, Any]], link_bps: Optional[float], limit: int, max_downtime_ms: float,
                cap_bps: Optional[float] = None) -> int:
-    """How many moves from one source share its link: the most, up to ``limit``, at which every measured VM
-    that converges on the whole link still converges at its share (those that do not get the link alone)."""
+    """How many moves from one source share its link: the most, up to ``limit`` and ``LINK_SHARE``, at which
+    every measured VM that converges on the whole link still converges at its share (those that do not get the
+    link alone)."""
+    limit = max(1, min(limit, LINK_SHARE))
     if not link_bps or not profiles:
         return limit
     best = 1

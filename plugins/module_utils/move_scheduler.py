@@ -11,11 +11,15 @@ up front (``move_methods``: a VM pre-copy will not converge for) starts at that 
 failed attempt is decided by its reason code alone (``reasons.decide``). ``on_failure``: ``stop`` starts no new
 move after a failure (running ones finish), ``continue`` goes on. ``overall_timeout`` stops starting new moves.
 
-The links: at most ``share[source]`` moves run out of one source at once (chosen from measurements, within
+The links: at most ``share[source]`` moves transfer out of one source at once (chosen from measurements, within
 ``limits``), a move marked ``exclusive`` runs with its source's link to itself, and a move waiting for link
-capacity says so once. Each finished move measures its source's link (bytes sent per second times the moves
-that shared it) and how much memory it really sent against its profile's memory in use; a host whose link
-was not given gets the measured link, and the moves still waiting are predicted again from both.
+capacity says so once. A move holds its link from its dispatch until its data has been sent (its migration job
+says ``transferred``): libvirt's last step on both ends (the destination resumes the guest, the source confirms
+and undefines it) takes a second or more with the link idle, so the next move starts meanwhile, within
+``limits``, which count each move until it has ended. Each finished move measures its source's link (bytes
+sent per second times the moves that shared it) and how much memory it really sent against its profile's
+memory in use; a host whose link was not given gets the measured link, and the moves still waiting are
+predicted again from both.
 """
 
 from __future__ import annotations
@@ -88,7 +92,8 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     lock = threading.Lock()
     out_busy: Dict[str, int] = {}
     in_busy: Dict[str, int] = {}
-    busy_on = out_busy if side == "source" else in_busy  # the moves on each link the job shares
+    busy_on: Dict[str, int] = {}  # the moves transferring on each link the job shares (``side`` of each move)
+    on_link: Dict[str, int] = {}  # a move holding its link -> how many held it, itself included, when it took it
     limit_key = "per_source" if side == "source" else "per_destination"
     alone: Dict[str, str] = {}  # a link an exclusive move has to itself -> that move
     given = {h for h, v in (p.get("link_bandwidth") or {}).items() if v}
@@ -135,6 +140,8 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         steps = escalation_steps(p, (m.get("method") or {}).get("method"))
         i, restarted = 0, False
         while i < len(steps):
+            if res["attempts"]:
+                retake_link(m)  # the last attempt's job ended and gave its link up: wait for room again
             if cancel.is_set():
                 if res["attempts"]:  # between attempts: the last one's outcome stands, no new one starts
                     res["attempts"][-1].setdefault("then", f"cancelled ({cancel.why})")
@@ -150,7 +157,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
                 destination=m["destination"])
             began = time.time()
             try:
-                r = migrate(args, progress=progress, cancel=cancel)
+                r = migrate(args, progress=watched(m), cancel=cancel)
             except FleetmaintError as exc:
                 partial = dict(exc.context.get("result") or {}, msg=exc.msg)
                 res["attempts"].append(attempt(i, step, False, partial, began, reason=exc.reason))
@@ -194,17 +201,52 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         res["msg"] = res["attempts"][-1]["msg"] if res["attempts"] else "not attempted"
         res["reason"] = (res["attempts"][-1].get("reason") if res["attempts"] else None) or "unexpected"
 
+    def take_link(m: Dict[str, Any]) -> None:
+        busy_on[m[side]] = busy_on.get(m[side], 0) + 1
+        on_link[m["vm"]] = busy_on[m[side]]
+        if (m.get("method") or {}).get("exclusive"):
+            alone[m[side]] = m["vm"]
+
+    def release_link(m: Dict[str, Any]) -> None:
+        """Under the lock: the move's data is sent (or its job is over): its link is free for the next move."""
+        if m["vm"] not in on_link:
+            return
+        results[m["vm"]]["sharing"] = max(on_link.pop(m["vm"]), busy_on[m[side]])
+        busy_on[m[side]] -= 1
+        if alone.get(m[side]) == m["vm"]:
+            alone.pop(m[side])
+
+    def retake_link(m: Dict[str, Any]) -> None:
+        """Before a later attempt: hold the link again once it has room (or the job is cancelled)."""
+        while not cancel.is_set():
+            with lock:
+                if m["vm"] in on_link:
+                    return
+                if blocked_by_link(m) is None:
+                    take_link(m)
+                    return
+            time.sleep(0.2)
+
+    def watched(m: Dict[str, Any]) -> Callable[[Dict[str, Any]], None]:
+        """The move's progress, passed on; its job's ``transferred`` event frees its link."""
+        def seen(ev: Dict[str, Any]) -> None:
+            if ev.get("kind") == "event" and ev.get("event") == "transferred":
+                with lock:
+                    release_link(m)
+            if progress:
+                progress(ev)
+        return seen
+
     def finished(m: Dict[str, Any]) -> None:
         """Under the lock, as a move ends: free its link and hosts, learn its source's link."""
         res = results[m["vm"]]
         res["ended_at"] = round(time.time(), 2)
         if slots is not None:
             slots.release(m["vm"])
-        sharing = busy_on[m[side]]
+        release_link(m)
+        sharing = res.pop("sharing", 1)
         out_busy[m["source"]] -= 1
         in_busy[m["destination"]] -= 1
-        if (m.get("method") or {}).get("exclusive"):
-            alone.pop(m[side], None)
         metrics = res.get("metrics")
         if res["result"] == "moved" and metrics:
             res["measured"] = {"time_s": round(metrics["total_time_ms"] / 1000.0, 2)
@@ -259,8 +301,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         results[m["vm"]]["started_at"] = round(time.time(), 2)
         out_busy[m["source"]] = out_busy.get(m["source"], 0) + 1
         in_busy[m["destination"]] = in_busy.get(m["destination"], 0) + 1
-        if (m.get("method") or {}).get("exclusive"):
-            alone[m[side]] = m["vm"]
+        take_link(m)
         link = links.get(m[side]) or {}
         measured = link["measured_mib_s"] * MIB if link.get("measured_mib_s") else None
         scale = sorted(sent_vs_profile)[len(sent_vs_profile) // 2] if sent_vs_profile else None

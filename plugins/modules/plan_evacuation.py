@@ -54,8 +54,8 @@ options:
     required: true
   limits:
     description:
-      - Concurrency limits, C(per_source) (outgoing per host, default 2 like oVirt), C(per_destination)
-        (incoming per host, default 2), C(fleet) (at once, default 4).
+      - Concurrency limits, C(per_source) (outgoing per host, default 4 like vSphere on 1 GbE), C(per_destination)
+        (incoming per host, default 4), C(fleet) (at once, default 8).
     type: dict
     default: {}
 '''

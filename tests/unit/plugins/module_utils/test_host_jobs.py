@@ -14,7 +14,7 @@ def params(**kw):
 
 
 def test_limits_default_and_validation():
-    assert hj._limits(params()) == {"per_source": 2, "per_destination": 2, "fleet": 4}  # pylint: disable=protected-access
+    assert hj._limits(params()) == {"per_source": 4, "per_destination": 4, "fleet": 8}  # pylint: disable=protected-access
     assert hj._limits(params(limits={"fleet": 8}))["fleet"] == 8  # pylint: disable=protected-access
     for bad in ({"fleet": 0}, {"per_host": 2}):
         with pytest.raises(FleetmaintError, match="invalid limits"):

@@ -269,3 +269,53 @@ def test_a_cancel_aborts_a_precopy_and_leaves_a_postcopy_to_finish():
     with pytest.raises(FleetmaintError, match="libvirt reported success"):  # (the fake destination has no VM)
         job.watch(runner, ctl)  # watched to its end, as a success: never aborted
     assert ("abortJob",) not in ctl.calls and job.aborted is None
+
+
+
+def test_the_job_says_once_when_its_data_is_sent_and_not_before_any_was():
+    """No job before data flowed says nothing (QEMU still setting up); once data flowed, the first poll that finds
+    no job (libvirt's last step on both ends) says 'transferred', once, with what was sent."""
+    pytest.importorskip("libvirt")
+    sent = dict(_sample(2, 5), data_processed=190 << 20)
+    samples = [{"type": 2, "data_total": 0}, {"type": 0}, _sample(1, 150), sent, {"type": 0}, {"type": 3}, {"type": 0}]
+    job, runner, ctl, result = _job({}, samples)
+    seen = []
+    job.progress = seen.append
+    replay = ctl.call
+
+    def call(method, *args):
+        if method == "jobStats" and len(ctl.samples) == 1:
+            runner.done.set()  # the last sample: the migration call returns after it
+        return replay(method, *args)
+
+    ctl.call = call
+    job.succeeded = lambda wall_ms: result  # verifying the destination is not under test here
+    job.watch(runner, ctl)
+    ended = [e for e in result["events"] if e["event"] == "transferred"]
+    assert len(ended) == 1 and ended[0]["data_processed"] == 190 << 20
+    kinds = [(s.get("kind"), s.get("event")) for s in seen]
+    assert kinds.index(("event", "transferred")) > kinds.index(("progress", None)), "only after data flowed"
+    assert kinds.index(("event", "transferred")) == len(kinds) - 1
+
+
+def test_a_job_with_nothing_left_whose_numbers_stopped_moving_has_sent_its_data():
+    """libvirt keeps the source's job (its last numbers) through its own last step: nothing left to send and
+    nothing sent since the last poll says 'transferred'; nothing left while data still moves does not."""
+    pytest.importorskip("libvirt")
+    moving = [dict(_sample(3, 0), data_processed=100 << 20), dict(_sample(3, 0), data_processed=101 << 20)]
+    frozen = [dict(_sample(3, 0), data_processed=101 << 20)] * 2
+    job, runner, ctl, result = _job({}, [_sample(1, 150)] + moving + frozen)
+    replay = ctl.call
+
+    def call(method, *args):
+        if method == "jobStats" and len(ctl.samples) == 1:
+            runner.done.set()
+        return replay(method, *args)
+
+    ctl.call = call
+    job.succeeded = lambda wall_ms: result
+    job.watch(runner, ctl)
+    events = [e["event"] for e in result["events"]]
+    assert events.count("transferred") == 1
+    ended = [e for e in result["events"] if e["event"] == "transferred"][0]
+    assert ended["data_processed"] == 101 << 20

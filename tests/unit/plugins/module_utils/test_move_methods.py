@@ -81,12 +81,15 @@ def test_disks_to_copy_add_to_the_prediction():
 
 def test_link_share_is_the_most_moves_at_which_every_vm_still_converges():
     quiet = [prof(f"q{i}") for i in range(4)]
-    assert mm.link_share(quiet, 24 * MIB, 4, 500) == 4
-    # 10 MiB/s dirtied: converges at 24 and 12 MiB/s, not at 8 (three sharing) - two at a time.
-    assert mm.link_share(quiet[:2] + [prof("w", dirty=10)], 24 * MIB, 4, 500) == 2
+    assert mm.LINK_SHARE == 2
+    assert mm.link_share(quiet, 24 * MIB, 4, 500) == 2, "quiet VMs: LINK_SHARE, the limit allowing"
+    assert mm.link_share(quiet, 24 * MIB, 1, 500) == 1, "the limit says fewer"
+    # 14 MiB/s dirtied: converges at 24 MiB/s, not at 12 (two sharing) - one at a time.
+    assert mm.link_share(quiet[:2] + [prof("w", dirty=14)], 24 * MIB, 4, 500) == 1
     # A VM that does not converge even alone does not hold the others back (it gets the link to itself).
-    assert mm.link_share(quiet + [prof("hot", dirty=60)], 24 * MIB, 4, 500) == 4
-    assert mm.link_share(quiet, None, 3, 500) == 3, "an unknown link: the limit"
+    assert mm.link_share(quiet + [prof("hot", dirty=60)], 24 * MIB, 4, 500) == 2
+    assert mm.link_share(quiet, None, 3, 500) == 2, "an unknown link: LINK_SHARE within the limit"
+    assert mm.link_share(quiet, None, 1, 500) == 1
 
 
 def test_dispatch_order_puts_the_link_hungry_first_then_the_longest():

@@ -285,3 +285,77 @@ def test_a_signal_before_the_job_watches_still_stops_it():
         clear_signalled()
     with CancelFlag() as later:
         assert not later.is_set(), "the next task starts unsignalled"
+
+
+def test_a_move_whose_data_is_sent_gives_its_link_to_the_next_while_libvirt_finishes_it(monkeypatch):
+    """Share 1, limits 2: v1 starts as soon as v0's job says 'transferred', while v0 is still finishing; never
+    two transferring at once, never more moves than the limit."""
+    import threading
+    lock = threading.Lock()
+    state = {"transferring": 0, "peak_transferring": 0, "running": 0, "peak_running": 0}
+    order = []
+
+    def fake_migrate(args, progress=None, cancel=None):
+        with lock:
+            state["running"] += 1
+            state["transferring"] += 1
+            state["peak_running"] = max(state["peak_running"], state["running"])
+            state["peak_transferring"] = max(state["peak_transferring"], state["transferring"])
+            order.append(("start", args["name"]))
+        ev.time.sleep(0.3)
+        with lock:
+            state["transferring"] -= 1
+            order.append(("transferred", args["name"]))
+        progress({"kind": "event", "event": "transferred", "vm": args["name"], "t": 0.3})
+        ev.time.sleep(0.6)  # libvirt's last step: the guest resumed on the destination, the source confirms
+        with lock:
+            state["running"] -= 1
+        metrics = {"total_time_ms": 300, "data_processed": 30 << 20, "setup_time_ms": 0}
+        return {"changed": True, "msg": "migrated", "metrics": metrics}
+
+    monkeypatch.setattr(ev, "migrate", fake_migrate)
+    moves = [{"vm": f"v{i}", "source": "lab1", "destination": "lab2", "method": _method()} for i in range(3)]
+    events = []
+    out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2"},
+                       dict(params(), limits={"per_source": 2, "per_destination": 2, "fleet": 4}),
+                       progress=events.append, share={"lab1": 1})
+    assert out["totals"]["moved"] == 3
+    assert state["peak_transferring"] == 1, "the link's share holds while data moves"
+    assert state["peak_running"] == 2, "v1 overlapped v0's last step; the limit of 2 held"
+    assert order.index(("start", "v1")) == order.index(("transferred", "v0")) + 1
+    assert any(e.get("event") == "transferred" for e in events), "the move's events are passed on"
+    starts = {r["vm"]: r["started_at"] for r in out["vms"]}
+    ends = {r["vm"]: r["ended_at"] for r in out["vms"]}
+    assert starts["v1"] < ends["v0"] and starts["v2"] < ends["v1"]
+
+
+def test_a_later_attempt_waits_for_room_on_the_link_again(monkeypatch):
+    """v0's first attempt ends (its job gave the link up) and fails; its second attempt waits while v1 holds the
+    link (share 1), and then runs: never two transferring at once."""
+    import threading
+    lock = threading.Lock()
+    state = {"transferring": 0, "peak": 0}
+    calls = []
+
+    def fake_migrate(args, progress=None, cancel=None):
+        with lock:
+            state["transferring"] += 1
+            state["peak"] = max(state["peak"], state["transferring"])
+            calls.append(args["name"])
+            first = calls.count("v0") == 1 and args["name"] == "v0"
+        ev.time.sleep(0.2)
+        with lock:
+            state["transferring"] -= 1
+        progress({"kind": "event", "event": "transferred", "vm": args["name"], "t": 0.2})
+        if first:
+            raise FleetmaintError("v0: not converging", step="precopy", reason="not_converging",
+                                  result={"metrics": {"source": "source_last_sample"}})
+        ev.time.sleep(0.2)
+        return {"changed": True, "msg": "migrated", "metrics": {}}
+
+    monkeypatch.setattr(ev, "migrate", fake_migrate)
+    moves = [{"vm": f"v{i}", "source": "lab1", "destination": "lab2", "method": _method()} for i in range(2)]
+    out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2"},
+                       dict(params(), limits={"per_source": 2, "per_destination": 2, "fleet": 4}), share={"lab1": 1})
+    assert out["totals"]["moved"] == 2 and calls.count("v0") == 2
+    assert state["peak"] == 1, "the second attempt waited for the link"
