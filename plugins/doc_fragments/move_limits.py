@@ -15,8 +15,8 @@ options:
       - Concurrency, C(per_source) (outgoing per host), C(per_destination) (incoming per host) and C(fleet)
         (at once), each move counted until it has ended. Defaults 4, 4 and 8 (vSphere runs 4 vMotions per host
         on 1 GbE, Proxmox 4 workers; oVirt 2 outgoing, nova 1). Of these, at most two transfer over a host's
-        link at once (fewer when the measured VMs need it): a move whose data is sent gives its link to the next
-        one while libvirt finishes it (a second or two on both ends, the link idle), so the link stays busy.
+        link at once (fewer when the measured VMs need it). A move about to finish sending gives its link to the
+        next one, which sets up meanwhile (about a second before its first byte), so the link stays busy.
       - C(per_source) and C(per_destination) hold across jobs - each move takes a slot kept on its source and on
         its destination (as the job lease is), so two jobs sharing a host together stay within its limit; a
         move waits for a free slot and says which job holds it. Each job compares with its own limit, so jobs

@@ -9,8 +9,9 @@ the host's job lease, marks or clears maintenance, and runs the moves through th
 
 from __future__ import annotations
 
-from contextlib import ExitStack
-from typing import Any, Callable, Dict, List, Optional, Tuple
+import threading
+from contextlib import contextmanager, ExitStack
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cancel import CancelFlag
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
@@ -120,28 +121,64 @@ def _link_bps(p: Dict[str, Any], host: str) -> Optional[float]:
     return float(value) * MIB if value else None
 
 
+class _Profiling:
+    """The profiles of the VMs of ``moves`` (vm_profile), measured in a thread of their own from now on, so that
+    the job checks its moves meanwhile instead of waiting ``profile_seconds`` for them afterwards."""
+
+    def __init__(self, fleet: Any, moves: List[Dict[str, Any]], p: Dict[str, Any]) -> None:
+        facts = {d["name"]: d for vms in fleet.vms.values() for d in vms}
+        by_src: Dict[str, List[Dict[str, Any]]] = {}
+        for m in moves:
+            by_src.setdefault(m["source"], []).append(facts[m["vm"]])
+        conns = {h: fleet.hosts[h].conn for h in by_src}
+        self._out: Dict[str, Dict[str, Any]] = {}
+        self._error: Optional[BaseException] = None
+
+        def run() -> None:
+            try:
+                self._out = profile_vms(conns, by_src, p["profile_seconds"], p["copy_storage"] != "none")
+            except BaseException as exc:  # pylint: disable=broad-except
+                self._error = exc
+        self._thread = threading.Thread(target=run, name="fleetmaint-profiling", daemon=True)
+        self._thread.start()
+
+    @contextmanager
+    def joined_on_error(self) -> Iterator[None]:
+        """A refusal in the block waits for the profiling first: it uses the fleet's connections, which the
+        refusal is about to close."""
+        try:
+            yield
+        except BaseException:
+            self._thread.join()
+            raise
+
+    def result(self) -> Dict[str, Dict[str, Any]]:
+        """The profiles (profile_vms bounds its own time; it returns an entry for every VM)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._out
+
+
 class _Methods:
     """Each move's method, chosen from its VM's profile and the job host's link before anything moves.
 
     ``side``: the end of each move whose link the job shares - ``source`` when a host is emptied (its link
-    sends every move), ``destination`` when VMs come home (its link takes every move)."""
+    sends every move), ``destination`` when VMs come home (its link takes every move). ``profiling``: the
+    profiles being measured since before the moves were checked (else they are measured now)."""
 
     def __init__(self, fleet: Any, moves: List[Dict[str, Any]], p: Dict[str, Any], lim: Dict[str, int],
-                 side: str) -> None:
+                 side: str, profiling: Optional[_Profiling] = None) -> None:
         self.p, self.side = p, side
         self.allowed = {"auto_converge": p["allow_auto_converge"], "postcopy": p["allow_postcopy"],
                         "suspend": p["allow_suspend"], "cold": p["allow_cold_move"]}
         self.downtime = p.get("max_downtime") or 300
         self.assumed = (p.get("bandwidth") or DEFAULT_ESTIMATE_BANDWIDTH_MIB_S) * MIB
         self.cap = p["bandwidth"] * MIB if p.get("bandwidth") else None
-        facts = {d["name"]: d for vms in fleet.vms.values() for d in vms}
-        by_src: Dict[str, List[Dict[str, Any]]] = {}
         by_link: Dict[str, List[str]] = {}
         for m in moves:
-            by_src.setdefault(m["source"], []).append(facts[m["vm"]])
             by_link.setdefault(m[side], []).append(m["vm"])
-        self.profiles = profile_vms({h: fleet.hosts[h].conn for h in by_src}, by_src, p["profile_seconds"],
-                                    p["copy_storage"] != "none")
+        self.profiles = (profiling or _Profiling(fleet, moves, p)).result()
         limit = lim["per_source"] if side == "source" else lim["per_destination"]
         self.share = {h: link_share([self.profiles[v] for v in vms], _link_bps(p, h), limit, self.downtime, self.cap)
                       for h, vms in by_link.items()}
@@ -247,9 +284,11 @@ def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
             except PlanRefused as exc:
                 raise FleetmaintError(f"refusing to evacuate {host}, nothing was moved: {exc}", step="plan",
                                       host=host, reason=exc.reason) from exc
-            staying = _checked(fleet, host, plan["moves"], p, f"refusing to evacuate {host}",
-                               lambda b: f"{b['vm']} -> {b['destination']}")
-            methods = _Methods(fleet, plan["moves"], p, lim, "source")
+            profiling = _Profiling(fleet, plan["moves"], p)
+            with profiling.joined_on_error():
+                staying = _checked(fleet, host, plan["moves"], p, f"refusing to evacuate {host}",
+                                   lambda b: f"{b['vm']} -> {b['destination']}")
+            methods = _Methods(fleet, plan["moves"], p, lim, "source", profiling)
             methods.refuse(plan["moves"], f"refusing to evacuate {host}", host)
             result: Dict[str, Any] = {"host": host, "plan": plan, "skipped": [s for s in inp["skipped"] if s["host"] == host],
                                       "staying": staying,
@@ -325,11 +364,13 @@ def restore_host(p: Dict[str, Any], check_mode: bool = False,
             moves = [{"vm": d["name"], "source": other, "destination": host}
                      for other in sorted(fleet.vms) if other != host
                      for d in fleet.vms[other] if d["home_host"] == host and d["state"] in ("running", "paused")]
-            kept = _checked(fleet, host, moves, p, f"refusing to restore {host}",
-                            lambda b: f"{b['vm']} from {b['source']}", decided_later=("insufficient_memory",))
-            # Before anything moves: what fits on the home host comes home, the rest stays where it is.
-            room = _home_room(fleet, host, moves, p)
-            methods = _Methods(fleet, moves, p, lim, "destination")
+            profiling = _Profiling(fleet, moves, p)
+            with profiling.joined_on_error():
+                kept = _checked(fleet, host, moves, p, f"refusing to restore {host}",
+                                lambda b: f"{b['vm']} from {b['source']}", decided_later=("insufficient_memory",))
+                # Before anything moves: what fits on the home host comes home, the rest stays where it is.
+                room = _home_room(fleet, host, moves, p)
+            methods = _Methods(fleet, moves, p, lim, "destination", profiling)
             methods.refuse(moves, f"refusing to restore {host}", host)
             marked = fleet.marks[host] is not None
             home = [dict({k: m[k] for k in ("vm", "source", "destination", "profile")}, method=m["method"]["method"],

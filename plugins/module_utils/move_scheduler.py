@@ -14,9 +14,10 @@ move after a failure (running ones finish), ``continue`` goes on. ``overall_time
 The links: at most ``share[source]`` moves transfer out of one source at once (chosen from measurements, within
 ``limits``), a move marked ``exclusive`` runs with its source's link to itself, and a move waiting for link
 capacity says so once. A move holds its link from its dispatch until its data has been sent (its migration job
-says ``transferred``): libvirt's last step on both ends (the destination resumes the guest, the source confirms
-and undefines it) takes a second or more with the link idle, so the next move starts meanwhile, within
-``limits``, which count each move until it has ended. Each finished move measures its source's link (bytes
+says ``transferred``), or, for a move that does not need its link alone, until what it has left to send takes
+less time than the job's moves have taken from dispatch to their first byte (QEMU starting on the destination,
+about a second): the next move is dispatched then (``handover``) and sets up while this one sends its last
+bytes, so that the link does not wait for it. ``limits`` count each move until it has ended. Each finished move measures its source's link (bytes
 sent per second times the moves that shared it) and how much memory it really sent against its profile's
 memory in use; a host whose link was not given gets the measured link, and the moves still waiting are
 predicted again from both.
@@ -94,6 +95,9 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     in_busy: Dict[str, int] = {}
     busy_on: Dict[str, int] = {}  # the moves transferring on each link the job shares (``side`` of each move)
     on_link: Dict[str, int] = {}  # a move holding its link -> how many held it, itself included, when it took it
+    attempt_began: Dict[str, float] = {}  # a move -> when its current attempt began (monotonic)
+    first_byte: set = set()  # the moves whose current attempt has sent data
+    setup_lags: List[float] = []  # each attempt's seconds from its start to its first byte
     limit_key = "per_source" if side == "source" else "per_destination"
     alone: Dict[str, str] = {}  # a link an exclusive move has to itself -> that move
     given = {h for h, v in (p.get("link_bandwidth") or {}).items() if v}
@@ -156,6 +160,9 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
             say(kind="attempt", vm=m["vm"], attempt=i, why=step["why"], source=m["source"],
                 destination=m["destination"])
             began = time.time()
+            with lock:
+                attempt_began[m["vm"]] = time.monotonic()
+                first_byte.discard(m["vm"])
             try:
                 r = migrate(args, progress=watched(m), cancel=cancel)
             except FleetmaintError as exc:
@@ -227,14 +234,39 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
                     return
             time.sleep(0.2)
 
+    def hand_over(m: Dict[str, Any], sample: Dict[str, Any]) -> Optional[str]:
+        """Under the lock, on a progress sample with data sent: learn the setup lag from the attempt's first
+        byte; give the link up when what is left takes less time to send than a next move takes to set up."""
+        vm = m["vm"]
+        if vm not in first_byte and vm in attempt_began:
+            first_byte.add(vm)
+            setup_lags.append(time.monotonic() - attempt_began[vm])
+        if vm not in on_link or (m.get("method") or {}).get("exclusive") or not setup_lags:
+            return None
+        left, bps = sample.get("data_remaining"), sample.get("memory_bps")
+        if left is None or not bps:
+            return None
+        lag = sorted(setup_lags)[len(setup_lags) // 2]
+        if left / bps > lag:
+            return None
+        release_link(m)
+        return (f"about {left / bps:.1f} s left to send; a next move takes about {lag:.1f} s from dispatch to its "
+                "first byte: the link goes to it now")
+
     def watched(m: Dict[str, Any]) -> Callable[[Dict[str, Any]], None]:
-        """The move's progress, passed on; its job's ``transferred`` event frees its link."""
+        """The move's progress, passed on; its job's ``transferred`` event, or a hand-over, frees its link."""
         def seen(ev: Dict[str, Any]) -> None:
+            said = None
             if ev.get("kind") == "event" and ev.get("event") == "transferred":
                 with lock:
                     release_link(m)
+            elif ev.get("kind") == "progress" and ev.get("data_processed"):
+                with lock:
+                    said = hand_over(m, ev)
             if progress:
                 progress(ev)
+            if said:
+                say(kind="handover", vm=m["vm"], why=said)
         return seen
 
     def finished(m: Dict[str, Any]) -> None:

@@ -58,7 +58,9 @@ class FakeMethods:
 
     ran = None
 
-    def __init__(self, _fleet, moves, _p, _lim, _side):
+    def __init__(self, _fleet, moves, _p, _lim, _side, profiling=None):
+        if profiling is not None:
+            profiling.result()
         for m in moves:
             m["profile"] = {}
             m["method"] = {"method": "precopy", "why": "test", "exclusive": False, "predicted": {}, "refused": False}
@@ -83,6 +85,7 @@ def restore_with(monkeypatch):
         monkeypatch.setattr(hj, "_preflight", lambda *a: [])
         monkeypatch.setattr(hj, "_lease", lambda *a: None)
         monkeypatch.setattr(hj, "_Methods", FakeMethods)
+        monkeypatch.setattr(hj, "profile_vms", lambda *a: {})
         monkeypatch.setattr(hj, "clear_mark", lambda conn, uri: cleared.append(uri) or True)
         return cleared
     return use
@@ -173,3 +176,38 @@ def test_the_maintenance_report_shows_the_vms_left_for_no_room(restore_with):
     (stayed,) = [r for r in rows if r["result"] == "stayed"]
     assert stayed["reason"] == "no_capacity" and stayed["source"] == "hv2" and stayed["direction"] == "home"
     assert "needs 2100 MiB" in stayed["msg"]
+
+
+def test_the_vms_are_profiled_while_their_moves_are_checked_and_a_refusal_waits_for_the_profiling(monkeypatch):
+    """The profile (profile_seconds of dirty-rate sampling) runs beside the checks, not after them; a refusal
+    by the checks returns only once the profiling thread is done with the fleet's connections."""
+    import threading
+    fleet = FakeFleet(AWAY)
+    started, done = threading.Event(), []
+
+    def profile_vms(_conns, by_src, _seconds, _copy):
+        started.set()
+        threading.Event().wait(0.2)
+        done.append(sorted(vm["name"] for vms in by_src.values() for vm in vms))
+        return {}
+
+    def preflight(*_a):
+        overlapped.append(started.wait(2))
+        return blocked
+
+    overlapped, blocked = [], []
+    monkeypatch.setattr(hj, "Fleet", lambda *a, **k: fleet)
+    monkeypatch.setattr(hj, "_preflight", preflight)
+    monkeypatch.setattr(hj, "_lease", lambda *a: None)
+    monkeypatch.setattr(hj, "_Methods", FakeMethods)
+    monkeypatch.setattr(hj, "profile_vms", profile_vms)
+    with pytest.raises(FleetmaintError):
+        hj.restore_host(restore_params())  # big has no room: the restore fails after moving a and b
+    assert overlapped == [True], "the profiling had started before the moves were checked"
+    assert done == [["a", "b", "big"]]
+    done.clear()
+    blocked.append({"vm": "a", "source": "hv2", "destination": "hv1", "blockers": ["no network"],
+                    "codes": ["network_missing"], "stays": False})
+    with pytest.raises(FleetmaintError, match="refusing to restore hv1, nothing was moved"):
+        hj.restore_host(restore_params())
+    assert done == [["a", "b", "big"]], "the refusal waited for the profiling to end"

@@ -359,3 +359,50 @@ def test_a_later_attempt_waits_for_room_on_the_link_again(monkeypatch):
                        dict(params(), limits={"per_source": 2, "per_destination": 2, "fleet": 4}), share={"lab1": 1})
     assert out["totals"]["moved"] == 2 and calls.count("v0") == 2
     assert state["peak"] == 1, "the second attempt waited for the link"
+
+
+def test_a_move_about_to_finish_hands_its_link_to_the_next_which_sets_up_meanwhile(monkeypatch):
+    """Share 1: v0 has about 0.01 s left to send when the job's moves take about 0.1 s to their first byte, so v1
+    is dispatched before v0's data is all sent; an exclusive move never hands over early."""
+    import threading
+    lock = threading.Lock()
+    log = []
+
+    def fake_migrate(args, progress=None, cancel=None):
+        vm = args["name"]
+        ev.time.sleep(0.1)  # QEMU starting on the destination: no byte yet
+        progress({"kind": "progress", "vm": vm, "data_processed": 1 << 20, "data_remaining": 100 << 20,
+                  "memory_bps": 10 << 20})
+        ev.time.sleep(0.2)
+        progress({"kind": "progress", "vm": vm, "data_processed": 99 << 20, "data_remaining": 100 << 10,
+                  "memory_bps": 10 << 20})
+        ev.time.sleep(0.3)  # the last bytes
+        with lock:
+            log.append(("transferred", vm))
+        progress({"kind": "event", "event": "transferred", "vm": vm, "t": 0.6})
+        return {"changed": True, "msg": "migrated", "metrics": {}}
+
+    def dispatched(e):
+        if e.get("kind") in ("dispatch", "handover"):
+            with lock:
+                log.append((e["kind"], e["vm"]))
+
+    monkeypatch.setattr(ev, "migrate", fake_migrate)
+    moves = [{"vm": "v0", "source": "lab1", "destination": "lab2", "method": _method(time_s=9)},
+             {"vm": "v1", "source": "lab1", "destination": "lab2", "method": _method(time_s=1)}]
+    out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2"},
+                       dict(params(), limits={"per_source": 2, "per_destination": 2, "fleet": 4}),
+                       progress=dispatched, share={"lab1": 1})
+    assert out["totals"]["moved"] == 2
+    assert log.index(("handover", "v0")) < log.index(("dispatch", "v1")) < log.index(("transferred", "v0")), log
+    said = [e for e in out["vms"][0]["log"] if e["kind"] == "handover"]
+    assert len(said) == 1 and "a next move takes about 0.1 s" in said[0]["why"]
+
+    log.clear()
+    moves = [{"vm": "hot", "source": "lab1", "destination": "lab2", "method": _method("auto_converge", True, 9)},
+             {"vm": "v1", "source": "lab1", "destination": "lab2", "method": _method(time_s=1)}]
+    ev.run_moves(moves, {"lab1": "u1", "lab2": "u2"},
+                 dict(params(), limits={"per_source": 2, "per_destination": 2, "fleet": 4}), progress=dispatched,
+                 share={"lab1": 1})
+    assert ("handover", "hot") not in log
+    assert log.index(("transferred", "hot")) < log.index(("dispatch", "v1")), "the link stays hot's to the end"
