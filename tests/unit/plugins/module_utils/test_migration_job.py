@@ -271,7 +271,6 @@ def test_a_cancel_aborts_a_precopy_and_leaves_a_postcopy_to_finish():
     assert ("abortJob",) not in ctl.calls and job.aborted is None
 
 
-
 def test_the_job_says_once_when_its_data_is_sent_and_not_before_any_was():
     """No job before data flowed says nothing (QEMU still setting up); once data flowed, the first poll that finds
     no job (libvirt's last step on both ends) says 'transferred', once, with what was sent."""
