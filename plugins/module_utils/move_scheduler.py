@@ -17,10 +17,11 @@ capacity says so once. A move holds its link from its dispatch until its data ha
 says ``transferred``), or, for a move that does not need its link alone, until what it has left to send takes
 less time than the job's moves have taken from dispatch to their first byte (QEMU starting on the destination,
 about a second): the next move is dispatched then (``handover``) and sets up while this one sends its last
-bytes, so that the link does not wait for it. ``limits`` count each move until it has ended. Each finished move measures its source's link (bytes
-sent per second times the moves that shared it) and how much memory it really sent against its profile's
-memory in use; a host whose link was not given gets the measured link, and the moves still waiting are
-predicted again from both.
+bytes, so that the link does not wait for it. ``limits`` count each move until it has ended.
+
+Each finished move measures its source's link (bytes sent per second times the moves that shared it) and how
+much memory it really sent against its profile's memory in use; a host whose link was not given gets the
+measured link, and the moves still waiting are predicted again from both.
 """
 
 from __future__ import annotations
