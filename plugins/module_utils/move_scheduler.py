@@ -96,8 +96,8 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     in_busy: Dict[str, int] = {}
     busy_on: Dict[str, int] = {}  # the moves transferring on each link the job shares (``side`` of each move)
     on_link: Dict[str, int] = {}  # a move holding its link -> how many held it, itself included, when it took it
-    attempt_began: Dict[str, float] = {}  # a move -> when its current attempt began (monotonic)
-    first_byte: set = set()  # the moves whose current attempt has sent data
+    shared_by: Dict[str, int] = {}  # a move that gave its link up -> the most moves it shared that link with
+    no_byte_yet: Dict[str, float] = {}  # a move whose current attempt has sent nothing yet -> when it began
     setup_lags: List[float] = []  # each attempt's seconds from its start to its first byte
     limit_key = "per_source" if side == "source" else "per_destination"
     alone: Dict[str, str] = {}  # a link an exclusive move has to itself -> that move
@@ -162,8 +162,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
                 destination=m["destination"])
             began = time.time()
             with lock:
-                attempt_began[m["vm"]] = time.monotonic()
-                first_byte.discard(m["vm"])
+                no_byte_yet[m["vm"]] = time.monotonic()
             try:
                 r = migrate(args, progress=watched(m), cancel=cancel)
             except FleetmaintError as exc:
@@ -219,7 +218,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         """Under the lock: the move's data is sent (or its job is over): its link is free for the next move."""
         if m["vm"] not in on_link:
             return
-        results[m["vm"]]["sharing"] = max(on_link.pop(m["vm"]), busy_on[m[side]])
+        shared_by[m["vm"]] = max(on_link.pop(m["vm"]), busy_on[m[side]])
         busy_on[m[side]] -= 1
         if alone.get(m[side]) == m["vm"]:
             alone.pop(m[side])
@@ -239,9 +238,9 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         """Under the lock, on a progress sample with data sent: learn the setup lag from the attempt's first
         byte; give the link up when what is left takes less time to send than a next move takes to set up."""
         vm = m["vm"]
-        if vm not in first_byte and vm in attempt_began:
-            first_byte.add(vm)
-            setup_lags.append(time.monotonic() - attempt_began[vm])
+        began = no_byte_yet.pop(vm, None)
+        if began is not None:
+            setup_lags.append(time.monotonic() - began)
         if vm not in on_link or (m.get("method") or {}).get("exclusive") or not setup_lags:
             return None
         left, bps = sample.get("data_remaining"), sample.get("memory_bps")
@@ -277,7 +276,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         if slots is not None:
             slots.release(m["vm"])
         release_link(m)
-        sharing = res.pop("sharing", 1)
+        sharing = shared_by.pop(m["vm"], 1)
         out_busy[m["source"]] -= 1
         in_busy[m["destination"]] -= 1
         metrics = res.get("metrics")
