@@ -15,6 +15,8 @@ the tool works before any virtualenv exists.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -104,9 +106,19 @@ class Lab:
         return json.loads(self.state_file.read_text())
 
     def save(self, state: dict) -> None:
-        tmp = self.state_file.with_suffix(".tmp")
+        tmp = self.state_file.with_suffix(f".tmp.{os.getpid()}")
         tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
         os.replace(tmp, self.state_file)
+
+    @contextlib.contextmanager
+    def locked(self):
+        """One command at a time changes this lab: each reads the state, changes hosts and VMs, and writes the
+        state back, so two at once (a rolling patch of two hosts in one batch patches both together) would lose
+        one's change or run into the other's half-done work. Commands that only read do not wait."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     @property
     def lab_id(self) -> str:
@@ -275,7 +287,6 @@ class Lab:
         if root is None or (root / ".fleetmaint-stack.json").exists():
             return self.stack_info(stack)
         STACK_DIR.mkdir(parents=True, exist_ok=True)
-        import fcntl
         with open(STACK_DIR / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if (root / ".fleetmaint-stack.json").exists():
@@ -1132,6 +1143,15 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     lab = Lab(a.state_dir)
     as_json = a.json or getattr(a, "json_sub", False)
+    reads_only = (a.cmd in ("status", "snapshot", "inventory", "reach", "stack")
+                  or (a.cmd == "vm" and a.vmcmd == "marker") or (a.cmd == "fault" and a.action == "power"))
+    with contextlib.ExitStack() as held:
+        if not reads_only:
+            held.enter_context(lab.locked())
+        return _run(lab, a, as_json)
+
+
+def _run(lab: Lab, a: argparse.Namespace, as_json: bool) -> int:
     try:
         if a.cmd == "up":
             if a.only and not a.stack:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BRIDGE, LABCTL, STATE_DIR, guest_crashes, wait_for
+from conftest import BRIDGE, FIRST_ADDR, LABCTL, STATE_DIR, guest_crashes, wait_for
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -215,6 +215,39 @@ def test_two_labs_on_one_machine_never_touch_each_other(lab, tmp_path):
     assert ours() == before and all(h["up"] for h in lab.status()["hosts"]), "this lab's daemons are untouched"
     assert lab.where("solo-x")["running_on"] == ["lab2"]
     lab.ctl("vm", "delete", "solo-x")
+
+
+def test_two_patches_at_once_both_land(lab):
+    """A rolling patch in batches of two runs the lab's patch step on two hosts at the same moment. Each one
+    reads the lab's state, restarts its host's libvirtd and writes the state back: they take turns (CI once
+    saw one die renaming the state file the other had just renamed, its host's libvirtd left stopped)."""
+    hosts = ("lab1", "lab2")
+
+    def pids() -> dict:
+        return {h: int((Path(STATE_DIR) / "hosts" / h / "run" / "libvirtd.pid").read_text()) for h in hosts}
+
+    before = pids()
+    level_files = {h: Path(STATE_DIR) / "hosts" / h / "patch-level" for h in hosts}
+    levels = {h: f.read_text() if f.exists() else None for h, f in level_files.items()}
+    try:
+        procs = {h: subprocess.Popen(LABCTL + ["--state-dir", STATE_DIR, "--json", "patch", h, "--level", "both",
+                                               "--stack", "current"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for h in hosts}
+        done = {h: p.communicate(timeout=180) + (p.returncode,) for h, p in procs.items()}
+        assert all(rc == 0 for _out, _err, rc in done.values()), done
+        assert {h: json.loads(out)["level"] for h, (out, _err, _rc) in done.items()} == {"lab1": "both", "lab2": "both"}
+        after = pids()
+        assert all(after[h] != before[h] for h in hosts), (before, after)
+        assert all(h["up"] for h in lab.status()["hosts"]), "every host's libvirtd answers"
+        assert not list(Path(STATE_DIR).glob("lab.tmp*")), "no half-written state is left"
+    finally:
+        for h, text in levels.items():  # the recorded level as it was (this test is about the state file)
+            if text is None:
+                level_files[h].unlink(missing_ok=True)
+            else:
+                level_files[h].write_text(text)
+        if not all(h["up"] for h in lab.status()["hosts"]):  # a host a failed patch left stopped starts again
+            lab.ctl("up", "--hosts", "3", "--first-addr", FIRST_ADDR, "--bridge", BRIDGE, timeout=600)
 
 
 def test_fleet_ensure_repairs_what_an_interrupted_down_left(lab, tmp_path):
