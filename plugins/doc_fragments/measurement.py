@@ -27,7 +27,8 @@ options:
       - Before anything moves, every VM of the job is profiled at once, each source in parallel - its dirty
         rate measured by libvirt (page sampling) over this many seconds, its memory in use (QEMU's resident
         memory), the bytes of its local disks to copy. The job waits about this long, whatever its size.
+      - The default, one second, is libvirt's own (C(virsh domdirtyrate-calc)) and QEMU's (C(calc-dirty-rate)).
       - V(0) skips the dirty-rate measurement (every VM is then moved by pre-copy, escalating on progress).
     type: int
-    default: 2
+    default: 1
 '''

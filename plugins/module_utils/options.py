@@ -58,7 +58,7 @@ OPTIONS: Dict[str, Dict[str, Any]] = dict(
     overall_timeout=dict(type="int"),
     # measurement (fragment: measurement)
     link_bandwidth=dict(type="dict", default={}),
-    profile_seconds=dict(type="int", default=2),
+    profile_seconds=dict(type="int", default=1),
 )
 
 
