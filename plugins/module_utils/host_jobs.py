@@ -185,7 +185,7 @@ class _Methods:
         for m in moves:
             prof = self.profiles[m["vm"]]
             m["profile"] = {"memory_mib": round(prof["memory_bytes"] / MIB),
-                            "in_use_mib": round(prof["in_use_bytes"] / MIB, 1),
+                            "in_use_mib": round(prof["in_use_bytes"] / MIB, 1), "in_use_source": prof.get("in_use_source"),
                             "dirty_mib_s": round(prof["dirty_bps"] / MIB, 1) if prof["dirty_bps"] is not None else None,
                             "disk_mib": round(prof["disk_bytes"] / MIB, 1), "dirty": prof.get("dirty")}
             m["method"] = self.choose(m, _link_bps(p, m[side]))

@@ -5,9 +5,12 @@
 
 - the dirty rate, measured by libvirt (``virDomainStartDirtyRateCalc``, page sampling: QEMU hashes a sample
   of guest pages twice, ``seconds`` apart; it works under TCG and costs the guest nothing measurable);
-- the memory in use: the QEMU process's resident memory, at most the guest's memory. Pages a guest never
-  touched are not resident, and pre-copy sends them as zero pages (a few bytes each), so this is what the
-  move really sends; it is an upper bound (QEMU's own memory is resident too);
+- the memory in use: what the guest itself says is not free (its memory less the free memory its balloon
+  driver reports, libvirt's ``unused``), when it reports it (a virtio balloon with a statistics period, as
+  nova and many fleets configure); otherwise the QEMU process's resident memory. Either is at most the
+  guest's memory. Pages a guest never touched are not resident, and pre-copy sends them as zero pages (a few
+  bytes each); resident memory is an upper bound (QEMU's own memory is resident too, and under TCG its code
+  cache is large), the guest's own count is closer to what a move sends;
 - the disk bytes to copy: the allocation of each local, writable disk, when storage is copied.
 
 Every source is profiled in a thread of its own and every VM of a source at once, so a job waits about
@@ -63,9 +66,15 @@ def measure_dirty_rates(conn: Any, doms: List[Any], seconds: int = 1) -> Dict[st
 
 def _memory_in_use(dom: Any, memory_bytes: int) -> Dict[str, Any]:
     try:
-        rss = dom.memoryStats().get("rss")
+        stats = dom.memoryStats()
     except libvirt.libvirtError:
-        rss = None
+        stats = {}
+    rss, unused = stats.get("rss"), stats.get("unused")
+    if unused is not None:  # the guest's balloon driver reports its free memory (libvirt omits it otherwise)
+        in_use = max(0, memory_bytes - int(unused) * 1024)
+        if rss:
+            in_use = min(in_use, int(rss) * 1024)
+        return {"in_use_bytes": in_use, "in_use_source": "the guest's free memory (balloon statistics)"}
     if not rss:
         return {"in_use_bytes": memory_bytes, "in_use_source": "configured (no resident size)"}
     return {"in_use_bytes": min(memory_bytes, int(rss) * 1024), "in_use_source": "QEMU resident memory"}

@@ -40,3 +40,24 @@ def test_an_unanswering_source_is_reported_not_waited_for(monkeypatch):
     prof = vm_profile.profile_vms({"h1": Stuck()}, facts, 1, copy_storage=False)["vm1"]
     gate.set()
     assert prof["dirty_bps"] is None and prof["dirty"]["reason"] == "profiling did not finish in time"
+
+
+class _Stats:
+    def __init__(self, stats):
+        self.stats = stats
+
+    def memoryStats(self):  # noqa: N802
+        return self.stats
+
+
+def test_memory_in_use_is_what_the_guest_says_is_not_free_when_its_balloon_reports_it():
+    mib = 1048576
+    # 160 MiB guest; QEMU resident 170 MiB (its own memory too); the guest reports 44 MiB free.
+    prof = vm_profile._memory_in_use(_Stats({"rss": 170 * 1024, "unused": 44 * 1024, "actual": 160 * 1024}), 160 * mib)
+    assert prof == {"in_use_bytes": 116 * mib, "in_use_source": "the guest's free memory (balloon statistics)"}
+    # A guest that touched little: resident memory is the smaller, and the truer, count.
+    assert vm_profile._memory_in_use(_Stats({"rss": 30 * 1024, "unused": 44 * 1024}), 160 * mib)["in_use_bytes"] == 30 * mib
+    # No balloon statistics: QEMU's resident memory, at most the guest's memory.
+    prof = vm_profile._memory_in_use(_Stats({"rss": 170 * 1024, "actual": 160 * 1024}), 160 * mib)
+    assert prof == {"in_use_bytes": 160 * mib, "in_use_source": "QEMU resident memory"}
+    assert vm_profile._memory_in_use(_Stats({}), 160 * mib)["in_use_source"] == "configured (no resident size)"
