@@ -61,6 +61,10 @@ def escalation_steps(p: Dict[str, Any], method: Optional[str] = None) -> List[Di
     return steps[start:start + p["max_attempts"]]
 
 
+def _median(xs: List[float]) -> float:
+    return sorted(xs)[len(xs) // 2]
+
+
 def measured_link_bps(metrics: Optional[Dict[str, Any]], sharing: int) -> Optional[float]:
     """What one finished move says of its source's link: its bytes per second, times the moves sharing it."""
     if not metrics or not metrics.get("data_processed") or not metrics.get("total_time_ms"):
@@ -104,6 +108,9 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     given = {h for h, v in (p.get("link_bandwidth") or {}).items() if v}
     links: Dict[str, Dict[str, Any]] = {}
     sent_vs_profile: List[float] = []  # memory each finished move sent / the memory in use its profile said
+    # What each finished pre-copy took beyond what its bytes explain: QEMU's setup (setup_time_ms) and the pause
+    # beyond the model's (the switch-over's own cost: device state, the last pages, both ends' handshakes).
+    fixed: Dict[str, List[float]] = {"setup_ms": [], "switchover_ms": []}
     results: Dict[str, Dict[str, Any]] = {}
     for m in moves:
         res = {"vm": m["vm"], "source": m["source"], "destination": m["destination"], "result": "not_started",
@@ -246,12 +253,26 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         left, bps = sample.get("data_remaining"), sample.get("memory_bps")
         if left is None or not bps:
             return None
-        lag = sorted(setup_lags)[len(setup_lags) // 2]
+        lag = _median(setup_lags)
         if left / bps > lag:
             return None
         release_link(m)
         return (f"about {left / bps:.1f} s left to send; a next move takes about {lag:.1f} s from dispatch to its "
                 "first byte: the link goes to it now")
+
+    def with_fixed_costs(pred: Dict[str, Any]) -> Dict[str, Any]:
+        """Under the lock: a prediction plus what the job's finished pre-copies took beyond their bytes (medians):
+        QEMU's setup, and the switch-over's own pause, which the model of bytes and rates does not have."""
+        if pred.get("time_s") is None:
+            return pred
+        setup_ms = _median(fixed["setup_ms"])
+        switch_ms = _median(fixed["switchover_ms"]) if fixed["switchover_ms"] else 0.0
+        out = dict(pred, model_time_s=pred["time_s"], model_downtime_ms=pred.get("downtime_ms"),
+                   setup_ms=round(setup_ms), switchover_ms=round(switch_ms))
+        out["time_s"] = round(pred["time_s"] + (setup_ms + switch_ms) / 1000.0, 2)
+        if pred.get("downtime_ms") is not None:
+            out["downtime_ms"] = round(pred["downtime_ms"] + switch_ms, 1)
+        return out
 
     def watched(m: Dict[str, Any]) -> Callable[[Dict[str, Any]], None]:
         """The move's progress, passed on; its job's ``transferred`` event, or a hand-over, frees its link."""
@@ -293,6 +314,12 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
             once = res.get("method") == "precopy" and (metrics.get("iterations") or 99) <= 3
             if in_use and sent > 0 and once:
                 sent_vs_profile.append(sent / in_use)
+            if res.get("method") == "precopy" and res["attempts"] and res["attempts"][-1].get("mode") == "precopy":
+                fixed["setup_ms"].append(float(metrics.get("setup_time_ms") or 0))
+                model_ms = (res.get("predicted") or {}).get("model_downtime_ms",
+                                                             (res.get("predicted") or {}).get("downtime_ms"))
+                if metrics.get("downtime_ms") is not None and model_ms is not None:
+                    fixed["switchover_ms"].append(max(0.0, float(metrics["downtime_ms"]) - float(model_ms)))
             seen = measured_link_bps(metrics, sharing)
             if seen and m[side] not in given:
                 link = links.setdefault(m[side], {"given": False, "measured_mib_s": None, "samples": 0})
@@ -336,10 +363,12 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         take_link(m)
         link = links.get(m[side]) or {}
         measured = link["measured_mib_s"] * MIB if link.get("measured_mib_s") else None
-        scale = sorted(sent_vs_profile)[len(sent_vs_profile) // 2] if sent_vs_profile else None
+        scale = _median(sent_vs_profile) if sent_vs_profile else None
         if predict and m.get("method") and (measured or scale):
             results[m["vm"]]["predicted"] = dict(predict(m, measured, scale), from_measured_link=bool(measured),
                                                  in_use_scale=round(scale, 2) if scale else None)
+        if m.get("method") and fixed["setup_ms"]:
+            results[m["vm"]]["predicted"] = with_fixed_costs(results[m["vm"]].get("predicted") or {})
         if m.get("method"):
             pred = results[m["vm"]].get("predicted") or {}
             say(kind="dispatch", vm=m["vm"], method=m["method"]["method"], why=m["method"]["why"],

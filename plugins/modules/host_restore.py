@@ -102,12 +102,15 @@ vms:
       C(events) (the migration job's state changes) and C(samples) (a progress sample a second - phase, sent,
       remaining, dirty rate, throttle, downtime step), C(t) counting from the attempt's start. The maintenance
       report and the migration_report callback write them as one JSON-lines log per run (docs/move-log.md).
-    - What was known before it moved and how it was chosen to move - C(profile) (C(memory_mib), C(in_use_mib),
-      C(dirty_mib_s) measured by libvirt, C(disk_mib) to copy), C(method) (C(precopy), C(auto_converge),
-      C(postcopy), C(suspend)), C(method_why), C(exclusive) (it had its link to itself), C(predicted)
-      (C(time_s), C(downtime_ms), C(converges), C(bandwidth_mib_s); predicted again at dispatch from what the
-      finished moves measured - C(from_measured_link), C(in_use_scale)) - and what happened, C(measured)
-      (C(time_s), C(downtime_ms), C(time_vs_predicted)).
+    - What was known before it moved and how it was chosen to move - C(profile) (C(memory_mib), C(in_use_mib)
+      and C(in_use_source) - the guest's own free memory when its balloon reports it, else QEMU's resident
+      memory -, C(dirty_mib_s) measured by libvirt, C(disk_mib) to copy), C(method) (C(precopy),
+      C(auto_converge), C(postcopy), C(suspend)), C(method_why), C(exclusive) (it had its link to itself),
+      C(predicted) (C(time_s), C(downtime_ms), C(converges), C(bandwidth_mib_s); predicted again at dispatch
+      from what the finished moves measured - C(from_measured_link), C(in_use_scale), and, once a pre-copy has
+      finished, C(setup_ms) and C(switchover_ms), the medians of what those took beyond their bytes, added to
+      the model's C(model_time_s) and C(model_downtime_ms)) - and what happened, C(measured) (C(time_s),
+      C(downtime_ms), C(time_vs_predicted)).
   returned: when migrations ran
   type: list
   elements: dict

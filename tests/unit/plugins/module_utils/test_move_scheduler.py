@@ -210,6 +210,29 @@ def test_waiting_moves_are_predicted_again_from_what_the_finished_ones_sent(monk
     assert out["calibration"] == {"moves": 2, "sent_vs_profile": [0.5, 0.5]}
 
 
+def test_later_moves_are_predicted_with_the_setup_and_switch_over_the_finished_ones_took(monkeypatch):
+    """v0's bytes were predicted to pause 10 ms; it paused 250 ms and QEMU's setup took 40 ms: v1 and v2,
+    dispatched after it, are predicted with those costs (medians), beside what the model of bytes says."""
+    downtimes = iter([250, 350, 300])
+
+    def fake_migrate(args, progress=None, cancel=None):
+        metrics = {"total_time_ms": 1300, "data_processed": 50 << 20, "disk_processed": 0, "setup_time_ms": 40,
+                   "downtime_ms": next(downtimes), "iterations": 2}
+        return {"changed": True, "msg": "migrated", "metrics": metrics}
+
+    monkeypatch.setattr(ev, "migrate", fake_migrate)
+    moves = [{"vm": f"v{i}", "source": "lab1", "destination": "lab2", "method": _method()} for i in range(3)]
+    out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2"},
+                       dict(params(), limits={"per_source": 1, "per_destination": 1, "fleet": 1}))
+    v0, v1, v2 = (v["predicted"] for v in out["vms"])
+    assert v0 == {"time_s": 1.0, "downtime_ms": 10, "converges": True}, "the first move: its bytes alone"
+    assert v1["time_s"] == 1.28 and v1["downtime_ms"] == 250 and v1["setup_ms"] == 40 and v1["switchover_ms"] == 240
+    assert v1["model_time_s"] == 1.0 and v1["model_downtime_ms"] == 10
+    # v1 paused 350 ms against its model's 10: the switch-over is the median of 240 and 340 (the upper one).
+    assert v2["switchover_ms"] == 340 and v2["downtime_ms"] == 350
+    assert out["vms"][1]["measured"]["time_vs_predicted"] == round(1.3 / 1.28, 2)
+
+
 def test_each_move_keeps_its_history_with_wall_clock_times(monkeypatch):
     """The scheduler's steps in ``log``, each attempt's job events and samples, when the move and the job ran."""
     def fake_migrate(args, progress=None, cancel=None):
