@@ -244,8 +244,8 @@ def accuracy(regimes):
                     ratios.append(round(x["time_s"] / x["predicted_s"], 2))
                     if x["link"] != "assumed":
                         known.append(ratios[-1])
-                if x["predicted_converges"] is not None and x["method"] == "precopy" \
-                        and x["predicted_converges"] != x["converged"]:
+                if x["predicted_converges"] is not None and x["method"] == "precopy" and x["attempts"] \
+                        and x["predicted_converges"] != x["converged"]:  # a move that never started proves nothing
                     wrong.append(x["vm"])
     return {"ratios": sorted(ratios), "within_25pct": sum(1 for r in ratios if 0.75 <= r <= 1.25),
             "moves": len(ratios), "convergence_mispredicted": wrong,

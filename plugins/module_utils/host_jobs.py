@@ -192,8 +192,8 @@ class _Methods:
         moves[:] = order_moves(moves)
 
     def choose(self, m: Dict[str, Any], link_bps: Optional[float],
-               profile: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        return choose_method(profile or self.profiles[m["vm"]], link_bps, self.share.get(m[self.side], 1),
+               profile: Optional[Dict[str, Any]] = None, share: Optional[int] = None) -> Dict[str, Any]:
+        return choose_method(profile or self.profiles[m["vm"]], link_bps, share or self.share.get(m[self.side], 1),
                              self.allowed, self.downtime, self.assumed, self.cap)
 
     def run(self, moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, Any],
@@ -204,13 +204,15 @@ class _Methods:
             return run_moves(moves, uri_of, p, progress, share=self.share, side=self.side, predict=self.predict,
                              cancel=cancel, on_counts=on_counts, slots=slots)
 
-    def predict(self, m: Dict[str, Any], link_bps: Optional[float], in_use_scale: Optional[float]) -> Dict[str, Any]:
+    def predict(self, m: Dict[str, Any], link_bps: Optional[float], in_use_scale: Optional[float],
+                share: Optional[int] = None) -> Dict[str, Any]:
         """A move's prediction again, from what the job's own moves measured: the link (when not given) and
-        what the moves really sent against their profiles (``in_use_scale``)."""
+        what the moves really sent against their profiles (``in_use_scale``); ``share``: the moves on its link
+        (by default as many as were chosen for it)."""
         prof = dict(self.profiles[m["vm"]])
         if in_use_scale:
             prof["in_use_bytes"] = min(prof["memory_bytes"], prof["in_use_bytes"] * in_use_scale)
-        return self.choose(m, link_bps or _link_bps(self.p, m[self.side]), prof)["predicted"]
+        return self.choose(m, link_bps or _link_bps(self.p, m[self.side]), prof, share)["predicted"]
 
     @staticmethod
     def refuse(moves: List[Dict[str, Any]], refusing: str, host: str) -> None:

@@ -76,7 +76,7 @@ def measured_link_bps(metrics: Optional[Dict[str, Any]], sharing: int) -> Option
 def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, Any],
               progress: Optional[Callable[[Dict[str, Any]], None]] = None,
               share: Optional[Dict[str, int]] = None, side: str = "source",
-              predict: Optional[Callable[[Dict[str, Any], Optional[float], Optional[float]], Dict[str, Any]]] = None,
+              predict: Optional[Callable[..., Dict[str, Any]]] = None,
               cancel: Optional[CancelFlag] = None, on_counts: Optional[Callable[[Dict[str, int]], None]] = None,
               slots: Optional[MoveSlots] = None) -> Dict[str, Any]:
     """Execute moves [{vm, source, destination, method?}] within p['limits']; returns per-VM results and totals.
@@ -84,7 +84,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     ``method`` (from move_methods.choose_method): the step to start at, ``exclusive``, the prediction.
     ``share``: moves allowed at once on each host's link, of the moves' ``side`` (``source``: out of a host
     being emptied; ``destination``: into a host VMs come home to); the limits cap it. ``predict(move,
-    link_bps, in_use_scale)``: a move's prediction again, at the link the job measured (hosts whose link was
+    link_bps, in_use_scale, share=None)``: a move's prediction again, at the link the job measured (hosts whose link was
     not given) and with its VM's memory in use scaled by what the finished moves really sent against their
     profiles (``calibration``). ``cancel``: once set, no move or attempt starts, pre-copies in flight are
     aborted (each VM stays on its source: reason ``cancelled``), a post-copy in flight finishes. ``on_counts``:
@@ -316,8 +316,8 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
                 sent_vs_profile.append(sent / in_use)
             if res.get("method") == "precopy" and res["attempts"] and res["attempts"][-1].get("mode") == "precopy":
                 fixed["setup_ms"].append(float(metrics.get("setup_time_ms") or 0))
-                model_ms = (res.get("predicted") or {}).get("model_downtime_ms",
-                                                             (res.get("predicted") or {}).get("downtime_ms"))
+                pred_then = res.get("predicted") or {}
+                model_ms = pred_then.get("model_downtime_ms", pred_then.get("downtime_ms"))
                 if metrics.get("downtime_ms") is not None and model_ms is not None:
                     fixed["switchover_ms"].append(max(0.0, float(metrics["downtime_ms"]) - float(model_ms)))
             seen = measured_link_bps(metrics, sharing)
@@ -343,11 +343,33 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
             with lock:
                 finished(m)
 
+    def light(m: Dict[str, Any]) -> Optional[str]:
+        """Under the lock: why the move need not hold its link, or None. Its bytes take less time than the job's
+        moves take from dispatch to their first byte - at the link given or measured, shared by as many moves
+        as the limit lets run - so what it waits for is setup, not the link (a CPU-bound or fast link)."""
+        host = m[side]
+        chosen = m.get("method") or {}
+        if not predict or not setup_lags or chosen.get("method") != "precopy" or chosen.get("exclusive"):
+            return None
+        link = links.get(host) or {}
+        measured = link["measured_mib_s"] * MIB if link.get("measured_mib_s") else None
+        if not measured and host not in given:
+            return None
+        scale = _median(sent_vs_profile) if sent_vs_profile else None
+        pred = predict(m, measured, scale, limits[limit_key])
+        lag = _median(setup_lags)
+        if not pred.get("converges") or pred.get("time_s") is None or pred["time_s"] >= lag:
+            return None
+        return (f"its bytes take about {pred['time_s']:.1f} s with {limits[limit_key]} moves on {host}'s link, less "
+                f"than a move takes from dispatch to its first byte ({lag:.1f} s): it does not wait for the link")
+
     def blocked_by_link(m: Dict[str, Any]) -> Optional[str]:
         host = m[side]
         busy = busy_on.get(host, 0)
         if alone.get(host):
             return f"{host}'s link: {alone[host]} has it to itself"
+        if light(m):
+            return None
         if (m.get("method") or {}).get("exclusive") and busy:
             return f"{host}'s link: this move needs it to itself, {busy} other move(s) still on it"
         cap = min(limits[limit_key], (share or {}).get(host, limits[limit_key]))
@@ -360,7 +382,9 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         results[m["vm"]]["started_at"] = round(time.time(), 2)
         out_busy[m["source"]] = out_busy.get(m["source"], 0) + 1
         in_busy[m["destination"]] = in_busy.get(m["destination"], 0) + 1
-        take_link(m)
+        unheld = light(m)
+        if not unheld:
+            take_link(m)
         link = links.get(m[side]) or {}
         measured = link["measured_mib_s"] * MIB if link.get("measured_mib_s") else None
         scale = _median(sent_vs_profile) if sent_vs_profile else None
@@ -372,7 +396,8 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         if m.get("method"):
             pred = results[m["vm"]].get("predicted") or {}
             say(kind="dispatch", vm=m["vm"], method=m["method"]["method"], why=m["method"]["why"],
-                predicted_s=pred.get("time_s"), predicted_downtime_ms=pred.get("downtime_ms"))
+                predicted_s=pred.get("time_s"), predicted_downtime_ms=pred.get("downtime_ms"),
+                **({"link": unheld} if unheld else {}))
         th = threading.Thread(target=runner, args=(m,), name=f"move-{m['vm']}", daemon=True)
         running.append(th)
         th.start()
