@@ -5,12 +5,9 @@
 
 - the dirty rate, measured by libvirt (``virDomainStartDirtyRateCalc``, page sampling: QEMU hashes a sample
   of guest pages twice, ``seconds`` apart; it works under TCG and costs the guest nothing measurable);
-- the memory in use: what the guest itself says is not free (its memory less the free memory its balloon
-  driver reports, libvirt's ``unused``), when it reports it lately (a virtio balloon with a statistics
-  period, as nova and many fleets configure); otherwise the QEMU process's resident memory. Either is at most the
-  guest's memory. Pages a guest never touched are not resident, and pre-copy sends them as zero pages (a few
-  bytes each); resident memory is an upper bound (QEMU's own memory is resident too, and under TCG its code
-  cache is large), the guest's own count is closer to what a move sends;
+- the memory in use: the QEMU process's resident memory, at most the guest's memory. Pages a guest never
+  touched are not resident, and pre-copy sends them as zero pages (a few bytes each), so this is what the
+  move really sends; it is an upper bound (QEMU's own memory is resident too);
 - the disk bytes to copy: the allocation of each local, writable disk, when storage is copied.
 
 Every source is profiled in a thread of its own and every VM of a source at once, so a job waits about
@@ -22,15 +19,12 @@ from __future__ import annotations
 
 import threading
 import time
-import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Tuple
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import libvirt_message
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import libvirt
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import is_local_disk
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import MIB
-
-STATS_SKEW_S = 5  # seconds the host's clock (which stamps the guest's statistics) may be off the controller's
 
 
 def measure_dirty_rates(conn: Any, doms: List[Any], seconds: int = 1) -> Dict[str, Dict[str, Any]]:
@@ -67,35 +61,11 @@ def measure_dirty_rates(conn: Any, doms: List[Any], seconds: int = 1) -> Dict[st
     return out
 
 
-def _stats_period(dom: Any) -> int:
-    """The balloon statistics period the domain runs with (seconds; 0: none)."""
-    try:
-        node = ET.fromstring(dom.XMLDesc(0)).find("./devices/memballoon/stats")
-        return int(node.get("period") or 0) if node is not None else 0
-    except (libvirt.libvirtError, ET.ParseError, ValueError):
-        return 0
-
-
-def _fresh(stats: Dict[str, Any], period: int, now: float) -> bool:
-    """Statistics the guest sent within two of its periods (and a few seconds of clock skew between the host
-    and the controller). After an incoming migration libvirt 9.0 / QEMU 7.2 stop polling the guest
-    (``last_update`` 0) or keep what it sent on its old host: those numbers are not what it uses now."""
-    last = stats.get("last_update") or 0
-    return period > 0 and last > 0 and now - last <= 2 * period + STATS_SKEW_S
-
-
 def _memory_in_use(dom: Any, memory_bytes: int) -> Dict[str, Any]:
     try:
-        stats = dom.memoryStats()
+        rss = dom.memoryStats().get("rss")
     except libvirt.libvirtError:
-        stats = {}
-    rss, unused = stats.get("rss"), stats.get("unused")
-    # The guest's balloon driver reports its free memory (libvirt omits ``unused`` otherwise), if lately.
-    if unused is not None and _fresh(stats, _stats_period(dom), time.time()):
-        in_use = max(0, memory_bytes - int(unused) * 1024)
-        if rss:
-            in_use = min(in_use, int(rss) * 1024)
-        return {"in_use_bytes": in_use, "in_use_source": "the guest's free memory (balloon statistics)"}
+        rss = None
     if not rss:
         return {"in_use_bytes": memory_bytes, "in_use_source": "configured (no resident size)"}
     return {"in_use_bytes": min(memory_bytes, int(rss) * 1024), "in_use_source": "QEMU resident memory"}

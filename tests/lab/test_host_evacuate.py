@@ -138,8 +138,7 @@ def test_a_hot_vm_is_known_before_it_moves_refused_or_moved_by_the_method_that_c
     """ev-hot dirties 40 MB/s, lab1's link is 16 MiB/s: profiled before anything moves, it is refused with the
     numbers when no allowed method converges, and moved by auto-converge from its first attempt, with the link to
     itself, when allowed."""
-    lab.ctl("vm", "create", "ev-hot", "--host", "lab1", "--memory", "160", "--dirty-mb", "80", "--dirty-rate", "40",
-            "--balloon-stats", "1")
+    lab.ctl("vm", "create", "ev-hot", "--host", "lab1", "--memory", "160", "--dirty-mb", "80", "--dirty-rate", "40")
     vms = fleet + ["ev-hot"]
     try:
         wait_for(lambda: lab.marker("ev-hot")["intact"], 60, what="ev-hot to boot")
@@ -150,10 +149,6 @@ def test_a_hot_vm_is_known_before_it_moves_refused_or_moved_by_the_method_that_c
         assert "the link gives it 16 MiB/s: will not converge within 500 ms; allow auto-converge or post-copy" in r["msg"]
         refused = r["refused"][0]
         assert refused["vm"] == "ev-hot" and refused["profile"]["dirty_mib_s"] > 16, refused
-        # Its balloon reports the guest's free memory: in use is what the guest says, less than the 160 MiB that
-        # QEMU's resident memory (capped at the guest's memory) would have counted.
-        assert refused["profile"]["in_use_source"] == "the guest's free memory (balloon statistics)", refused
-        assert 0 < refused["profile"]["in_use_mib"] < 160, refused
         assert set(lab.invariant(vms).values()) == {"lab1"}, "nothing moved"
         assert not mark(lab, "lab1"), "and the host was not marked"
         # Auto-converge allowed (the default): chosen up front for ev-hot, the others by plain pre-copy.
@@ -165,7 +160,7 @@ def test_a_hot_vm_is_known_before_it_moves_refused_or_moved_by_the_method_that_c
         assert [a["ok"] for a in hot["attempts"]] == [True] and hot["attempts"][0]["why"].startswith("auto-converge")
         assert hot["exclusive"] is True and "auto-converge from the start" in hot["method_why"]
         assert all(res[v]["method"] == "precopy" and res[v]["result"] == "moved" for v in fleet)
-        assert all(res[v]["profile"]["in_use_source"] == "QEMU resident memory" for v in fleet), "no balloon"
+        assert all(res[v]["profile"]["in_use_source"] == "QEMU resident memory" for v in fleet), r["vms"]
         assert all(res[v]["measured"]["time_s"] > 0 and res[v]["predicted"]["time_s"] > 0 for v in fleet)
         assert r["plan"]["moves"][0]["vm"] == "ev-hot", "the VM that needs its link alone goes first"
         assert "waiting for link capacity: lab1's link: ev-hot has it to itself" in r["stdout"], r["log"]
