@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cancel import CancelFlag
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cold_move import cold_move
@@ -343,6 +343,13 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
             with lock:
                 finished(m)
 
+    def learned(host: str) -> Tuple[Optional[float], Optional[float]]:
+        """Under the lock: what the finished moves have measured - the host's link (bytes/s; None when given or not
+        yet measured) and the scale of what they sent against their profiles (None before any finished)."""
+        link = links.get(host) or {}
+        measured = link["measured_mib_s"] * MIB if link.get("measured_mib_s") else None
+        return measured, (_median(sent_vs_profile) if sent_vs_profile else None)
+
     def light(m: Dict[str, Any]) -> Optional[str]:
         """Under the lock: why the move need not hold its link, or None. Its bytes take less time than the job's
         moves take from dispatch to their first byte - at the link given or measured, shared by as many moves
@@ -351,11 +358,9 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         chosen = m.get("method") or {}
         if not predict or not setup_lags or chosen.get("method") != "precopy" or chosen.get("exclusive"):
             return None
-        link = links.get(host) or {}
-        measured = link["measured_mib_s"] * MIB if link.get("measured_mib_s") else None
+        measured, scale = learned(host)
         if not measured and host not in given:
             return None
-        scale = _median(sent_vs_profile) if sent_vs_profile else None
         pred = predict(m, measured, scale, limits[limit_key])
         lag = _median(setup_lags)
         if not pred.get("converges") or pred.get("time_s") is None or pred["time_s"] >= lag:
@@ -385,9 +390,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         unheld = light(m)
         if not unheld:
             take_link(m)
-        link = links.get(m[side]) or {}
-        measured = link["measured_mib_s"] * MIB if link.get("measured_mib_s") else None
-        scale = _median(sent_vs_profile) if sent_vs_profile else None
+        measured, scale = learned(m[side])
         if predict and m.get("method") and (measured or scale):
             results[m["vm"]]["predicted"] = dict(predict(m, measured, scale), from_measured_link=bool(measured),
                                                  in_use_scale=round(scale, 2) if scale else None)
