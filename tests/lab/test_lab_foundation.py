@@ -229,6 +229,7 @@ def test_two_patches_at_once_both_land(lab):
     before = pids()
     level_files = {h: Path(STATE_DIR) / "hosts" / h / "patch-level" for h in hosts}
     levels = {h: f.read_text() if f.exists() else None for h, f in level_files.items()}
+    procs: dict = {}
     try:
         procs = {h: subprocess.Popen(LABCTL + ["--state-dir", STATE_DIR, "--json", "patch", h, "--level", "both",
                                                "--stack", "current"],
@@ -241,6 +242,10 @@ def test_two_patches_at_once_both_land(lab):
         assert all(h["up"] for h in lab.status()["hosts"]), "every host's libvirtd answers"
         assert not list(Path(STATE_DIR).glob("lab.tmp*")), "no half-written state is left"
     finally:
+        for p in procs.values():  # one that hung would hold the lab's lock for every later command
+            if p.poll() is None:
+                p.kill()
+                p.wait()
         for h, text in levels.items():  # the recorded level as it was (this test is about the state file)
             if text is None:
                 level_files[h].unlink(missing_ok=True)
