@@ -40,6 +40,6 @@ class BenchLab:
 
 def completed_downtime_ms(uri, vm):
     """The downtime of the last completed migration, as the destination recorded it."""
-    out = sh(["virsh", "-c", uri, "domjobinfo", "--completed", vm], check=False).stdout
+    out = sh(["virsh", "-c", uri, "domjobinfo", "--completed", "--keep-completed", vm], check=False).stdout
     m = re.search(r"Total downtime:\s+(\d+)", out)
     return int(m.group(1)) if m else None

@@ -310,10 +310,15 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
                 res["measured"]["time_vs_predicted"] = round(res["measured"]["time_s"] / pred, 2)
             in_use = ((m.get("profile") or {}).get("in_use_mib") or 0) * MIB
             sent = (metrics.get("data_processed") or 0) - (metrics.get("disk_processed") or 0)
-            # Only a plain pre-copy of a few passes sent about its memory in use once (a hot VM re-sends).
-            once = res.get("method") == "precopy" and (metrics.get("iterations") or 99) <= 3
+            # A plain pre-copy sent its memory in use once, plus what the guest dirtied meanwhile: that part is
+            # taken off by the dirty rate its profile measured, and a move that re-sent more than a quarter of
+            # its bytes is not counted (a hot VM). Without a measured rate, only a move of a few passes counts.
+            dirty = (m.get("profile") or {}).get("dirty_mib_s")
+            resent = dirty * MIB * (metrics.get("total_time_ms") or 0) / 1000.0 if dirty is not None else 0.0
+            once = res.get("method") == "precopy" and (
+                resent <= 0.25 * sent if dirty is not None else (metrics.get("iterations") or 99) <= 3)
             if in_use and sent > 0 and once:
-                sent_vs_profile.append(sent / in_use)
+                sent_vs_profile.append((sent - resent) / in_use)
             if res.get("method") == "precopy" and res["attempts"] and res["attempts"][-1].get("mode") == "precopy":
                 fixed["setup_ms"].append(float(metrics.get("setup_time_ms") or 0))
                 pred_then = res.get("predicted") or {}

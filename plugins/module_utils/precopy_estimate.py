@@ -6,7 +6,8 @@
 The model of the brief: send all memory M at bandwidth B while the guest dirties D bytes/s;
 each round re-sends what the previous round let the guest dirty. With rho = D/B the round
 sizes shrink geometrically, total time ~ (M/B)(1 - rho^(n+1)) / (1 - rho) and the final pause
-~ M rho^n / B. The migration switches over once a round fits in the allowed downtime. When
+~ M rho^n / B. The migration switches over once a round after the first fits in the allowed downtime
+(the first always runs whole: a small or idle guest pauses for what it dirtied meanwhile). When
 rho >= 1 it never converges. A guest dirties at most its working set W per round, so a
 small working set can converge even when D is close to B; ``working_set`` models that.
 No libvirt or Ansible imports.
@@ -34,7 +35,8 @@ def estimate_precopy(memory_bytes: float, bandwidth_bps: float, dirty_bps: float
     total_s = 0.0
     data = 0.0
     rounds = 0
-    while remaining / bandwidth_bps > limit_s:
+    # QEMU's first pass sends all memory while the guest runs, even memory that would fit in the pause.
+    while rounds == 0 or remaining / bandwidth_bps > limit_s:
         if rounds >= max_iterations:
             break
         round_s = remaining / bandwidth_bps

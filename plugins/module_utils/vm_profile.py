@@ -7,7 +7,10 @@
   of guest pages twice, ``seconds`` apart; it works under TCG and costs the guest nothing measurable);
 - the memory in use: the QEMU process's resident memory, at most the guest's memory. Pages a guest never
   touched are not resident, and pre-copy sends them as zero pages (a few bytes each), so this is what the
-  move really sends; it is an upper bound (QEMU's own memory is resident too);
+  move really sends; it is an upper bound (QEMU's own memory is resident too). A VM that arrived by
+  migration is known better: libvirt keeps that migration's statistics on the host it came to (until its
+  libvirtd restarts), and the non-zero memory it sent, when less, is taken instead (read with
+  KEEP_COMPLETED, so that nothing else loses them);
 - the disk bytes to copy: the allocation of each local, writable disk, when storage is copied.
 
 Every source is profiled in a thread of its own and every VM of a source at once, so a job waits about
@@ -19,9 +22,10 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import libvirt_message
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_facts import JOB_OPERATION_MIGRATION_IN
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.libvirt_connection import libvirt
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import is_local_disk
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import MIB
@@ -59,6 +63,23 @@ def measure_dirty_rates(conn: Any, doms: List[Any], seconds: int = 1) -> Dict[st
     for dom in pending:
         out[dom.name()] = {"measured": False, "reason": "the calculation did not finish in time"}
     return out
+
+
+LAST_MIGRATION = "its last incoming migration's non-zero memory"
+
+
+def _last_migration_sent(dom: Any, memory_bytes: int) -> Optional[int]:
+    """The non-zero memory (bytes) the VM's last incoming migration sent, or None: it did not arrive by
+    migration (or its host's libvirtd restarted since), libvirt does not say, or the guest has more memory now."""
+    try:
+        st = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)
+    except libvirt.libvirtError:
+        return None
+    if st.get("operation") != JOB_OPERATION_MIGRATION_IN or not st.get("memory_normal_bytes"):
+        return None
+    if int(st.get("memory_total") or 0) < memory_bytes:
+        return None
+    return int(st["memory_normal_bytes"])
 
 
 def _memory_in_use(dom: Any, memory_bytes: int) -> Dict[str, Any]:
@@ -102,6 +123,9 @@ def profile_vms(conns: Dict[str, Any], vms: Dict[str, List[Dict[str, Any]]], sec
             try:
                 dom = conn.lookupByName(vm["name"])
                 prof.update(_memory_in_use(dom, memory))
+                sent = _last_migration_sent(dom, memory)
+                if sent is not None and sent < prof["in_use_bytes"]:
+                    prof.update(in_use_bytes=sent, in_use_source=LAST_MIGRATION)
                 if copy_storage:
                     prof["disk_bytes"] = _disk_bytes(dom, vm.get("disks") or [])
                 if vm.get("state") == "running" and seconds > 0:

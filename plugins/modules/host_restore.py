@@ -103,8 +103,9 @@ vms:
       remaining, dirty rate, throttle, downtime step), C(t) counting from the attempt's start. The maintenance
       report and the migration_report callback write them as one JSON-lines log per run (docs/move-log.md).
     - What was known before it moved and how it was chosen to move - C(profile) (C(memory_mib), C(in_use_mib)
-      and where it came from, C(in_use_source) - QEMU's resident memory, or the configured memory when libvirt
-      gives none -, C(dirty_mib_s) measured by libvirt, C(disk_mib) to copy), C(method) (C(precopy),
+      and where it came from, C(in_use_source) - QEMU's resident memory, the non-zero memory its last incoming
+      migration sent when less (libvirt keeps it on that host until its libvirtd restarts), or the configured
+      memory when libvirt gives none -, C(dirty_mib_s) measured by libvirt, C(disk_mib) to copy), C(method) (C(precopy),
       C(auto_converge), C(postcopy), C(suspend)), C(method_why), C(exclusive) (it had its link to itself),
       C(predicted) (C(time_s), C(downtime_ms), C(converges), C(bandwidth_mib_s); predicted again at dispatch
       from what the finished moves measured - C(from_measured_link), C(in_use_scale), and, once a pre-copy has

@@ -210,6 +210,28 @@ def test_waiting_moves_are_predicted_again_from_what_the_finished_ones_sent(monk
     assert out["calibration"] == {"moves": 2, "sent_vs_profile": [0.5, 0.5]}
 
 
+@pytest.mark.parametrize("dirty_mib_s, iterations, counted", [
+    (0, 5, [0.5]),  # quiet: however many passes, it sent its memory once
+    (10, 2, [0.4]),  # dirtied 10 MiB in its second: 40 of its 50 MiB were its memory in use
+    (20, 2, []),  # re-sent 40 % of its bytes: not counted
+    (None, 2, [0.5]),  # no measured rate: a move of a few passes counts
+    (None, 5, []),
+])
+def test_what_a_move_sent_of_its_memory_in_use_leaves_out_what_its_guest_dirtied(monkeypatch, dirty_mib_s,
+                                                                                   iterations, counted):
+    def fake_migrate(args, progress=None, cancel=None):
+        metrics = {"total_time_ms": 1000, "data_processed": 50 << 20, "disk_processed": 0, "setup_time_ms": 0,
+                   "iterations": iterations}
+        return {"changed": True, "msg": "migrated", "metrics": metrics}
+
+    monkeypatch.setattr(ev, "migrate", fake_migrate)
+    moves = [{"vm": "v0", "source": "lab1", "destination": "lab2", "method": _method(),
+              "profile": {"in_use_mib": 100, "dirty_mib_s": dirty_mib_s}}]
+    out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2"},
+                       dict(params(), limits={"per_source": 1, "per_destination": 1, "fleet": 1}))
+    assert out["calibration"] == {"moves": len(counted), "sent_vs_profile": counted}
+
+
 def test_later_moves_are_predicted_with_the_setup_and_switch_over_the_finished_ones_took(monkeypatch):
     """v0's bytes were predicted to pause 10 ms; it paused 250 ms and QEMU's setup took 40 ms: v1 and v2,
     dispatched after it, are predicted with those costs (medians), beside what the model of bytes says."""

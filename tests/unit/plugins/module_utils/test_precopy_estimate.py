@@ -10,6 +10,15 @@ def test_idle_guest_is_one_round():
     assert e["downtime_ms"] == 0
 
 
+def test_a_guest_that_would_fit_in_the_pause_still_goes_by_a_first_pass_while_it_runs():
+    """QEMU sends all memory once with the guest running, then pauses it for what it dirtied meanwhile: 100 MiB
+    at 400 MiB/s would fit in 300 ms, but the first pass runs whole and the pause is 4 MiB/s x 0.25 s."""
+    est = estimate_precopy(100 * MIB, 400 * MIB, 4 * MIB, 300)
+    assert est["converges"] and est["iterations"] == 1
+    assert est["downtime_ms"] == 2.5 and est["total_time_s"] == 0.25
+    assert est["data_bytes"] == 100 * MIB + MIB
+
+
 def test_geometric_model_matches_the_closed_form():
     m, b, d = 2048 * MIB, 100 * MIB, 25 * MIB
     e = estimate_precopy(m, b, d, 300)
