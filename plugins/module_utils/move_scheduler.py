@@ -17,7 +17,11 @@ capacity says so once. A move holds its link from its dispatch until its data ha
 says ``transferred``), or, for a move that does not need its link alone, until what it has left to send takes
 less time than the job's moves have taken from dispatch to their first byte (QEMU starting on the destination,
 about a second): the next move is dispatched then (``handover``) and sets up while this one sends its last
-bytes, so that the link does not wait for it. ``limits`` count each move until it has ended.
+bytes, so that the link does not wait for it. A pre-copy whose bytes, at the link measured or given shared by
+as many moves as ``limits`` let run, take less time than a move's setup or than the finished moves spent
+outside their transfer (QEMU starting on the destination, libvirt finishing on both hosts) does not hold its
+link at all: where each move's own costs outweigh its bytes, the moves overlap those costs up to the limits.
+``limits`` count each move until it has ended.
 
 Each finished move measures its source's link (bytes sent per second times the moves that shared it) and how
 much memory it really sent against its profile's memory in use; a host whose link was not given gets the
@@ -103,6 +107,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     shared_by: Dict[str, int] = {}  # a move that gave its link up -> the most moves it shared that link with
     no_byte_yet: Dict[str, float] = {}  # a move whose current attempt has sent nothing yet -> when it began
     setup_lags: List[float] = []  # each attempt's seconds from its start to its first byte
+    overheads: List[float] = []  # each finished pre-copy's seconds outside QEMU's transfer (its call's wall time less)
     limit_key = "per_source" if side == "source" else "per_destination"
     alone: Dict[str, str] = {}  # a link an exclusive move has to itself -> that move
     given = {h for h, v in (p.get("link_bandwidth") or {}).items() if v}
@@ -321,6 +326,8 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
                 sent_vs_profile.append((sent - resent) / in_use)
             if res.get("method") == "precopy" and res["attempts"] and res["attempts"][-1].get("mode") == "precopy":
                 fixed["setup_ms"].append(float(metrics.get("setup_time_ms") or 0))
+                if metrics.get("wall_time_ms") is not None and metrics.get("total_time_ms") is not None:
+                    overheads.append(max(0.0, metrics["wall_time_ms"] - metrics["total_time_ms"]) / 1000.0)
                 pred_then = res.get("predicted") or {}
                 model_ms = pred_then.get("model_downtime_ms", pred_then.get("downtime_ms"))
                 if metrics.get("downtime_ms") is not None and model_ms is not None:
@@ -357,21 +364,27 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
 
     def light(m: Dict[str, Any]) -> Optional[str]:
         """Under the lock: why the move need not hold its link, or None. Its bytes take less time than the job's
-        moves take from dispatch to their first byte - at the link given or measured, shared by as many moves
-        as the limit lets run - so what it waits for is setup, not the link (a CPU-bound or fast link)."""
+        moves take from dispatch to their first byte, or than the finished ones spent outside their transfer
+        (QEMU starting on the destination, libvirt finishing on both hosts) - at the link given or measured,
+        shared by as many moves as the limit lets run - so what it waits for is not the link (a CPU-bound or
+        fast link, where each move's own costs outweigh its bytes)."""
         host = m[side]
         chosen = m.get("method") or {}
-        if not predict or not setup_lags or chosen.get("method") != "precopy" or chosen.get("exclusive"):
+        if not predict or not (setup_lags or overheads) or chosen.get("method") != "precopy" or chosen.get("exclusive"):
             return None
         measured, scale = learned(host)
         if not measured and host not in given:
             return None
         pred = predict(m, measured, scale, limits[limit_key])
-        lag = _median(setup_lags)
-        if not pred.get("converges") or pred.get("time_s") is None or pred["time_s"] >= lag:
+        lag = _median(setup_lags) if setup_lags else 0.0
+        over = _median(overheads) if overheads else 0.0
+        if not pred.get("converges") or pred.get("time_s") is None or pred["time_s"] >= max(lag, over):
             return None
+        than = (f"a move takes from dispatch to its first byte ({lag:.1f} s)" if lag >= over else
+                f"a finished move spent outside its transfer ({over:.1f} s: QEMU starting on the destination, "
+                "libvirt finishing on both hosts)")
         return (f"its bytes take about {pred['time_s']:.1f} s with {limits[limit_key]} moves on {host}'s link, less "
-                f"than a move takes from dispatch to its first byte ({lag:.1f} s): it does not wait for the link")
+                f"than {than}: it does not wait for the link")
 
     def blocked_by_link(m: Dict[str, Any]) -> Optional[str]:
         host = m[side]

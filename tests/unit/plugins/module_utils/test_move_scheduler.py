@@ -492,3 +492,37 @@ def test_a_move_whose_bytes_take_less_than_a_setup_does_not_wait_for_the_link(mo
         assert "less than a move takes from dispatch to its first byte" in unheld[0]["link"]
     else:
         assert state["peak"] == peak and not unheld
+
+
+def test_moves_whose_bytes_take_less_than_what_each_move_spends_outside_its_transfer_overlap(monkeypatch):
+    """Share 1, per_source 3. Every move sends its first byte at once (setup lag ~0) but its call takes 0.4 s
+    for 0.05 s of QEMU's transfer (libvirt starting and finishing it): once v0 has shown that, the others,
+    whose bytes take 0.1 s, do not hold the link and run together up to the limit, and the dispatch says why."""
+    import threading
+    lock = threading.Lock()
+    state = {"now": 0, "peak": 0}
+
+    def fake_migrate(args, progress=None, cancel=None):
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+        progress({"kind": "progress", "vm": args["name"], "data_processed": 1 << 20})
+        ev.time.sleep(0.4)
+        with lock:
+            state["now"] -= 1
+        return {"changed": True, "msg": "migrated",
+                "metrics": {"total_time_ms": 50, "wall_time_ms": 450, "data_processed": 100 << 20,
+                            "setup_time_ms": 0}}
+
+    def predict(m, link_bps, scale, share=None):
+        return {"time_s": 0.1, "downtime_ms": 1, "converges": True}
+
+    said = []
+    monkeypatch.setattr(ev, "migrate", fake_migrate)
+    moves = [{"vm": f"v{i}", "source": "lab1", "destination": "lab2", "method": _method()} for i in range(4)]
+    out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2"},
+                       dict(params(), limits={"per_source": 3, "per_destination": 3, "fleet": 4}),
+                       progress=said.append, share={"lab1": 1}, predict=predict)
+    assert out["totals"]["moved"] == 4 and state["peak"] == 3, said
+    unheld = [e for e in said if e.get("kind") == "dispatch" and "link" in e]
+    assert len(unheld) == 3 and "less than a finished move spent outside its transfer (0.4 s" in unheld[0]["link"], unheld
