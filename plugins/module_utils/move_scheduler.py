@@ -409,8 +409,10 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         if not unheld:
             take_link(m)
         measured, scale = learned(m[side])
-        if predict and m.get("method") and (measured or scale):
-            results[m["vm"]]["predicted"] = dict(predict(m, measured, scale), from_measured_link=bool(measured),
+        if predict and m.get("method") and (measured or scale or unheld):
+            # A move that does not hold its link shares it with as many as the limit lets run (as light() judged).
+            again = predict(m, measured, scale, limits[limit_key]) if unheld else predict(m, measured, scale)
+            results[m["vm"]]["predicted"] = dict(again, from_measured_link=bool(measured),
                                                  in_use_scale=round(scale, 2) if scale else None)
         if m.get("method") and fixed["setup_ms"]:
             results[m["vm"]]["predicted"] = with_fixed_costs(results[m["vm"]].get("predicted") or {})

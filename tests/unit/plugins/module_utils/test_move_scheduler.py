@@ -490,6 +490,8 @@ def test_a_move_whose_bytes_take_less_than_a_setup_does_not_wait_for_the_link(mo
     if bytes_s < 0.3:
         assert state["peak"] == 3 and len(unheld) == 3, said
         assert "less than a move takes from dispatch to its first byte" in unheld[0]["link"]
+        # predicted as it runs: sharing the link with as many as the limit lets run
+        assert all(e["predicted_s"] == bytes_s for e in unheld), unheld
     else:
         assert state["peak"] == peak and not unheld
 
