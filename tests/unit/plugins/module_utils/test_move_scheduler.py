@@ -217,8 +217,8 @@ def test_waiting_moves_are_predicted_again_from_what_the_finished_ones_sent(monk
     (None, 2, [0.5]),  # no measured rate: a move of a few passes counts
     (None, 5, []),
 ])
-def test_what_a_move_sent_of_its_memory_in_use_leaves_out_what_its_guest_dirtied(monkeypatch, dirty_mib_s,
-                                                                                   iterations, counted):
+def test_what_a_move_sent_of_its_memory_in_use_leaves_out_what_its_guest_dirtied(
+        monkeypatch, dirty_mib_s, iterations, counted):
     def fake_migrate(args, progress=None, cancel=None):
         metrics = {"total_time_ms": 1000, "data_processed": 50 << 20, "disk_processed": 0, "setup_time_ms": 0,
                    "iterations": iterations}
