@@ -376,9 +376,6 @@ class Lab:
             # QEMU stays in libvirtd's cgroup, so faults can tell the hosts' traffic apart.
             'cgroup_controllers = [ ]\n'
             f'migration_address = "{h["addr"]}"\nmigration_host = "{h["addr"]}"\n'
-            # Peer-to-peer migrations notice a cut link after 3 unanswered keepalives 3 s apart (about
-            # 12 s; libvirt's default is 5 x 5 s): the reliability suite's post-copy cuts wait for it.
-            'keepalive_interval = 3\nkeepalive_count = 3\n'
             'default_tls_x509_cert_dir = "/etc/pki/qemu"\ndefault_tls_x509_verify = 1\n'
             'migrate_tls_x509_cert_dir = "/etc/pki/qemu"\nmigrate_tls_x509_verify = 1\n'
         )

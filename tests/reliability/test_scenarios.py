@@ -125,13 +125,6 @@ def in_postcopy(lab, vm: str) -> None:
     time.sleep(2)
 
 
-def postcopy_failed(lab, vm: str) -> None:
-    """Wait until the source's libvirt has given up on the cut link (its p2p keepalive, about 12 s in the lab):
-    the migration call has failed during post-copy and the guest waits on the destination for its pages."""
-    wait_for(lambda: "post-copy failed" in lab.virsh("lab1", "domstate", "--reason", vm, check=False).stdout, 120,
-             interval=0.5, what=f"lab1's libvirt to notice the cut during {vm}'s post-copy")
-
-
 def test_link_cut_during_postcopy(lab, scenario, hot):
     """the guest already runs on the destination; it completes when the link returns"""
     vms = dict(VMS, **{hot: "lab1"})
@@ -143,7 +136,7 @@ def test_link_cut_during_postcopy(lab, scenario, hot):
     try:
         in_postcopy(lab, hot)
         lab.ctl("fault", "cut", "lab1", "lab2")
-        postcopy_failed(lab, hot)
+        time.sleep(45)  # longer than libvirt's keepalive: the migration call fails during post-copy
         lab.ctl("fault", "heal", "lab1", "lab2")
         proc.communicate(timeout=400)
     finally:
@@ -167,7 +160,7 @@ def test_link_cut_during_postcopy_with_the_controller_gone(lab, scenario, hot):
     proc = lab.start_playbook(cmd, start_new_session=True)
     in_postcopy(lab, hot)
     lab.ctl("fault", "cut", "lab1", "lab2")
-    postcopy_failed(lab, hot)
+    time.sleep(45)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     lab.ctl("fault", "heal", "lab1", "lab2")
