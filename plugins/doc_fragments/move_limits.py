@@ -30,11 +30,23 @@ options:
   max_attempts:
     description:
       - Attempts per VM, never more. Each attempt escalates as allowed - the downtime ladder, then
-        auto-converge (O(allow_auto_converge)), then post-copy (O(allow_postcopy)), then pausing the guest to
+        XBZRLE (O(allow_xbzrle)), then auto-converge (O(allow_auto_converge)), then post-copy (O(allow_postcopy)), then pausing the guest to
         finish (O(allow_suspend)). Only a VM that did not converge (reason C(timeout) or C(no_progress)) is
         tried again; one refused before any data moved (C(refused_at_start)) is restarted once.
     type: int
     default: 3
+  allow_xbzrle:
+    description:
+      - Let a VM that plain pre-copy will not move (its measured dirty rate against its link) move by pre-copy
+        with XBZRLE - pages the guest writes again are sent as deltas against a cache of what was sent, sized
+        to the VM's memory in use (a power of two, at least QEMU's 64 MiB, at most the VM's memory), kept on
+        the source host while the move runs. The guest is not slowed, but the source spends CPU encoding.
+      - It pays when each write changes little of its page; that cannot be measured before moving, so it is
+        tried first for such a VM (before auto-converge), predicted by its first pass only, and its passes show
+        whether it pays - when they stop shrinking, the attempt ends at once and the next allowed step runs.
+      - Cannot be combined with O(compression) other than C(none) (that one applies to every move).
+    type: bool
+    default: false
   allow_auto_converge:
     description: Let an attempt throttle the guest's vCPUs.
     type: bool

@@ -75,6 +75,10 @@ def _limits(p: Dict[str, Any]) -> Dict[str, int]:
     if unknown or any(v < 1 for v in lim.values()) or p["max_attempts"] < 1 or p["vm_timeout"] < 1:
         raise FleetmaintError(f"invalid limits {p.get('limits')} or attempts/timeouts: limits are per_source, "
                               "per_destination, fleet (each at least 1)", step="validate options")
+    if p.get("allow_xbzrle") and p["compression"] != "none":
+        raise FleetmaintError(f"allow_xbzrle chooses XBZRLE for the VMs that need it, so it cannot be combined with "
+                              f"compression={p['compression']} (which applies to every move): drop one of them",
+                              step="validate options")
     return lim
 
 
@@ -170,8 +174,8 @@ class _Methods:
     def __init__(self, fleet: Any, moves: List[Dict[str, Any]], p: Dict[str, Any], lim: Dict[str, int],
                  side: str, profiling: Optional[_Profiling] = None) -> None:
         self.p, self.side = p, side
-        self.allowed = {"auto_converge": p["allow_auto_converge"], "postcopy": p["allow_postcopy"],
-                        "suspend": p["allow_suspend"], "cold": p["allow_cold_move"]}
+        self.allowed = {"xbzrle": p["allow_xbzrle"], "auto_converge": p["allow_auto_converge"],
+                        "postcopy": p["allow_postcopy"], "suspend": p["allow_suspend"], "cold": p["allow_cold_move"]}
         self.downtime = p.get("max_downtime") or 300
         self.assumed = (p.get("bandwidth") or DEFAULT_ESTIMATE_BANDWIDTH_MIB_S) * MIB
         self.cap = p["bandwidth"] * MIB if p.get("bandwidth") else None

@@ -39,6 +39,7 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import 
     CONNECTION, MIGRATION_TUNING, STORAGE, pick,
 )
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.postcopy_recovery import finish_interrupted
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import MIB
 
 ARGUMENT_SPEC: Dict[str, Any] = dict(
     name=dict(type="str"),
@@ -161,6 +162,8 @@ def _migrate(p: Dict[str, Any], sconn: Any, dconn: Any, peer_uri: str, check_mod
         "bandwidth_mib_s": p.get("bandwidth"), "max_downtime_ms": p.get("max_downtime"),
         "downtime_ladder": [{"after_s": round(t, 1), "downtime_ms": v} for t, v in ladder],
         "compression": p["compression"], "parallel_connections": parallel_connections(p),
+        "xbzrle_cache_mib": (p["xbzrle_cache_bytes"] // MIB if p["compression"] == "xbzrle"
+                             and p.get("xbzrle_cache_bytes") else None),
         "copy_storage": effective["copy_storage"], "copy_disks": [d["target"] for d in copy_disks],
         "auto_converge": p["auto_converge"], "auto_converge_initial": p.get("auto_converge_initial"),
         "auto_converge_increment": p.get("auto_converge_increment"),

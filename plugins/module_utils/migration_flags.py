@@ -103,6 +103,9 @@ def build_params(p: Dict[str, Any], copy_targets: List[str]) -> Dict[str, Any]:
         params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = p["bandwidth"]
     if p["compression"] != "none":
         params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION] = p["compression"]
+    if p["compression"] == "xbzrle" and p.get("xbzrle_cache_bytes"):
+        # Set by a job's XBZRLE step (move_methods.xbzrle_cache_bytes): a power of two, as QEMU requires.
+        params[libvirt.VIR_MIGRATE_PARAM_COMPRESSION_XBZRLE_CACHE] = int(p["xbzrle_cache_bytes"])
     if parallel_connections(p):
         params[libvirt.VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS] = parallel_connections(p)
     if copy_targets:

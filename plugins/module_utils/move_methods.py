@@ -11,11 +11,16 @@ the operator allows:
 1. plain pre-copy, when it converges at the VM's share of the link;
 2. pre-copy with the link to itself (``exclusive``: no other move from that source runs beside it), when it
    converges only so;
-3. auto-converge from the start (``allow_auto_converge``): vCPU throttling lowers the dirty rate until the
+3. pre-copy with XBZRLE (``allow_xbzrle``): pages the guest writes again are sent as deltas against a cache of
+   what was sent (sized to the VM's memory in use), so a pass takes a fraction of the link when each write
+   changes little of its page; the guest runs untouched. Whether its writes are such cannot be measured before
+   moving: the prediction is the first pass only (``converges`` None) and the move's passes show it - they stop
+   shrinking and the move escalates at once when XBZRLE does not pay;
+4. auto-converge from the start (``allow_auto_converge``): vCPU throttling lowers the dirty rate until the
    rest fits in the allowed downtime;
-4. post-copy after the first pass (``allow_postcopy``): the guest switches to the destination and fetches
+5. post-copy after the first pass (``allow_postcopy``): the guest switches to the destination and fetches
    what is left on demand; converges whatever the dirty rate;
-5. pause the guest after the first pass (``allow_suspend``): converges, with a pause longer than
+6. pause the guest after the first pass (``allow_suspend``): converges, with a pause longer than
    ``max_downtime`` the operator accepted.
 
 None allowed: the VM is refused before anything moves, with the numbers (unless a cold move is allowed, the
@@ -38,6 +43,20 @@ LINK_SHARE = 2
 AUTO_CONVERGE_STEPS = (0.5, 0.7, 0.9, 0.99)
 # A post-copy switch-over sends the device state and the pages the guest touches first: a short pause.
 POSTCOPY_PAUSE_MS = 100.0
+# QEMU's own XBZRLE cache (xbzrle-cache-size); QEMU takes only powers of two.
+XBZRLE_MIN_CACHE = 64 * MIB
+
+
+def xbzrle_cache_bytes(profile: Dict[str, Any]) -> int:
+    """The XBZRLE cache for one VM: the smallest power of two that holds its memory in use (QEMU's cache is
+    direct-mapped by page address: pages the guest writes again are found only while they are still cached, so a
+    cache smaller than what the guest rewrites misses most of them), at least QEMU's 64 MiB and at most the
+    largest power of two within the VM's memory."""
+    memory = int(profile["memory_bytes"])
+    need = int(profile.get("in_use_bytes") or memory)
+    top = 1 << (max(memory, 1).bit_length() - 1)  # the largest power of two <= memory
+    size = 1 << max(need - 1, 1).bit_length()  # the smallest power of two >= need
+    return max(min(size, top), min(XBZRLE_MIN_CACHE, top))
 
 
 def _mib(bps: float) -> str:
@@ -70,7 +89,7 @@ def choose_method(profile: Dict[str, Any], link_bps: Optional[float], share: int
     profile: vm, memory_bytes, in_use_bytes, dirty_bps (None when not measured), disk_bytes.
     link_bps: the source link in bytes/s, None when unknown; cap_bps: the per-move cap (``bandwidth``). With
     neither, ``assumed_bps`` is used for the prediction and nothing is refused on it. share: moves that share
-    the link when this one runs. allowed: auto_converge, postcopy, suspend.
+    the link when this one runs. allowed: xbzrle, auto_converge, postcopy, suspend, cold.
     """
     vm = profile["vm"]
     shared, link, known = bandwidths(link_bps, cap_bps, share, assumed_bps)
@@ -93,6 +112,15 @@ def choose_method(profile: Dict[str, Any], link_bps: Optional[float], share: int
             return dict(out, method="precopy", exclusive=True, predicted=_predicted(alone, link, disk_s),
                         why=f"dirties {_mib(dirty)}: converges only with the link to itself ({_mib(link)})")
     first_pass_s = data / link
+    if allowed.get("xbzrle"):
+        cache = xbzrle_cache_bytes(profile)
+        pred = {"time_s": round(disk_s + first_pass_s, 2), "downtime_ms": None, "converges": None,
+                "bandwidth_mib_s": round(link / MIB, 1), "iterations": 1}
+        return dict(out, method="xbzrle", exclusive=shared < link, predicted=pred, xbzrle_cache_bytes=cache,
+                    why=f"dirties {_mib(dirty)}, the link gives it {_mib(link)}: plain pre-copy would not converge; "
+                        f"pre-copy with XBZRLE (pages written again sent as deltas, {cache // MIB} MiB cache): it "
+                        "converges if each write changes little of its page, which its passes show (predicted: the "
+                        "first pass)")
     if allowed.get("auto_converge"):
         for i, throttle in enumerate(AUTO_CONVERGE_STEPS, start=1):
             est_t = estimate_precopy(data, link, dirty * (1 - throttle), max_downtime_ms)
@@ -116,7 +144,8 @@ def choose_method(profile: Dict[str, Any], link_bps: Optional[float], share: int
                     why=f"dirties {_mib(dirty)}, the link gives it {_mib(link)}: pre-copy would not converge; "
                         "paused after the first pass (allow_suspend)")
     msg = (f"{vm} dirties {_mib(dirty)}, the link gives it {_mib(link)}: will not converge within "
-           f"{max_downtime_ms:g} ms; allow auto-converge or post-copy")
+           f"{max_downtime_ms:g} ms; allow auto-converge or post-copy (or XBZRLE, if its writes change little of "
+           "each page)")
     if not known:
         return dict(out, method="precopy", predicted=_predicted(est, shared, disk_s),
                     why=f"would not converge at an assumed {_mib(link)} (link_bandwidth not given): pre-copy, "

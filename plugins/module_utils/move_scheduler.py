@@ -5,9 +5,9 @@
 
 Used by host_evacuate (moves from the plan) and host_restore (moves back to home hosts). Every move goes
 through live_migration.migrate, so each one keeps its guarantees (checks, exactly one definition, abort and
-stay on failure). Escalation per VM, as the options allow: the downtime ladder first, then auto-converge, then
-post-copy after the first pass, then suspend; at most ``max_attempts`` attempts. A move whose method was chosen
-up front (``move_methods``: a VM pre-copy will not converge for) starts at that step. What happens after a
+stay on failure). Escalation per VM, as the options allow: the downtime ladder first, then XBZRLE, then
+auto-converge, then post-copy after the first pass, then suspend; at most ``max_attempts`` attempts. A move
+whose method was chosen up front (``move_methods``: a VM pre-copy will not converge for) starts at that step. What happens after a
 failed attempt is decided by its reason code alone (``reasons.decide``). ``on_failure``: ``stop`` starts no new
 move after a failure (running ones finish), ``continue`` goes on. ``overall_timeout`` stops starting new moves.
 
@@ -39,6 +39,7 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cold_move impor
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.live_migration import ARGUMENT_SPEC, migrate
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import MoveSlots
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.move_methods import xbzrle_cache_bytes
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import MIGRATION_TUNING, STORAGE
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import MIB
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.reasons import COLD_MOVE_AFTER, NOT_CONVERGED, decide
@@ -48,11 +49,17 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.reasons import 
 MIGRATION_KEYS = tuple(STORAGE) + tuple(MIGRATION_TUNING) + ("memory_headroom",)
 
 
-def escalation_steps(p: Dict[str, Any], method: Optional[str] = None) -> List[Dict[str, Any]]:
-    """The options of each attempt, mildest first, from ``method`` (the one chosen up front) on."""
+def escalation_steps(p: Dict[str, Any], method: Optional[str] = None,
+                     xbzrle_cache: Optional[int] = None) -> List[Dict[str, Any]]:
+    """The options of each attempt, mildest first, from ``method`` (the one chosen up front) on.
+    ``xbzrle_cache``: the XBZRLE cache of the move's VM in bytes (``move_methods.xbzrle_cache_bytes``)."""
     t = p["vm_timeout"]
     base = {"timeout": t, "timeout_action": "abort", "postcopy": "never", "auto_converge": False}
     steps = [dict(base, method="precopy", why="pre-copy with the downtime ladder")]
+    if p.get("allow_xbzrle") and p.get("compression", "none") == "none":
+        cache = f" ({xbzrle_cache // MIB} MiB cache)" if xbzrle_cache else ""
+        steps.append(dict(base, method="xbzrle", compression="xbzrle", xbzrle_cache_bytes=xbzrle_cache,
+                          why=f"pre-copy with XBZRLE{cache}"))
     if p["allow_auto_converge"]:
         steps.append(dict(base, method="auto_converge", auto_converge=True, auto_converge_initial=50,
                           auto_converge_increment=20, why="auto-converge (vCPU throttling)"))
@@ -154,7 +161,12 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     def one(m: Dict[str, Any]) -> None:
         res = results[m["vm"]]
         res["result"] = "running"
-        steps = escalation_steps(p, (m.get("method") or {}).get("method"))
+        chosen = m.get("method") or {}
+        prof = m.get("profile") or {}
+        cache = chosen.get("xbzrle_cache_bytes") or (xbzrle_cache_bytes(
+            {"memory_bytes": prof["memory_mib"] * MIB, "in_use_bytes": (prof.get("in_use_mib") or 0) * MIB})
+            if prof.get("memory_mib") else None)
+        steps = escalation_steps(p, chosen.get("method"), cache)
         i, restarted = 0, False
         while i < len(steps):
             if res["attempts"]:

@@ -48,6 +48,7 @@ OPTIONS: Dict[str, Dict[str, Any]] = dict(
     limits=dict(type="dict", default={}),
     vm_timeout=dict(type="int", default=300),
     max_attempts=dict(type="int", default=3),
+    allow_xbzrle=dict(type="bool", default=False),
     allow_auto_converge=dict(type="bool", default=True),
     allow_postcopy=dict(type="bool", default=False),
     allow_suspend=dict(type="bool", default=False),
@@ -74,6 +75,6 @@ MIGRATION_TUNING = pick("tls", "bandwidth", "max_downtime", "downtime_steps", "p
 # What the estimates of a preview read (plan_evacuation, migration_check): the same defaults as the move.
 ESTIMATE = pick("bandwidth", "max_downtime")
 PLACEMENT = pick("memory_headroom", "memory_overcommit", "cpu_overcommit", "anti_affinity", "priority", "pinned")
-MOVE_LIMITS = pick("limits", "vm_timeout", "max_attempts", "allow_auto_converge", "allow_postcopy", "allow_suspend",
-                   "on_failure", "allow_cold_move", "cold_shutdown_timeout", "cold_move_force", "overall_timeout")
+MOVE_LIMITS = pick("limits", "vm_timeout", "max_attempts", "allow_xbzrle", "allow_auto_converge", "allow_postcopy",
+                   "allow_suspend", "on_failure", "allow_cold_move", "cold_shutdown_timeout", "cold_move_force", "overall_timeout")
 MEASUREMENT = pick("link_bandwidth", "profile_seconds")

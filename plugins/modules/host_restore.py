@@ -106,8 +106,9 @@ vms:
       and where it came from, C(in_use_source) - QEMU's resident memory, the non-zero memory its last incoming
       migration sent when less (libvirt keeps it on that host until its libvirtd restarts), or the configured
       memory when libvirt gives none -, C(dirty_mib_s) measured by libvirt, C(disk_mib) to copy), C(method) (C(precopy),
-      C(auto_converge), C(postcopy), C(suspend)), C(method_why), C(exclusive) (it had its link to itself),
-      C(predicted) (C(time_s), C(downtime_ms), C(converges), C(bandwidth_mib_s); predicted again at dispatch
+      C(xbzrle), C(auto_converge), C(postcopy), C(suspend)), C(method_why), C(exclusive) (it had its link to itself),
+      C(predicted) (C(time_s), C(downtime_ms), C(converges), C(bandwidth_mib_s) - for C(xbzrle) its first pass only,
+      with C(converges) and C(downtime_ms) null, as what its writes leave of each page is not known before it moves; predicted again at dispatch
       from what the finished moves measured - C(from_measured_link), C(in_use_scale), and, once a pre-copy has
       finished, C(setup_ms) and C(switchover_ms), the medians of what those took beyond their bytes, added to
       the model's C(model_time_s) and C(model_downtime_ms)) - and what happened, C(measured) (C(time_s),

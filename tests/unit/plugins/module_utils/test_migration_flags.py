@@ -85,6 +85,14 @@ def test_multifd_compression_comes_with_parallel_migration(method):
     assert mf.parallel_connections(params(compression=method, parallel_connections=1)) == 1
 
 
+def test_a_jobs_xbzrle_step_sets_its_cache_and_nothing_else_does():
+    libvirt = pytest.importorskip("libvirt")
+    key = libvirt.VIR_MIGRATE_PARAM_COMPRESSION_XBZRLE_CACHE
+    assert mf.build_params(params(compression="xbzrle", xbzrle_cache_bytes=256 * 1048576), [])[key] == 268435456
+    assert key not in mf.build_params(params(compression="xbzrle"), [])  # QEMU's own cache
+    assert key not in mf.build_params(params(compression="none", xbzrle_cache_bytes=256 * 1048576), [])
+
+
 def test_classic_compression_stays_without_parallel_migration():
     libvirt = pytest.importorskip("libvirt")
     for method in ("xbzrle", "mt"):

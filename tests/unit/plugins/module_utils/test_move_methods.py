@@ -35,7 +35,32 @@ def test_a_hot_vm_is_refused_with_the_numbers_when_nothing_else_is_allowed():
     m = mm.choose_method(prof("hot1", 256, 256, dirty=60), 24 * MIB, 1, NONE, 500, ASSUMED)
     assert m["refused"] is True and m["method"] is None
     assert m["msg"] == ("hot1 dirties 60 MiB/s, the link gives it 24 MiB/s: will not converge within 500 ms; "
-                        "allow auto-converge or post-copy")
+                        "allow auto-converge or post-copy (or XBZRLE, if its writes change little of each page)")
+
+
+def test_xbzrle_allowed_comes_before_auto_converge_predicted_by_its_first_pass_only():
+    allowed = dict(NONE, xbzrle=True, auto_converge=True)
+    m = mm.choose_method(prof("hot1", 256, 200, dirty=60), 24 * MIB, 2, allowed, 500, ASSUMED)
+    assert m["method"] == "xbzrle" and m["exclusive"] is True and not m["refused"]
+    assert m["xbzrle_cache_bytes"] == 256 * MIB and "256 MiB cache" in m["why"]
+    # What its writes do to each page is not known before it moves: the first pass, and no claim beyond it.
+    assert m["predicted"]["converges"] is None and m["predicted"]["downtime_ms"] is None
+    assert m["predicted"]["time_s"] == pytest.approx(200 / 24, rel=0.01)
+    # A VM plain pre-copy moves never gets it.
+    assert mm.choose_method(prof(), 24 * MIB, 1, allowed, 500, ASSUMED)["method"] == "precopy"
+
+
+@pytest.mark.parametrize("mem,in_use,cache", [
+    (256, 200, 256),   # the smallest power of two that holds what is in use
+    (160, 100, 128),   # ... and never more than the largest within the VM's memory
+    (160, 150, 128),
+    (4096, 10, 64),    # at least QEMU's own 64 MiB
+    (48, 40, 32),      # unless the VM is smaller
+    (1024, 512, 512),  # a power of two that fits exactly
+])
+def test_the_xbzrle_cache_holds_the_memory_in_use_as_a_power_of_two(mem, in_use, cache):
+    got = mm.xbzrle_cache_bytes({"memory_bytes": mem * MIB, "in_use_bytes": in_use * MIB})
+    assert got == cache * MIB and got & (got - 1) == 0
 
 
 @pytest.mark.parametrize("allowed,method", [

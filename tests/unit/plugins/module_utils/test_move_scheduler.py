@@ -122,6 +122,25 @@ def test_a_move_starts_at_the_method_chosen_for_it():
     assert [s["method"] for s in ev.escalation_steps(p, None)] == ["precopy", "auto_converge"]
 
 
+def test_xbzrle_allowed_is_the_step_after_plain_precopy_and_only_it_compresses():
+    p = params(allow_xbzrle=True, allow_postcopy=True, max_attempts=4)
+    steps = ev.escalation_steps(p, None, 256 * 1048576)
+    assert [s["method"] for s in steps] == ["precopy", "xbzrle", "auto_converge", "postcopy"]
+    assert steps[1]["compression"] == "xbzrle" and steps[1]["xbzrle_cache_bytes"] == 256 * 1048576
+    assert steps[1]["why"] == "pre-copy with XBZRLE (256 MiB cache)"
+    assert all("compression" not in s for s in steps if s["method"] != "xbzrle")
+    assert [s["method"] for s in ev.escalation_steps(p, "xbzrle", 1 << 28)][:2] == ["xbzrle", "auto_converge"]
+    # Not allowed (the default), or a compression the job applies to every move: no XBZRLE step.
+    assert "xbzrle" not in [s["method"] for s in ev.escalation_steps(params(), None)]
+    assert "xbzrle" not in [s["method"] for s in ev.escalation_steps(params(allow_xbzrle=True, compression="zstd"))]
+
+
+def test_allow_xbzrle_with_a_jobwide_compression_is_refused_before_anything_moves():
+    with pytest.raises(FleetmaintError, match="allow_xbzrle .* cannot be combined with compression=mt"):
+        hj._limits(params(allow_xbzrle=True, compression="mt"))
+    hj._limits(params(allow_xbzrle=True))
+
+
 def _method(name="precopy", exclusive=False, time_s=1.0):
     return {"method": name, "exclusive": exclusive, "why": f"{name} (test)", "refused": False,
             "predicted": {"time_s": time_s, "downtime_ms": 10, "converges": True}}
