@@ -7,7 +7,9 @@ each with 96 MB written once and then 0.5 MB/s dirtied (quiet, but its memory is
   after another, to lab2;
 - the operator's parallel loop: the same commands all at once;
 - ``host_evacuate`` through ``ansible-playbook`` with its defaults (and, in the hot regime, with
-  ``allow_postcopy``; in the open regime, with limits of 6: as many moves at once as the parallel loop);
+  ``allow_postcopy``, and with ``allow_xbzrle``; in the open regime, with limits of 6: as many moves at once as
+  the parallel loop, and with ``parallel_connections: 2``: does a second connection per move pay where the
+  moves are CPU-bound?);
 
 and brought home by ``host_restore`` between runs. A loop's time ends with its last ``virsh``; an
 ``ansible-playbook`` run's with its job's task (Ansible's start, the profile and the moves are counted; the
@@ -220,6 +222,10 @@ def run_regime(name, vms, variants):
             hm = {"link_bandwidth": {"lab1": NIC_MIB_S}} if name in ("nic", "hot") else {}
             if variant == "postcopy":
                 hm["allow_postcopy"] = True
+            if variant == "xbzrle":  # XBZRLE allowed (before auto-converge, which stays allowed)
+                hm["allow_xbzrle"] = True
+            if variant == "multifd":  # two connections per move (QEMU multifd), the operator's choice
+                hm["parallel_connections"] = 2
             if variant == "limits6":  # as many at once as the parallel loop starts
                 hm["limits"] = {"per_source": 6, "per_destination": 6, "fleet": 8}
             wall, r = evacuate(**hm)
@@ -272,8 +278,8 @@ def summary(rep):
              "ends with its task (Ansible's start, the profile and the moves counted); the whole playbook, with "
              "the benchmark's own task that writes the result file, is given beside it.", "",
              "| regime | sequential loop | parallel loop | host_evacuate defaults | host_evacuate, post-copy allowed "
-             "| host_evacuate, limits 6 |",
-             "|---|---|---|---|---|---|"]
+             "| host_evacuate, XBZRLE allowed | host_evacuate, limits 6 | host_evacuate, 2 connections a move |",
+             "|---|---|---|---|---|---|---|---|"]
 
     def cell(run, n):
         if not run:
@@ -291,7 +297,8 @@ def summary(rep):
         n = len(reg["vms"])
         r = reg["runs"]
         lines.append(f"| {name} | {cell(r.get('sequential'), n)} | {cell(r.get('parallel'), n)} | "
-                     f"{cell(r.get('defaults'), n)} | {cell(r.get('postcopy'), n)} | {cell(r.get('limits6'), n)} |")
+                     f"{cell(r.get('defaults'), n)} | {cell(r.get('postcopy'), n)} | {cell(r.get('xbzrle'), n)} | "
+                     f"{cell(r.get('limits6'), n)} | {cell(r.get('multifd'), n)} |")
     acc = rep["accuracy"]
     lines += ["", f"Predictions: {acc['within_25pct']} of {acc['moves']} converging pre-copy moves within ±25 % of "
               f"the predicted time (measured / predicted: {acc['ratios']}); convergence mispredicted for: "
@@ -302,7 +309,7 @@ def summary(rep):
               "| predicted downtime ms | downtime ms |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, reg in rep["regimes"].items():
-        for variant in ("defaults", "postcopy", "limits6"):
+        for variant in ("defaults", "postcopy", "xbzrle", "limits6", "multifd"):
             for x in (reg["runs"].get(variant) or {}).get("rows", []):
                 lines.append(f"| {name} | {variant} | {x['vm']} | {x['method']} | {(x['method_why'] or '')[:70]} | "
                              f"{x['link']} | {x['in_use_source']} | "
@@ -326,13 +333,15 @@ def main() -> int:
     try:
         wanted = a.regimes.split(",")
         if "open" in wanted:
-            rep["regimes"]["open"] = run_regime("open", QUIET, ["sequential", "parallel", "defaults", "limits6"])
+            rep["regimes"]["open"] = run_regime("open", QUIET,
+                                                ["sequential", "parallel", "defaults", "limits6", "multifd"])
         if "nic" in wanted:
             rep["regimes"]["nic"] = run_regime("nic", QUIET, ["sequential", "parallel", "defaults"])
         if "hot" in wanted:
             lab("vm", "create", HOT, "--host", "lab1", "--memory", "256", "--dirty-mb", "150", "--dirty-rate",
                 str(HOT_RATE_MB_S))
-            rep["regimes"]["hot"] = run_regime("hot", QUIET + [HOT], ["sequential", "parallel", "defaults", "postcopy"])
+            rep["regimes"]["hot"] = run_regime("hot", QUIET + [HOT],
+                                               ["sequential", "parallel", "defaults", "postcopy", "xbzrle"])
     finally:
         lab("fault", "nic", "lab1", "0", check=False)
         if not a.keep:
