@@ -43,8 +43,13 @@ options:
         the source host while the move runs. The guest is not slowed, but the source spends CPU encoding.
       - It pays when each write changes little of its page; that cannot be measured before moving, so it is
         tried first for such a VM (before auto-converge), predicted by its first pass only, and its passes show
-        whether it pays - when they stop shrinking, the attempt ends at once and the next allowed step runs.
-      - Cannot be combined with O(compression) other than C(none) (that one applies to every move).
+        whether it pays - when they stop shrinking, the attempt ends at once (O(convergence_watch), the default;
+        without it, at O(vm_timeout)) and the next allowed step runs.
+      - It is one more escalation step, counted by O(max_attempts) - with 3, a VM that starts at plain pre-copy
+        reaches XBZRLE and auto-converge but not post-copy.
+      - The XBZRLE attempt runs in the main migration stream, without O(parallel_connections) (libvirt does not
+        combine XBZRLE with parallel migration); the other attempts keep them. Cannot be combined with
+        O(compression) other than C(none) (that one applies to every move).
     type: bool
     default: false
   allow_auto_converge:

@@ -58,8 +58,10 @@ def escalation_steps(p: Dict[str, Any], method: Optional[str] = None,
     steps = [dict(base, method="precopy", why="pre-copy with the downtime ladder")]
     if p.get("allow_xbzrle") and p.get("compression", "none") == "none":
         cache = f" ({xbzrle_cache // MIB} MiB cache)" if xbzrle_cache else ""
+        # XBZRLE runs in the main migration stream: libvirt refuses it with parallel (multifd) connections, so
+        # this step drops the job's parallel_connections (the other steps keep them).
         steps.append(dict(base, method="xbzrle", compression="xbzrle", xbzrle_cache_bytes=xbzrle_cache,
-                          why=f"pre-copy with XBZRLE{cache}"))
+                          parallel_connections=None, why=f"pre-copy with XBZRLE{cache}"))
     if p["allow_auto_converge"]:
         steps.append(dict(base, method="auto_converge", auto_converge=True, auto_converge_initial=50,
                           auto_converge_increment=20, why="auto-converge (vCPU throttling)"))
@@ -153,6 +155,9 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         """One attempt's record: its step, outcome and metrics, when it ran and how (``mode``), its job's log."""
         metrics = out.get("metrics")
         mode = "postcopy" if (metrics or {}).get("postcopy_used") else step["method"]
+        cache = (out.get("options") or {}).get("xbzrle_cache_mib")
+        if cache:
+            kw["xbzrle_cache_mib"] = cache  # the XBZRLE cache the attempt ran with (its XBZRLE step)
         return dict({"attempt": i, "why": step["why"], "ok": ok, "msg": out.get("msg"), "metrics": metrics,
                      "mode": mode, "started_at": out.get("started_at") or round(began, 2),
                      "ended_at": out.get("ended_at") or round(time.time(), 2),

@@ -40,7 +40,7 @@ REASONS: Dict[str, str] = {
                       "above what max_downtime can send), so the migration was aborted at once, not at its timeout; "
                       "the VM still runs on its source",
     "will_not_converge": "refused before anything moved: a VM's measured dirty rate is more than its link can send "
-                         "and no method the job allows (auto-converge, post-copy, suspend) converges",
+                         "and no method the job allows (XBZRLE, auto-converge, post-copy, suspend) converges",
     "migration_failed": "libvirt or QEMU failed the migration after it started; the VM still runs on its source "
                         "(or where the message says)",
     "postcopy_unfinished": "a post-copy migration could not be completed or resumed: the guest runs on the "

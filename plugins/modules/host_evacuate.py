@@ -100,7 +100,8 @@ staying:
 vms:
   description:
     - Per VM - C(vm), C(source), C(destination), C(result) (moved, cold_moved, already_there, failed,
-      not_started), C(attempts) (each with why, ok, msg, reason, metrics), C(metrics) of the successful attempt,
+      not_started), C(attempts) (each with why, ok, msg, reason, metrics;
+      xbzrle_cache_mib for an XBZRLE attempt), C(metrics) of the successful attempt,
       and for a failed VM C(reason) (the last attempt's code, for example C(vm_crashed)).
     - Its history - C(started_at) and C(ended_at) (epoch seconds), C(log) (the scheduler's steps - waiting,
       dispatch, attempt, attempt_failed, moved, cold_move - each with C(ts)), and per attempt C(mode) (how it

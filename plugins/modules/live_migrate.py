@@ -235,9 +235,10 @@ options:
   description: The flags, parameters, downtime ladder and disks to copy that were (or in check mode, would be)
     used; after a real run also C(copy_bytes), the capacity of the copied disks. C(parallel_connections) is the
     count used (2 for C(zlib) or C(zstd) when none was given, with C(PARALLEL) in C(flags)); C(postcopy_preempt) is
-    true when preempt was required and post-copy is allowed; C(xbzrle_cache_mib) is the XBZRLE cache a job's
-    XBZRLE step set for its VM (M(fleetmaint.libvirt.host_evacuate) O(fleetmaint.libvirt.host_evacuate#module:allow_xbzrle)),
-    null otherwise (QEMU's own 64 MiB).
+    true when preempt was required and post-copy is allowed; C(xbzrle_cache_mib) is the XBZRLE cache set for
+    the move, only by a job's XBZRLE step (M(fleetmaint.libvirt.host_evacuate)
+    O(fleetmaint.libvirt.host_evacuate#module:allow_xbzrle), which records it in each such attempt); null here
+    (QEMU's own 64 MiB).
   returned: when a move is needed
   type: dict
 metrics:

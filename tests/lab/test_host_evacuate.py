@@ -187,7 +187,7 @@ def test_a_hot_vm_is_known_before_it_moves_refused_or_moved_by_the_method_that_c
                "128 MiB cache)" in hot["method_why"], hot["method_why"]
         assert hot["predicted"]["converges"] is None
         (only,) = hot["attempts"]
-        assert only["ok"] and only["mode"] == "xbzrle", only
+        assert only["ok"] and only["mode"] == "xbzrle" and only["xbzrle_cache_mib"] == 128, only
         got = only["metrics"]
         print("ev-hot's XBZRLE move:", json.dumps(got))
         assert got["auto_converge_throttle"] == 0 and got["downtime_ms"] <= 500, got

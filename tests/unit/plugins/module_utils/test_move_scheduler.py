@@ -547,3 +547,31 @@ def test_moves_whose_bytes_take_less_than_what_each_move_spends_outside_its_tran
     assert out["totals"]["moved"] == 4 and state["peak"] == 3, said
     unheld = [e for e in said if e.get("kind") == "dispatch" and "link" in e]
     assert len(unheld) == 3 and "less than a finished move spent outside its transfer (0.4 s" in unheld[0]["link"], unheld
+
+
+def test_an_xbzrle_move_runs_without_multifd_and_escalates_when_its_passes_stop_shrinking(monkeypatch):
+    """The XBZRLE attempt: the VM's cache, no parallel connections (libvirt refuses XBZRLE with them), its cache
+    recorded; not converging, the next step runs with the job's own compression and connections."""
+    calls = []
+
+    def fake_migrate(args, progress=None, cancel=None):
+        calls.append(dict(args))
+        if len(calls) == 1:
+            raise FleetmaintError("not converging", step="precopy", reason="not_converging",
+                                  result={"options": {"xbzrle_cache_mib": 256}, "metrics": {"source": "source_last_sample"}})
+        return {"changed": True, "msg": "migrated", "options": {"xbzrle_cache_mib": None},
+                "metrics": {"source": "destination_completed_job"}}
+
+    monkeypatch.setattr(ev, "migrate", fake_migrate)
+    method = {"method": "xbzrle", "exclusive": False, "why": "plain pre-copy would not converge",
+              "predicted": {"time_s": 10.0, "converges": None, "downtime_ms": None}, "xbzrle_cache_bytes": 256 * 1048576}
+    p = dict(params(allow_xbzrle=True, parallel_connections=2), limits={"per_source": 1, "per_destination": 1, "fleet": 1})
+    out = ev.run_moves([{"vm": "hot1", "source": "hv1", "destination": "hv2", "method": method}],
+                       {"hv1": "u1", "hv2": "u2"}, p)
+    vm = out["vms"][0]
+    assert vm["result"] == "moved" and [a["mode"] for a in vm["attempts"]] == ["xbzrle", "auto_converge"]
+    first, second = calls
+    assert first["compression"] == "xbzrle" and first["xbzrle_cache_bytes"] == 256 * 1048576
+    assert first["parallel_connections"] is None and not first["auto_converge"]
+    assert second["compression"] == "none" and second["parallel_connections"] == 2 and second["auto_converge"]
+    assert vm["attempts"][0]["xbzrle_cache_mib"] == 256 and "xbzrle_cache_mib" not in vm["attempts"][1]
