@@ -89,7 +89,8 @@ def choose_method(profile: Dict[str, Any], link_bps: Optional[float], share: int
     profile: vm, memory_bytes, in_use_bytes, dirty_bps (None when not measured), disk_bytes.
     link_bps: the source link in bytes/s, None when unknown; cap_bps: the per-move cap (``bandwidth``). With
     neither, ``assumed_bps`` is used for the prediction and nothing is refused on it. share: moves that share
-    the link when this one runs. allowed: xbzrle, auto_converge, postcopy, suspend, cold.
+    the link when this one runs. allowed: xbzrle, auto_converge, postcopy, suspend, cold. With xbzrle allowed,
+    ``xbzrle_cache_bytes`` is the VM's XBZRLE cache, whichever method is chosen (escalation may reach XBZRLE).
     """
     vm = profile["vm"]
     shared, link, known = bandwidths(link_bps, cap_bps, share, assumed_bps)
@@ -98,6 +99,8 @@ def choose_method(profile: Dict[str, Any], link_bps: Optional[float], share: int
     dirty = profile.get("dirty_bps")
     out: Dict[str, Any] = {"vm": vm, "exclusive": False, "refused": False, "link_known": known,
                            "dirty_mib_s": round(dirty / MIB, 1) if dirty is not None else None}
+    if allowed.get("xbzrle"):  # whatever the method: a move that escalates to XBZRLE uses it too
+        out["xbzrle_cache_bytes"] = xbzrle_cache_bytes(profile)
     if dirty is None:
         est = estimate_precopy(data, shared, 0.0, max_downtime_ms)
         return dict(out, method="precopy", predicted=dict(_predicted(est, shared, disk_s), converges=None),
@@ -113,10 +116,10 @@ def choose_method(profile: Dict[str, Any], link_bps: Optional[float], share: int
                         why=f"dirties {_mib(dirty)}: converges only with the link to itself ({_mib(link)})")
     first_pass_s = data / link
     if allowed.get("xbzrle"):
-        cache = xbzrle_cache_bytes(profile)
+        cache = out["xbzrle_cache_bytes"]
         pred = {"time_s": round(disk_s + first_pass_s, 2), "downtime_ms": None, "converges": None,
                 "bandwidth_mib_s": round(link / MIB, 1), "iterations": 1}
-        return dict(out, method="xbzrle", exclusive=shared < link, predicted=pred, xbzrle_cache_bytes=cache,
+        return dict(out, method="xbzrle", exclusive=shared < link, predicted=pred,
                     why=f"dirties {_mib(dirty)}, the link gives it {_mib(link)}: plain pre-copy would not converge; "
                         f"pre-copy with XBZRLE (pages written again sent as deltas, {cache // MIB} MiB cache): it "
                         "converges if each write changes little of its page, which its passes show (predicted: the "

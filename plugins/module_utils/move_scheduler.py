@@ -7,9 +7,10 @@ Used by host_evacuate (moves from the plan) and host_restore (moves back to home
 through live_migration.migrate, so each one keeps its guarantees (checks, exactly one definition, abort and
 stay on failure). Escalation per VM, as the options allow: the downtime ladder first, then XBZRLE, then
 auto-converge, then post-copy after the first pass, then suspend; at most ``max_attempts`` attempts. A move
-whose method was chosen up front (``move_methods``: a VM pre-copy will not converge for) starts at that step. What happens after a
-failed attempt is decided by its reason code alone (``reasons.decide``). ``on_failure``: ``stop`` starts no new
-move after a failure (running ones finish), ``continue`` goes on. ``overall_timeout`` stops starting new moves.
+whose method was chosen up front (``move_methods``: a VM pre-copy will not converge for) starts at that step.
+What happens after a failed attempt is decided by its reason code alone (``reasons.decide``). ``on_failure``:
+``stop`` starts no new move after a failure (running ones finish), ``continue`` goes on. ``overall_timeout``
+stops starting new moves.
 
 The links: at most ``share[source]`` moves transfer out of one source at once (chosen from measurements, within
 ``limits``), a move marked ``exclusive`` runs with its source's link to itself, and a move waiting for link
@@ -39,7 +40,6 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cold_move impor
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.live_migration import ARGUMENT_SPEC, migrate
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import MoveSlots
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.move_methods import xbzrle_cache_bytes
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import MIGRATION_TUNING, STORAGE
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import MIB
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.reasons import COLD_MOVE_AFTER, NOT_CONVERGED, decide
@@ -167,11 +167,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         res = results[m["vm"]]
         res["result"] = "running"
         chosen = m.get("method") or {}
-        prof = m.get("profile") or {}
-        cache = chosen.get("xbzrle_cache_bytes") or (xbzrle_cache_bytes(
-            {"memory_bytes": prof["memory_mib"] * MIB, "in_use_bytes": (prof.get("in_use_mib") or 0) * MIB})
-            if prof.get("memory_mib") else None)
-        steps = escalation_steps(p, chosen.get("method"), cache)
+        steps = escalation_steps(p, chosen.get("method"), chosen.get("xbzrle_cache_bytes"))
         i, restarted = 0, False
         while i < len(steps):
             if res["attempts"]:

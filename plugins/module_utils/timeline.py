@@ -19,8 +19,8 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 PHASE_COLOURS = {"preflight": "#bdc3c7", "evacuate": "#f5b041", "patch": "#8e44ad", "health": "#48c9b0",
                  "restore": "#5dade2", "out": "#d5d8dc"}
-METHOD_COLOURS = {"precopy": "#2874a6", "xbzrle": "#5b2c6f", "auto_converge": "#d68910", "postcopy": "#1e8449", "suspend": "#616a6b",
-                  "cold": "#17a589", "failed": "#c0392b"}
+METHOD_COLOURS = {"precopy": "#2874a6", "xbzrle": "#5b2c6f", "auto_converge": "#d68910", "postcopy": "#1e8449",
+                  "suspend": "#616a6b", "cold": "#17a589", "failed": "#c0392b"}
 METHOD_NAMES = {"precopy": "pre-copy", "xbzrle": "XBZRLE", "auto_converge": "auto-converge", "postcopy": "post-copy",
                 "suspend": "suspend", "cold": "cold", "failed": "failed"}
 MOVED = ("moved", "cold_moved", "already_there")

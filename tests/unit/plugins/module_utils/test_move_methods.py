@@ -46,8 +46,10 @@ def test_xbzrle_allowed_comes_before_auto_converge_predicted_by_its_first_pass_o
     # What its writes do to each page is not known before it moves: the first pass, and no claim beyond it.
     assert m["predicted"]["converges"] is None and m["predicted"]["downtime_ms"] is None
     assert m["predicted"]["time_s"] == pytest.approx(200 / 24, rel=0.01)
-    # A VM plain pre-copy moves never gets it.
-    assert mm.choose_method(prof(), 24 * MIB, 1, allowed, 500, ASSUMED)["method"] == "precopy"
+    # A VM plain pre-copy moves never gets it up front, but knows its cache should its move escalate to it.
+    quiet = mm.choose_method(prof(), 24 * MIB, 1, allowed, 500, ASSUMED)
+    assert quiet["method"] == "precopy" and quiet["xbzrle_cache_bytes"] == 128 * MIB
+    assert "xbzrle_cache_bytes" not in mm.choose_method(prof(), 24 * MIB, 1, NONE, 500, ASSUMED)
 
 
 @pytest.mark.parametrize("mem,in_use,cache", [
