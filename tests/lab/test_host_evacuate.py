@@ -137,8 +137,8 @@ def test_destination_killed_mid_evacuation(lab, fleet):
 
 def test_a_hot_vm_is_known_before_it_moves_refused_or_moved_by_the_method_that_converges(lab, fleet):
     """ev-hot dirties 40 MB/s, lab1's link is 16 MiB/s: profiled before anything moves, it is refused with the
-    numbers when no allowed method converges, moved by auto-converge from its first attempt, with the link to
-    itself, when allowed, and home again by XBZRLE when that is allowed instead."""
+    numbers when no allowed method converges, and moved by auto-converge from its first attempt, with the link to
+    itself, when allowed."""
     lab.ctl("vm", "create", "ev-hot", "--host", "lab1", "--memory", "160", "--dirty-mb", "80", "--dirty-rate", "40")
     vms = fleet + ["ev-hot"]
     try:
@@ -174,30 +174,46 @@ def test_a_hot_vm_is_known_before_it_moves_refused_or_moved_by_the_method_that_c
         assert r["plan"]["moves"][0]["vm"] == "ev-hot", "the VM that needs its link alone goes first"
         assert "waiting for link capacity: lab1's link: ev-hot has it to itself" in r["stdout"], r["log"]
         assert lab.invariant(vms)["ev-hot"] != "lab1"
-        # Home again, each move capped at 16 MiB/s, XBZRLE allowed and auto-converge not: ev-hot's writes change
-        # one byte of each page, so its re-sent pages go as deltas and plain pre-copy's non-convergence does not
-        # stop it; the guest is never throttled.
-        r = lab.restore(uris=lab.uris(), host="lab1", copy_storage="all", vm_timeout=120, bandwidth=16,
-                        allow_xbzrle=True, allow_auto_converge=False)
+        r = lab.restore(uris=lab.uris(), host="lab1", copy_storage="all", vm_timeout=120)
         assert not r.get("failed"), r.get("msg")
-        res = {v["vm"]: v for v in r["vms"]}
-        hot = res["ev-hot"]
-        assert hot["result"] == "moved" and hot["method"] == "xbzrle", hot.get("method_why")
+        assert set(lab.invariant(vms).values()) == {"lab1"}
+    finally:
+        lab.ctl("vm", "delete", "ev-hot", check=False)
+
+
+def test_xbzrle_when_allowed_moves_a_hot_vm_plain_precopy_cannot_unthrottled(lab, fleet):
+    """ev-xb dirties 40 MB/s, rewriting one byte of each page, on lab2 (a host of its own: the fleet is home on
+    lab1); each move capped at 16 MiB/s, XBZRLE allowed and auto-converge not. Its re-sent pages go as deltas,
+    so plain pre-copy's non-convergence does not stop it and the guest is never throttled. It is the guest's
+    first move: on the lab's QEMU 7.2 a guest dirtying this fast can lose pages in any move and go quiet after
+    it (docs/lab.md), so a second hot move of one guest would measure luck."""
+    lab.ctl("vm", "create", "ev-xb", "--host", "lab2", "--memory", "160", "--dirty-mb", "80", "--dirty-rate", "40")
+    vms = fleet + ["ev-xb"]
+    try:
+        wait_for(lambda: lab.marker("ev-xb")["intact"], 60, what="ev-xb to boot")
+        r = lab.evacuate(uris=lab.uris(), host="lab2", copy_storage="all", vm_timeout=120, bandwidth=16,
+                         allow_xbzrle=True, allow_auto_converge=False)
+        assert not r.get("failed"), r.get("msg")
+        (hot,) = r["vms"]
+        assert hot["vm"] == "ev-xb" and hot["result"] == "moved" and hot["method"] == "xbzrle", hot.get("method_why")
         assert "plain pre-copy would not converge; pre-copy with XBZRLE (pages written again sent as deltas, " \
                "128 MiB cache)" in hot["method_why"], hot["method_why"]
         assert hot["predicted"]["converges"] is None
         (only,) = hot["attempts"]
         assert only["ok"] and only["mode"] == "xbzrle" and only["xbzrle_cache_mib"] == 128, only
         got = only["metrics"]
-        print("ev-hot's XBZRLE move:", json.dumps(got))
+        print("ev-xb's XBZRLE move:", json.dumps(got))
         assert got["auto_converge_throttle"] == 0 and got["downtime_ms"] <= 500, got
         # libvirt's own statistics of the move: the XBZRLE cache we sized, and pages really sent as deltas.
         assert got["compression"]["compression_cache"] == 128 * 1048576, got["compression"]
         assert got["compression"]["compression_pages"] > 0, got["compression"]
-        assert all(res[v]["method"] == "precopy" for v in fleet)
-        assert set(lab.invariant(vms).values()) == {"lab1"}
+        assert lab.invariant(vms)["ev-xb"] != "lab2"
+        r = lab.restore(uris=lab.uris(), host="lab2", copy_storage="all", vm_timeout=120)
+        assert not r.get("failed"), r.get("msg")
+        assert lab.invariant(vms)["ev-xb"] == "lab2"
+        assert set(lab.invariant(fleet).values()) == {"lab1"}
     finally:
-        lab.ctl("vm", "delete", "ev-hot", check=False)
+        lab.ctl("vm", "delete", "ev-xb", check=False)
 
 
 def test_cold_move_fallback_only_when_allowed_and_never_two_definitions(lab, fleet):
