@@ -24,7 +24,7 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.move_scheduler 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import (
     DEFAULT_ESTIMATE_BANDWIDTH_MIB_S, MEASUREMENT, MIGRATION_TUNING, MOVE_LIMITS, PLACEMENT, STORAGE, pick,
 )
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import MIB
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import MIB, estimate_precopy
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.vm_profile import profile_vms
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.placement import (
     DEFAULT_LIMITS, plan_evacuation, PlanRefused, select_homecoming,
@@ -125,22 +125,45 @@ def _link_bps(p: Dict[str, Any], host: str) -> Optional[float]:
     return float(value) * MIB if value else None
 
 
+def _alone_bps(p: Dict[str, Any], host: str) -> Optional[float]:
+    """What one move gets of ``host``'s link with the link to itself: the link, within the per-move cap; None when
+    neither is given."""
+    link, cap = _link_bps(p, host), (p["bandwidth"] * MIB if p.get("bandwidth") else None)
+    return min(link, cap) if link and cap else (link or cap)
+
+
+def _needs_working_set(alone: Dict[str, Optional[float]], downtime_ms: float) -> Callable[[Dict[str, Any]], bool]:
+    """Whether a profiled VM (its dirty rate measured) needs its working set: plain pre-copy would not move it
+    even with its link to itself (``alone``: vm -> bytes/s; None, a link not known, never: nothing is refused or
+    escalated up front on an assumed link, so the extra seconds would buy nothing)."""
+    def wanted(prof: Dict[str, Any]) -> bool:
+        link = alone.get(prof["vm"])
+        return bool(link) and not estimate_precopy(float(prof["in_use_bytes"]), float(link), float(prof["dirty_bps"]),
+                                                   downtime_ms)["converges"]
+    return wanted
+
+
 class _Profiling:
     """The profiles of the VMs of ``moves`` (vm_profile), measured in a thread of their own from now on, so that
-    the job checks its moves meanwhile instead of waiting ``profile_seconds`` for them afterwards."""
+    the job checks its moves meanwhile instead of waiting ``profile_seconds`` for them afterwards. ``side``: the
+    end of each move whose link the job shares (``_Methods``); a VM plain pre-copy would not move even with that
+    link to itself (given, or the per-move cap) gets its working set measured too."""
 
-    def __init__(self, fleet: Any, moves: List[Dict[str, Any]], p: Dict[str, Any]) -> None:
+    def __init__(self, fleet: Any, moves: List[Dict[str, Any]], p: Dict[str, Any], side: str) -> None:
         facts = {d["name"]: d for vms in fleet.vms.values() for d in vms}
         by_src: Dict[str, List[Dict[str, Any]]] = {}
         for m in moves:
             by_src.setdefault(m["source"], []).append(facts[m["vm"]])
         conns = {h: fleet.hosts[h].conn for h in by_src}
+        wants_working_set = _needs_working_set({m["vm"]: _alone_bps(p, m[side]) for m in moves},
+                                               p.get("max_downtime") or 300)
         self._out: Dict[str, Dict[str, Any]] = {}
         self._error: Optional[BaseException] = None
 
         def run() -> None:
             try:
-                self._out = profile_vms(conns, by_src, p["profile_seconds"], p["copy_storage"] != "none")
+                self._out = profile_vms(conns, by_src, p["profile_seconds"], p["copy_storage"] != "none",
+                                        wants_working_set)
             except BaseException as exc:  # pylint: disable=broad-except
                 self._error = exc
         self._thread = threading.Thread(target=run, name="fleetmaint-profiling", daemon=True)
@@ -182,7 +205,7 @@ class _Methods:
         by_link: Dict[str, List[str]] = {}
         for m in moves:
             by_link.setdefault(m[side], []).append(m["vm"])
-        self.profiles = (profiling or _Profiling(fleet, moves, p)).result()
+        self.profiles = (profiling or _Profiling(fleet, moves, p, side)).result()
         limit = lim["per_source"] if side == "source" else lim["per_destination"]
         self.share = {h: link_share([self.profiles[v] for v in vms], _link_bps(p, h), limit, self.downtime, self.cap)
                       for h, vms in by_link.items()}
@@ -192,6 +215,10 @@ class _Methods:
                             "in_use_mib": round(prof["in_use_bytes"] / MIB, 1), "in_use_source": prof.get("in_use_source"),
                             "dirty_mib_s": round(prof["dirty_bps"] / MIB, 1) if prof["dirty_bps"] is not None else None,
                             "disk_mib": round(prof["disk_bytes"] / MIB, 1), "dirty": prof.get("dirty")}
+            if prof.get("working_set"):  # measured (or tried) only for a VM plain pre-copy would not move
+                m["profile"]["working_set_mib"] = (round(prof["working_set_bytes"] / MIB, 1)
+                                                   if prof.get("working_set_bytes") else None)
+                m["profile"]["working_set"] = prof["working_set"]
             m["method"] = self.choose(m, _link_bps(p, m[side]))
         moves[:] = order_moves(moves)
 
@@ -290,7 +317,7 @@ def evacuate_host(p: Dict[str, Any], check_mode: bool = False,
             except PlanRefused as exc:
                 raise FleetmaintError(f"refusing to evacuate {host}, nothing was moved: {exc}", step="plan",
                                       host=host, reason=exc.reason) from exc
-            profiling = _Profiling(fleet, plan["moves"], p)
+            profiling = _Profiling(fleet, plan["moves"], p, "source")
             with profiling.joined_on_error():
                 staying = _checked(fleet, host, plan["moves"], p, f"refusing to evacuate {host}",
                                    lambda b: f"{b['vm']} -> {b['destination']}")
@@ -370,7 +397,7 @@ def restore_host(p: Dict[str, Any], check_mode: bool = False,
             moves = [{"vm": d["name"], "source": other, "destination": host}
                      for other in sorted(fleet.vms) if other != host
                      for d in fleet.vms[other] if d["home_host"] == host and d["state"] in ("running", "paused")]
-            profiling = _Profiling(fleet, moves, p)
+            profiling = _Profiling(fleet, moves, p, "destination")
             with profiling.joined_on_error():
                 kept = _checked(fleet, host, moves, p, f"refusing to restore {host}",
                                 lambda b: f"{b['vm']} from {b['source']}", decided_later=("insufficient_memory",))

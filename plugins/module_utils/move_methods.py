@@ -4,7 +4,7 @@
 """How each VM of a job moves, chosen from measurements before anything moves. Pure.
 
 Input per VM: its profile (``vm_profile``: memory in use, dirty rate measured by libvirt, disk bytes to
-copy) and the bandwidth its source's link gives it (``link_bandwidth`` of the host, divided among the moves
+copy, and for a VM near or above its link its working set) and the bandwidth its source's link gives it (``link_bandwidth`` of the host, divided among the moves
 that share the link). With the pre-copy model (``precopy_estimate``) the choice, mildest first, within what
 the operator allows:
 
@@ -17,7 +17,8 @@ the operator allows:
    moving: the prediction is the first pass only (``converges`` None) and the move's passes show it - they stop
    shrinking and the move escalates at once when XBZRLE does not pay;
 4. auto-converge from the start (``allow_auto_converge``): vCPU throttling lowers the dirty rate until the
-   rest fits in the allowed downtime;
+   rest fits in the allowed downtime (predicted pass by pass as QEMU raises its throttle:
+   ``precopy_estimate.estimate_auto_converge``);
 5. post-copy after the first pass (``allow_postcopy``): the guest switches to the destination and fetches
    what is left on demand; converges whatever the dirty rate;
 6. pause the guest after the first pass (``allow_suspend``): converges, with a pause longer than
@@ -33,14 +34,16 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import MIB, estimate_precopy
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import (
+    MIB, estimate_auto_converge, estimate_precopy,
+)
 
 # Moves that transfer over one link at once, at most (``limits`` may say fewer): while one of them sets up or
 # finishes (libvirt's and QEMU's work on both ends, a second or two each with the link idle) the other keeps the
 # link busy; more would only make each move slower, re-sending more of what its guest dirties meanwhile.
 LINK_SHARE = 2
-# The throttle steps the scheduler asks auto-converge for (initial 50 %, +20 % an iteration, QEMU's cap 99 %).
-AUTO_CONVERGE_STEPS = (0.5, 0.7, 0.9, 0.99)
+# The throttle the scheduler asks auto-converge for (move_scheduler: initial 50 %, then +20 % a step; QEMU's cap 99 %).
+AUTO_CONVERGE_INITIAL, AUTO_CONVERGE_INCREMENT = 0.5, 0.2
 # A post-copy switch-over sends the device state and the pages the guest touches first: a short pause.
 POSTCOPY_PAUSE_MS = 100.0
 # QEMU's own XBZRLE cache (xbzrle-cache-size); QEMU takes only powers of two.
@@ -48,12 +51,13 @@ XBZRLE_MIN_CACHE = 64 * MIB
 
 
 def xbzrle_cache_bytes(profile: Dict[str, Any]) -> int:
-    """The XBZRLE cache for one VM: the smallest power of two that holds its memory in use (QEMU's cache is
-    direct-mapped by page address: pages the guest writes again are found only while they are still cached, so a
-    cache smaller than what the guest rewrites misses most of them), at least QEMU's 64 MiB and at most the
+    """The XBZRLE cache for one VM: the smallest power of two that holds what it rewrites - its working set when
+    measured, else its memory in use (QEMU's cache is direct-mapped by page address: pages the guest writes again
+    are found only while they are still cached, so a cache smaller than what the guest rewrites misses most of
+    them; the cache is the source QEMU's memory, on a host being emptied) -, at least QEMU's 64 MiB and at most the
     largest power of two within the VM's memory."""
     memory = int(profile["memory_bytes"])
-    need = int(profile.get("in_use_bytes") or memory)
+    need = int(profile.get("working_set_bytes") or profile.get("in_use_bytes") or memory)
     top = 1 << (max(memory, 1).bit_length() - 1)  # the largest power of two <= memory
     size = 1 << max(need - 1, 1).bit_length()  # the smallest power of two >= need
     return max(min(size, top), min(XBZRLE_MIN_CACHE, top))
@@ -86,7 +90,8 @@ def choose_method(profile: Dict[str, Any], link_bps: Optional[float], share: int
                   max_downtime_ms: float, assumed_bps: float, cap_bps: Optional[float] = None) -> Dict[str, Any]:
     """The method of one move: {method, exclusive, why, predicted, refused, msg}.
 
-    profile: vm, memory_bytes, in_use_bytes, dirty_bps (None when not measured), disk_bytes.
+    profile: vm, memory_bytes, in_use_bytes, dirty_bps (None when not measured), disk_bytes, working_set_bytes
+    (None when not measured: what a pass after the first re-sends is then bounded by the memory in use only).
     link_bps: the source link in bytes/s, None when unknown; cap_bps: the per-move cap (``bandwidth``). With
     neither, ``assumed_bps`` is used for the prediction and nothing is refused on it. share: moves that share
     the link when this one runs. allowed: xbzrle, auto_converge, postcopy, suspend, cold. With xbzrle allowed,
@@ -105,12 +110,13 @@ def choose_method(profile: Dict[str, Any], link_bps: Optional[float], share: int
         est = estimate_precopy(data, shared, 0.0, max_downtime_ms)
         return dict(out, method="precopy", predicted=dict(_predicted(est, shared, disk_s), converges=None),
                     why="dirty rate not measured: pre-copy, escalating on measured progress")
-    est = estimate_precopy(data, shared, dirty, max_downtime_ms)
+    ws = profile.get("working_set_bytes")
+    est = estimate_precopy(data, shared, dirty, max_downtime_ms, ws)
     if est["converges"]:
         return dict(out, method="precopy", predicted=_predicted(est, shared, disk_s),
                     why=f"dirties {_mib(dirty)}, converges at {_mib(shared)}")
     if shared < link:
-        alone = estimate_precopy(data, link, dirty, max_downtime_ms)
+        alone = estimate_precopy(data, link, dirty, max_downtime_ms, ws)
         if alone["converges"]:
             return dict(out, method="precopy", exclusive=True, predicted=_predicted(alone, link, disk_s),
                         why=f"dirties {_mib(dirty)}: converges only with the link to itself ({_mib(link)})")
@@ -125,14 +131,14 @@ def choose_method(profile: Dict[str, Any], link_bps: Optional[float], share: int
                         "converges if each write changes little of its page, which its passes show (predicted: the "
                         "first pass)")
     if allowed.get("auto_converge"):
-        for i, throttle in enumerate(AUTO_CONVERGE_STEPS, start=1):
-            est_t = estimate_precopy(data, link, dirty * (1 - throttle), max_downtime_ms)
-            if est_t["converges"]:
-                # Each throttle step takes about one pass before QEMU raises it again.
-                pred = _predicted(est_t, link, disk_s + first_pass_s * i)
-                return dict(out, method="auto_converge", exclusive=shared < link, predicted=pred, throttle=throttle,
-                            why=f"dirties {_mib(dirty)}, the link gives it {_mib(link)}: pre-copy would not "
-                                f"converge; auto-converge from the start (about {throttle:.0%} throttle)")
+        est_t = estimate_auto_converge(data, link, dirty, max_downtime_ms, ws, AUTO_CONVERGE_INITIAL,
+                                       AUTO_CONVERGE_INCREMENT)
+        if est_t["converges"]:
+            pred = _predicted(est_t, link, disk_s)
+            return dict(out, method="auto_converge", exclusive=shared < link, predicted=pred, throttle=est_t["throttle"],
+                        why=f"dirties {_mib(dirty)}, the link gives it {_mib(link)}: pre-copy would not "
+                            f"converge; auto-converge from the start (its throttle predicted to reach "
+                            f"{est_t['throttle']:.0%})")
     if allowed.get("postcopy"):
         pred = {"time_s": round(disk_s + first_pass_s * 1.1, 2), "downtime_ms": POSTCOPY_PAUSE_MS, "converges": True,
                 "bandwidth_mib_s": round(link / MIB, 1), "iterations": 1}
@@ -140,7 +146,7 @@ def choose_method(profile: Dict[str, Any], link_bps: Optional[float], share: int
                     why=f"dirties {_mib(dirty)}, the link gives it {_mib(link)}: pre-copy would not converge; "
                         "post-copy after the first pass")
     if allowed.get("suspend"):
-        left = min(data, dirty * first_pass_s)
+        left = min(data, ws or data, dirty * first_pass_s)
         pred = {"time_s": round(disk_s + first_pass_s + left / link, 2), "downtime_ms": round(left / link * 1000, 1),
                 "converges": True, "bandwidth_mib_s": round(link / MIB, 1), "iterations": 1}
         return dict(out, method="suspend", exclusive=shared < link, predicted=pred,
@@ -177,8 +183,9 @@ def link_share(profiles: List[Dict[str, Any]], link_bps: Optional[float], limit:
             if dirty is None:
                 continue
             data = float(prof.get("in_use_bytes") or prof["memory_bytes"])
-            alone = estimate_precopy(data, alone_bps, dirty, max_downtime_ms)["converges"]
-            if alone and not estimate_precopy(data, shared, dirty, max_downtime_ms)["converges"]:
+            ws = prof.get("working_set_bytes")
+            alone = estimate_precopy(data, alone_bps, dirty, max_downtime_ms, ws)["converges"]
+            if alone and not estimate_precopy(data, shared, dirty, max_downtime_ms, ws)["converges"]:
                 fine = False
                 break
         if fine:

@@ -11,7 +11,15 @@
   migration is known better: libvirt keeps that migration's statistics on the host it came to (until its
   libvirtd restarts), and the non-zero memory it sent, when less, is taken instead (read with
   KEEP_COMPLETED, so that nothing else loses them);
-- the disk bytes to copy: the allocation of each local, writable disk, when storage is copied.
+- the disk bytes to copy: the allocation of each local, writable disk, when storage is copied;
+- for a VM the job says needs it (one plain pre-copy would not move at its link: its rate is near or above the
+  link), its dirty working set: a pass after the first re-sends what the guest dirtied during the one before,
+  and a guest rewriting one region never dirties more than that region however long the pass. QEMU's sampling
+  counts the pages changed between its two looks, so a second, longer window shows it: over ``t`` seconds a
+  guest dirtying ``r`` bytes/s over a region of ``W`` bytes changes ``min(r t, W)``. The window is long enough
+  for the guest to write its memory in use once at its 1-s rate (2-8 s); a rate that falls over it is a
+  working set of what the window saw (its rate times its length), a rate that holds leaves it unknown (taken as
+  the memory in use, as before).
 
 Every source is profiled in a thread of its own and every VM of a source at once, so a job waits about
 ``seconds`` whatever its size; a VM whose measurement fails or does not finish has ``dirty_bps`` None and
@@ -22,7 +30,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import libvirt_message
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.hypervisor_facts import JOB_OPERATION_MIGRATION_IN
@@ -66,6 +74,42 @@ def measure_dirty_rates(conn: Any, doms: List[Any], seconds: int = 1) -> Dict[st
 
 
 LAST_MIGRATION = "its last incoming migration's non-zero memory"
+# The working-set window: at least this, and at most this (a VM whose memory in use takes longer to write at its
+# rate gets no working set: it is taken as its memory in use).
+WORKING_SET_MIN_S = 2
+WORKING_SET_MAX_S = 8
+# Over the longer window the rate must fall below this share of the 1-s rate to show a working set (QEMU samples
+# 512 pages a GiB: a rate that holds within sampling noise says the window did not see the end of the region).
+WORKING_SET_FALL = 0.8
+
+
+def working_set_window(prof: Dict[str, Any]) -> int:
+    """The seconds of the working-set window: the time to write its memory in use once at its 1-s rate."""
+    rate = float(prof.get("dirty_bps") or 0)
+    if rate <= 0:
+        return WORKING_SET_MIN_S
+    need = -(-float(prof.get("in_use_bytes") or prof["memory_bytes"]) // rate)
+    return int(max(WORKING_SET_MIN_S, min(WORKING_SET_MAX_S, need)))
+
+
+def working_set(prof: Dict[str, Any], rate: Dict[str, Any]) -> Dict[str, Any]:
+    """From a profile (its 1-s rate) and the longer window's measurement: {working_set_bytes, working_set}."""
+    if not rate.get("measured"):
+        return {"working_set_bytes": None, "working_set": dict(rate, measured=False)}
+    secs = int(rate["seconds"])
+    longer = float(rate["bytes_per_s"])
+    seen = longer * secs
+    info = {"seconds": secs, "mib_per_s": rate["mib_per_s"]}
+    if longer < WORKING_SET_FALL * float(prof["dirty_bps"]):
+        size = min(float(prof["in_use_bytes"]), seen)
+        return {"working_set_bytes": size,
+                "working_set": dict(info, measured=True, mib=round(size / MIB, 1),
+                                    reason=f"its rate fell to {rate['mib_per_s']} MiB/s over {secs} s: it rewrites "
+                                           f"about {size / MIB:.0f} MiB")}
+    return {"working_set_bytes": None,
+            "working_set": dict(info, measured=False,
+                                reason=f"its rate held over {secs} s: it rewrites at least {seen / MIB:.0f} MiB "
+                                       "(taken as its memory in use)")}
 
 
 def _last_migration_sent(dom: Any, memory_bytes: int) -> Optional[int]:
@@ -105,11 +149,14 @@ def _disk_bytes(dom: Any, disks: List[Dict[str, Any]]) -> int:
 
 
 def profile_vms(conns: Dict[str, Any], vms: Dict[str, List[Dict[str, Any]]], seconds: int,
-                copy_storage: bool) -> Dict[str, Dict[str, Any]]:
+                copy_storage: bool,
+                wants_working_set: Optional[Callable[[Dict[str, Any]], bool]] = None) -> Dict[str, Dict[str, Any]]:
     """Profile the VMs ``vms[source]`` (facts with name, state, memory_mib, disks) on each source's connection.
 
-    Returns vm name -> {vm, host, memory_bytes, in_use_bytes, in_use_source, dirty_bps, dirty, disk_bytes}.
-    ``seconds`` 0 measures no dirty rate (dirty_bps None)."""
+    Returns vm name -> {vm, host, memory_bytes, in_use_bytes, in_use_source, dirty_bps, dirty, disk_bytes,
+    working_set_bytes, working_set}. ``seconds`` 0 measures no dirty rate (dirty_bps None).
+    ``wants_working_set(profile)``: whether a VM whose dirty rate was measured needs its working set (then
+    measured in a second window, the VMs of a source at once; the others have ``working_set_bytes`` None)."""
     out: Dict[str, Dict[str, Any]] = {}
     lock = threading.Lock()
 
@@ -119,7 +166,8 @@ def profile_vms(conns: Dict[str, Any], vms: Dict[str, List[Dict[str, Any]]], sec
         for vm in vms[host]:
             memory = int(vm["memory_mib"]) * MIB
             prof: Dict[str, Any] = {"vm": vm["name"], "host": host, "memory_bytes": memory, "dirty_bps": None,
-                                    "disk_bytes": 0, "in_use_bytes": memory, "in_use_source": "configured"}
+                                    "disk_bytes": 0, "in_use_bytes": memory, "in_use_source": "configured",
+                                    "working_set_bytes": None}
             try:
                 dom = conn.lookupByName(vm["name"])
                 prof.update(_memory_in_use(dom, memory))
@@ -146,6 +194,16 @@ def profile_vms(conns: Dict[str, Any], vms: Dict[str, List[Dict[str, Any]]], sec
                 profiles[name]["dirty"] = rate
                 if rate.get("measured"):
                     profiles[name]["dirty_bps"] = float(rate["bytes_per_s"])
+            hot = [d for d in doms if profiles[d.name()].get("dirty_bps") and wants_working_set
+                   and wants_working_set(profiles[d.name()])]
+            if hot:
+                window = max(working_set_window(profiles[d.name()]) for d in hot)
+                try:
+                    longer = measure_dirty_rates(conn, hot, window)
+                except libvirt.libvirtError as exc:
+                    longer = {d.name(): {"measured": False, "reason": libvirt_message(exc)} for d in hot}
+                for name, rate in longer.items():
+                    profiles[name].update(working_set(profiles[name], rate))
         with lock:
             out.update(profiles)
 
@@ -153,7 +211,7 @@ def profile_vms(conns: Dict[str, Any], vms: Dict[str, List[Dict[str, Any]]], sec
                for h in sorted(vms) if vms[h]]
     for th in threads:
         th.start()
-    deadline = time.monotonic() + seconds + 20
+    deadline = time.monotonic() + seconds + 20 + (WORKING_SET_MAX_S + 10 if wants_working_set else 0)
     for th in threads:
         th.join(max(0.0, deadline - time.monotonic()))
     for host in vms:
@@ -162,6 +220,7 @@ def profile_vms(conns: Dict[str, Any], vms: Dict[str, List[Dict[str, Any]]], sec
                 memory = int(vm["memory_mib"]) * MIB
                 out[vm["name"]] = {"vm": vm["name"], "host": host, "memory_bytes": memory, "in_use_bytes": memory,
                                    "in_use_source": "configured", "dirty_bps": None, "disk_bytes": 0,
+                                   "working_set_bytes": None,
                                    "dirty": {"measured": False, "reason": "profiling did not finish in time"}}
     return out
 

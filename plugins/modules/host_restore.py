@@ -106,7 +106,10 @@ vms:
     - What was known before it moved and how it was chosen to move - C(profile) (C(memory_mib), C(in_use_mib)
       and where it came from, C(in_use_source) - QEMU's resident memory, the non-zero memory its last incoming
       migration sent when less (libvirt keeps it on that host until its libvirtd restarts), or the configured
-      memory when libvirt gives none -, C(dirty_mib_s) measured by libvirt, C(disk_mib) to copy), C(method) (C(precopy),
+      memory when libvirt gives none -, C(dirty_mib_s) measured by libvirt, C(disk_mib) to copy, and for a VM
+      plain pre-copy would not move at its link C(working_set_mib) - what it rewrites, from a second, longer
+      dirty-rate window, null when its rate held over it - and C(working_set) - C(seconds), C(mib_per_s), C(measured),
+      C(reason)), C(method) (C(precopy),
       C(xbzrle), C(auto_converge), C(postcopy), C(suspend)), C(method_why), C(exclusive) (it had its link to itself),
       C(predicted) (C(time_s), C(downtime_ms), C(converges), C(bandwidth_mib_s) - for C(xbzrle) its first pass only,
       with C(converges) and C(downtime_ms) null, as what its writes leave of each page is not known before it moves; predicted again at dispatch

@@ -162,6 +162,12 @@ def test_a_hot_vm_is_known_before_it_moves_refused_or_moved_by_the_method_that_c
         assert hot["result"] == "moved" and hot["method"] == "auto_converge", hot.get("method_why")
         assert [a["ok"] for a in hot["attempts"]] == [True] and hot["attempts"][0]["why"].startswith("auto-converge")
         assert hot["exclusive"] is True and "auto-converge from the start" in hot["method_why"]
+        # Its working set, measured before it moved (a second, longer dirty-rate window): it rewrites 80 MB (76 MiB);
+        # QEMU samples a few pages of each MiB, so within half of it. The quiet VMs were not kept waiting for one.
+        ws = hot["profile"]["working_set"]
+        assert ws["measured"] is True and 38 <= hot["profile"]["working_set_mib"] <= 114, ws
+        assert 2 <= ws["seconds"] <= 8 and ws["mib_per_s"] < hot["profile"]["dirty_mib_s"], ws
+        assert all("working_set" not in res[v]["profile"] for v in fleet)
         assert all(res[v]["method"] == "precopy" and res[v]["result"] == "moved" for v in fleet)
         for v in fleet:  # memory in use: what its last migration sent when it came by one and sent less
             prof, normal = res[v]["profile"], re.search(r"Normal data:\s+([\d.]+) MiB", came[v])

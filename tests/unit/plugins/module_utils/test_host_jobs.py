@@ -185,7 +185,7 @@ def test_the_vms_are_profiled_while_their_moves_are_checked_and_a_refusal_waits_
     fleet = FakeFleet(AWAY)
     started, done = threading.Event(), []
 
-    def profile_vms(_conns, by_src, _seconds, _copy):
+    def profile_vms(_conns, by_src, _seconds, _copy, _wants_working_set=None):
         started.set()
         threading.Event().wait(0.2)
         done.append(sorted(vm["name"] for vms in by_src.values() for vm in vms))
@@ -211,3 +211,15 @@ def test_the_vms_are_profiled_while_their_moves_are_checked_and_a_refusal_waits_
     with pytest.raises(FleetmaintError, match="refusing to restore hv1, nothing was moved"):
         hj.restore_host(restore_params())
     assert done == [["a", "b", "big"]], "the refusal waited for the profiling to end"
+
+
+def test_only_a_vm_plain_precopy_would_not_move_on_a_known_link_gets_its_working_set_measured():
+    mib = 1048576
+    p = {"link_bandwidth": {"hv1": 24}, "bandwidth": None}
+    assert hj._alone_bps(p, "hv1") == 24 * mib and hj._alone_bps(p, "hv2") is None
+    assert hj._alone_bps(dict(p, bandwidth=16), "hv1") == 16 * mib and hj._alone_bps(dict(p, bandwidth=16), "hv2") == 16 * mib
+    wanted = hj._needs_working_set({"hot": 24 * mib, "quiet": 24 * mib, "far": None}, 500)
+    hot = {"vm": "hot", "in_use_bytes": 256 * mib, "dirty_bps": 40 * mib}
+    assert wanted(hot) is True
+    assert wanted(dict(hot, vm="quiet", dirty_bps=1 * mib)) is False  # converges plainly: nothing to learn
+    assert wanted(dict(hot, vm="far")) is False  # link not known: nothing is decided on it
