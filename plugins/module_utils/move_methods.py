@@ -4,9 +4,9 @@
 """How each VM of a job moves, chosen from measurements before anything moves. Pure.
 
 Input per VM: its profile (``vm_profile``: memory in use, dirty rate measured by libvirt, disk bytes to
-copy, and for a VM near or above its link its working set) and the bandwidth its source's link gives it (``link_bandwidth`` of the host, divided among the moves
-that share the link). With the pre-copy model (``precopy_estimate``) the choice, mildest first, within what
-the operator allows:
+copy, and for a VM near or above its link its working set) and the bandwidth its source's link gives it
+(``link_bandwidth`` of the host, divided among the moves that share the link). With the pre-copy model
+(``precopy_estimate``) the choice, mildest first, within what the operator allows:
 
 1. plain pre-copy, when it converges at the VM's share of the link;
 2. pre-copy with the link to itself (``exclusive``: no other move from that source runs beside it), when it
