@@ -121,12 +121,14 @@ def choose_method(profile: Dict[str, Any], link_bps: Optional[float], share: int
             return dict(out, method="precopy", exclusive=True, predicted=_predicted(alone, link, disk_s),
                         why=f"dirties {_mib(dirty)}: converges only with the link to itself ({_mib(link)})")
     first_pass_s = data / link
+    # What it dirties, with the region it rewrites when that was measured (for the refusal and each method's why).
+    rate = _mib(dirty) + (f" over about {ws / MIB:.0f} MiB" if ws else "")
     if allowed.get("xbzrle"):
         cache = out["xbzrle_cache_bytes"]
         pred = {"time_s": round(disk_s + first_pass_s, 2), "downtime_ms": None, "converges": None,
                 "bandwidth_mib_s": round(link / MIB, 1), "iterations": 1}
         return dict(out, method="xbzrle", exclusive=shared < link, predicted=pred,
-                    why=f"dirties {_mib(dirty)}, the link gives it {_mib(link)}: plain pre-copy would not converge; "
+                    why=f"dirties {rate}, the link gives it {_mib(link)}: plain pre-copy would not converge; "
                         f"pre-copy with XBZRLE (pages written again sent as deltas, {cache // MIB} MiB cache): it "
                         "converges if each write changes little of its page, which its passes show (predicted: the "
                         "first pass)")
@@ -136,23 +138,23 @@ def choose_method(profile: Dict[str, Any], link_bps: Optional[float], share: int
         if est_t["converges"]:
             pred = _predicted(est_t, link, disk_s)
             return dict(out, method="auto_converge", exclusive=shared < link, predicted=pred, throttle=est_t["throttle"],
-                        why=f"dirties {_mib(dirty)}, the link gives it {_mib(link)}: pre-copy would not "
+                        why=f"dirties {rate}, the link gives it {_mib(link)}: pre-copy would not "
                             f"converge; auto-converge from the start (its throttle predicted to reach "
                             f"{est_t['throttle']:.0%})")
     if allowed.get("postcopy"):
         pred = {"time_s": round(disk_s + first_pass_s * 1.1, 2), "downtime_ms": POSTCOPY_PAUSE_MS, "converges": True,
                 "bandwidth_mib_s": round(link / MIB, 1), "iterations": 1}
         return dict(out, method="postcopy", exclusive=shared < link, predicted=pred,
-                    why=f"dirties {_mib(dirty)}, the link gives it {_mib(link)}: pre-copy would not converge; "
+                    why=f"dirties {rate}, the link gives it {_mib(link)}: pre-copy would not converge; "
                         "post-copy after the first pass")
     if allowed.get("suspend"):
         left = min(data, ws or data, dirty * first_pass_s)
         pred = {"time_s": round(disk_s + first_pass_s + left / link, 2), "downtime_ms": round(left / link * 1000, 1),
                 "converges": True, "bandwidth_mib_s": round(link / MIB, 1), "iterations": 1}
         return dict(out, method="suspend", exclusive=shared < link, predicted=pred,
-                    why=f"dirties {_mib(dirty)}, the link gives it {_mib(link)}: pre-copy would not converge; "
+                    why=f"dirties {rate}, the link gives it {_mib(link)}: pre-copy would not converge; "
                         "paused after the first pass (allow_suspend)")
-    msg = (f"{vm} dirties {_mib(dirty)}, the link gives it {_mib(link)}: will not converge within "
+    msg = (f"{vm} dirties {rate}, the link gives it {_mib(link)}: will not converge within "
            f"{max_downtime_ms:g} ms; allow auto-converge or post-copy (or XBZRLE, if its writes change little of "
            "each page)")
     if not known:
@@ -161,7 +163,7 @@ def choose_method(profile: Dict[str, Any], link_bps: Optional[float], share: int
                         "escalating on measured progress")
     if allowed.get("cold"):
         return dict(out, method="precopy", predicted=_predicted(est, shared, disk_s),
-                    why=f"dirties {_mib(dirty)}, the link gives it {_mib(link)}: will not converge live; pre-copy "
+                    why=f"dirties {rate}, the link gives it {_mib(link)}: will not converge live; pre-copy "
                         "until that shows, then the cold move (allow_cold_move)")
     return dict(out, method=None, refused=True, msg=msg, predicted=_predicted(est, shared, disk_s), why=msg)
 

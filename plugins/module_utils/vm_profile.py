@@ -100,6 +100,11 @@ def working_set(prof: Dict[str, Any], rate: Dict[str, Any]) -> Dict[str, Any]:
     longer = float(rate["bytes_per_s"])
     seen = longer * secs
     info = {"seconds": secs, "mib_per_s": rate["mib_per_s"]}
+    if seen <= 0:
+        return {"working_set_bytes": None,
+                "working_set": dict(info, measured=False,
+                                    reason=f"it wrote nothing over {secs} s (its 1-s rate was a burst): taken as its "
+                                           "memory in use")}
     if longer < WORKING_SET_FALL * float(prof["dirty_bps"]):
         size = min(float(prof["in_use_bytes"]), seen)
         return {"working_set_bytes": size,

@@ -147,6 +147,8 @@ def test_a_hot_vm_is_known_before_it_moves_refused_or_moved_by_the_method_that_c
         r = lab.evacuate(uris=lab.uris(), host="lab1", copy_storage="all", allow_auto_converge=False, **link)
         assert r.get("failed") is True and r["reason"] == "will_not_converge", r.get("msg")
         assert "refusing to evacuate lab1, nothing was moved: ev-hot dirties" in r["msg"]
+        # The region it rewrites, measured before anything moved, is in the numbers (80 MB written over and over).
+        assert re.search(r"ev-hot dirties \d+ MiB/s over about \d+ MiB, the link gives it 16 MiB/s", r["msg"]), r["msg"]
         assert "the link gives it 16 MiB/s: will not converge within 500 ms; allow auto-converge or post-copy" in r["msg"]
         refused = r["refused"][0]
         assert refused["vm"] == "ev-hot" and refused["profile"]["dirty_mib_s"] > 16, refused

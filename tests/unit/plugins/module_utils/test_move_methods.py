@@ -150,3 +150,12 @@ def test_a_small_working_set_converges_where_its_rate_alone_says_it_would_not():
     assert m["method"] == "precopy" and not m["refused"] and m["predicted"]["converges"] is True
     assert m["predicted"]["downtime_ms"] <= 500
     assert mm.choose_method(dict(small, working_set_bytes=None), 24 * MIB, 1, NONE, 500, ASSUMED)["refused"] is True
+
+
+def test_the_refusal_names_the_region_a_hot_vm_rewrites_when_it_was_measured():
+    hot = dict(prof("hot1", 256, 256, dirty=57), working_set_bytes=150 * MIB)
+    m = mm.choose_method(hot, 23 * MIB, 1, NONE, 500, ASSUMED)
+    assert m["refused"] is True
+    assert m["msg"].startswith("hot1 dirties 57 MiB/s over about 150 MiB, the link gives it 23 MiB/s: will not converge")
+    ac = mm.choose_method(hot, 23 * MIB, 1, dict(NONE, auto_converge=True), 500, ASSUMED)
+    assert ac["why"].startswith("dirties 57 MiB/s over about 150 MiB, the link gives it 23 MiB/s: pre-copy would not")

@@ -162,3 +162,13 @@ def test_a_vm_the_job_says_will_not_converge_gets_its_working_set_from_a_longer_
 def test_the_working_set_window_writes_the_memory_in_use_once_within_2_to_8_s(rate_mib, in_use_mib, window):
     prof = {"dirty_bps": rate_mib * MIB, "in_use_bytes": in_use_mib * MIB, "memory_bytes": 512 * MIB}
     assert vm_profile.working_set_window(prof) == window
+
+
+def test_a_guest_that_wrote_nothing_over_the_longer_window_gets_no_working_set():
+    """Its 1-s rate was a burst: a working set of 0 would say nothing true, so it stays the memory in use."""
+    prof = {"dirty_bps": 57 * MIB, "in_use_bytes": 256 * MIB, "memory_bytes": 256 * MIB}
+    got = vm_profile.working_set(prof, {"measured": True, "seconds": 5, "mib_per_s": 0, "bytes_per_s": 0})
+    assert got["working_set_bytes"] is None and got["working_set"]["measured"] is False
+    assert "wrote nothing over 5 s" in got["working_set"]["reason"]
+    failed = vm_profile.working_set(prof, {"measured": False, "reason": "the calculation did not finish in time"})
+    assert failed["working_set_bytes"] is None and failed["working_set"]["reason"].startswith("the calculation")
