@@ -31,8 +31,9 @@ options:
     description:
       - Attempts per VM, never more. Each attempt escalates as allowed - the downtime ladder, then
         XBZRLE (O(allow_xbzrle)), then auto-converge (O(allow_auto_converge)), then post-copy
-        (O(allow_postcopy)), then pausing the guest to finish (O(allow_suspend)). Only a VM that did not converge (reason C(timeout) or C(no_progress)) is
-        tried again; one refused before any data moved (C(refused_at_start)) is restarted once.
+        (O(allow_postcopy)), then pausing the guest to finish (O(allow_suspend)). Only a VM that did not
+        converge (reason C(timeout) or C(no_progress)) is tried again; one refused before any data moved
+        (C(refused_at_start)) is restarted once.
     type: int
     default: 3
   allow_xbzrle:

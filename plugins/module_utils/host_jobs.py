@@ -19,7 +19,9 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.fleet import Fl
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import clear_mark, HostLease, MoveSlots, set_mark
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import check_pair, vm_facts
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import blockers, stays
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.move_methods import choose_method, link_share, order_moves
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.move_methods import (
+    bandwidths, choose_method, link_share, order_moves,
+)
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.move_scheduler import run_moves
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import (
     DEFAULT_ESTIMATE_BANDWIDTH_MIB_S, MEASUREMENT, MIGRATION_TUNING, MOVE_LIMITS, PLACEMENT, STORAGE, pick,
@@ -125,11 +127,16 @@ def _link_bps(p: Dict[str, Any], host: str) -> Optional[float]:
     return float(value) * MIB if value else None
 
 
+def _cap_bps(p: Dict[str, Any]) -> Optional[float]:
+    """The per-move cap (``bandwidth``) in bytes/s, None when not given."""
+    return p["bandwidth"] * MIB if p.get("bandwidth") else None
+
+
 def _alone_bps(p: Dict[str, Any], host: str) -> Optional[float]:
-    """What one move gets of ``host``'s link with the link to itself: the link, within the per-move cap; None when
-    neither is given."""
-    link, cap = _link_bps(p, host), (p["bandwidth"] * MIB if p.get("bandwidth") else None)
-    return min(link, cap) if link and cap else (link or cap)
+    """What one move gets of ``host``'s link with the link to itself (``move_methods.bandwidths``); None when
+    neither the link nor a per-move cap is given."""
+    _shared, alone, known = bandwidths(_link_bps(p, host), _cap_bps(p), 1, 0.0)
+    return alone if known else None
 
 
 def _needs_working_set(alone: Dict[str, Optional[float]], downtime_ms: float) -> Callable[[Dict[str, Any]], bool]:
@@ -201,7 +208,7 @@ class _Methods:
                         "postcopy": p["allow_postcopy"], "suspend": p["allow_suspend"], "cold": p["allow_cold_move"]}
         self.downtime = p.get("max_downtime") or 300
         self.assumed = (p.get("bandwidth") or DEFAULT_ESTIMATE_BANDWIDTH_MIB_S) * MIB
-        self.cap = p["bandwidth"] * MIB if p.get("bandwidth") else None
+        self.cap = _cap_bps(p)
         by_link: Dict[str, List[str]] = {}
         for m in moves:
             by_link.setdefault(m[side], []).append(m["vm"])

@@ -42,8 +42,9 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimat
 # finishes (libvirt's and QEMU's work on both ends, a second or two each with the link idle) the other keeps the
 # link busy; more would only make each move slower, re-sending more of what its guest dirties meanwhile.
 LINK_SHARE = 2
-# The throttle the scheduler asks auto-converge for (move_scheduler: initial 50 %, then +20 % a step; QEMU's cap 99 %).
-AUTO_CONVERGE_INITIAL, AUTO_CONVERGE_INCREMENT = 0.5, 0.2
+# The throttle auto-converge is asked for (percent; move_scheduler's auto-converge step sets them, the model
+# predicts with them): initial 50 %, then +20 % a step (QEMU's cap 99 %).
+AUTO_CONVERGE_INITIAL_PCT, AUTO_CONVERGE_INCREMENT_PCT = 50, 20
 # A post-copy switch-over sends the device state and the pages the guest touches first: a short pause.
 POSTCOPY_PAUSE_MS = 100.0
 # QEMU's own XBZRLE cache (xbzrle-cache-size); QEMU takes only powers of two.
@@ -133,8 +134,8 @@ def choose_method(profile: Dict[str, Any], link_bps: Optional[float], share: int
                         "converges if each write changes little of its page, which its passes show (predicted: the "
                         "first pass)")
     if allowed.get("auto_converge"):
-        est_t = estimate_auto_converge(data, link, dirty, max_downtime_ms, ws, AUTO_CONVERGE_INITIAL,
-                                       AUTO_CONVERGE_INCREMENT)
+        est_t = estimate_auto_converge(data, link, dirty, max_downtime_ms, ws, AUTO_CONVERGE_INITIAL_PCT / 100,
+                                       AUTO_CONVERGE_INCREMENT_PCT / 100)
         if est_t["converges"]:
             pred = _predicted(est_t, link, disk_s)
             return dict(out, method="auto_converge", exclusive=shared < link, predicted=pred, throttle=est_t["throttle"],

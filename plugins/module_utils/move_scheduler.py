@@ -40,6 +40,9 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cold_move impor
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.live_migration import ARGUMENT_SPEC, migrate
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import MoveSlots
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.move_methods import (
+    AUTO_CONVERGE_INCREMENT_PCT, AUTO_CONVERGE_INITIAL_PCT,
+)
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.options import MIGRATION_TUNING, STORAGE
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimate import MIB
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.reasons import COLD_MOVE_AFTER, NOT_CONVERGED, decide
@@ -63,8 +66,9 @@ def escalation_steps(p: Dict[str, Any], method: Optional[str] = None,
         steps.append(dict(base, method="xbzrle", compression="xbzrle", xbzrle_cache_bytes=xbzrle_cache,
                           parallel_connections=None, why=f"pre-copy with XBZRLE{cache}"))
     if p["allow_auto_converge"]:
-        steps.append(dict(base, method="auto_converge", auto_converge=True, auto_converge_initial=50,
-                          auto_converge_increment=20, why="auto-converge (vCPU throttling)"))
+        steps.append(dict(base, method="auto_converge", auto_converge=True,
+                          auto_converge_initial=AUTO_CONVERGE_INITIAL_PCT,
+                          auto_converge_increment=AUTO_CONVERGE_INCREMENT_PCT, why="auto-converge (vCPU throttling)"))
     if p["allow_postcopy"]:
         steps.append(dict(base, method="postcopy", postcopy="after_first_pass", timeout_action="postcopy",
                           why="post-copy after the first pass"))
