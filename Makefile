@@ -23,7 +23,7 @@ export FLEETMAINT_LAB_DIR := $(LAB_DIR)
 export FLEETMAINT_INVENTORY := $(INVENTORY)
 export FLEETMAINT_VENV := $(VENV)
 
-.PHONY: help deps apt apt-test venv collection sync unit sanity matrix lint integration reliability molecule docs test demo bench lab-up lab-down lab-status clean
+.PHONY: help deps apt apt-test venv collection sync unit sanity static matrix lint integration reliability molecule docs test demo bench lab-up lab-down lab-status clean
 
 help:
 	@echo "make demo   - install, start the lab, run the main job, print the report"
@@ -47,13 +47,17 @@ $(VENV)/.stamp: requirements.txt requirements-dev.txt
 	touch $@
 venv: $(VENV)/.stamp
 
-# Build the collection tarball and install it: what users get, and what tests use.
+# Build the collection tarball and install it: what users get, and what tests use. 'make test' makes it (and the
+# source copy, below) once before any suite and runs the suites with BUILT=1, which skips both: suites running
+# side by side never see them replaced.
 collection: venv
+ifneq ($(BUILT),1)
 	rm -f $(BUILD)/fleetmaint-libvirt-*.tar.gz
 	mkdir -p $(BUILD)
 	ansible-galaxy collection build --force --output-path $(BUILD) . >/dev/null
 	ansible-galaxy collection install --force -p $(COLL_PATH) $(BUILD)/fleetmaint-libvirt-*.tar.gz >/dev/null
 	@echo "installed $$(ls $(BUILD)/fleetmaint-libvirt-*.tar.gz | xargs -n1 basename) into $(COLL_PATH)"
+endif
 
 # A source tree at ansible_collections/fleetmaint/libvirt, as ansible-test wants it: $(call copy_tree,DIR).
 # ansible-test lists files with git: the copy gets its own repository (ours ignores .build/).
@@ -63,7 +67,9 @@ git ls-files -co --exclude-standard -z | rsync -a --from0 --ignore-missing-args 
 cd $(1) && git init -q && git add -A
 endef
 sync:
+ifneq ($(BUILT),1)
 	$(call copy_tree,$(SRC_COPY))
+endif
 
 # Only the tests need a browser (the report's HTML is opened in Debian's chromium): not installed by 'make demo'.
 TEST_APT_PACKAGES := chromium
@@ -192,28 +198,28 @@ molecule: deps collection
 	for s in $(MOLECULE_CHAIN); do molecule test -s $$s --destroy=never || { molecule destroy -s $$s; exit 1; }; done
 	molecule destroy -s disaster_recovery
 
-# Each suite is timed; the times are printed at the end (and kept in .build/suite-times.txt). sanity reads
-# its own copy of the tree (.build/src), so it runs beside lint and docs (which build the collection), its
-# output kept in .build/test-logs/sanity.log and printed when it ends. The matrix (unit tests and sanity with
-# the older ansible-core minors, each in its own copy) follows it in the same background job, so that only one
-# ansible-test runs at a time; its output is .build/test-logs/matrix.log, its times .build/matrix-times.txt.
-SUITES := unit static integration reliability molecule
+# The static suite: sanity, then the ansible-core matrix in one background job (one ansible-test at a time, each
+# in a copy of the tree of its own), beside lint and docs; sanity's and the matrix's output is kept in
+# .build/test-logs/{sanity,matrix}.log and printed when they end.
+static: deps sync collection
+	@mkdir -p $(BUILD)/test-logs; \
+	( $(MAKE) --no-print-directory sanity > $(BUILD)/test-logs/sanity.log 2>&1; echo $$? > $(BUILD)/test-logs/sanity.rc; \
+	  $(MAKE) --no-print-directory matrix > $(BUILD)/test-logs/matrix.log 2>&1; echo $$? > $(BUILD)/test-logs/matrix.rc ) & \
+	$(MAKE) --no-print-directory lint docs; rc=$$?; wait; \
+	echo "== sanity (ran beside lint and docs) =="; cat $(BUILD)/test-logs/sanity.log; \
+	echo "== matrix: ansible-core $(CORE_MATRIX) (ran after sanity, beside lint and docs) =="; \
+	cat $(BUILD)/test-logs/matrix.log; \
+	for t in sanity matrix; do [ "$$(cat $(BUILD)/test-logs/$$t.rc)" = 0 ] || rc=1; done; exit $$rc
+
+# make test: the collection and the source copy are made once; then the lab suites run one after another (they
+# share lo's traffic shaping) while the suites that need no lab run in the background at the idle scheduling
+# class, on the CPU the lab leaves idle (tests/tools/test_suites.sh says how and why). Every suite is timed: the
+# times are printed at the end and kept in .build/suite-times.txt.
+BACKGROUND_SUITES := unit static
+LAB_SUITES := integration reliability molecule
 test: deps
-	@mkdir -p $(BUILD)/test-logs && : > $(BUILD)/suite-times.txt; \
-	for s in $(SUITES); do t0=$$(date +%s); \
-	  if [ $$s = static ]; then \
-	    ( $(MAKE) --no-print-directory sanity > $(BUILD)/test-logs/sanity.log 2>&1; echo $$? > $(BUILD)/test-logs/sanity.rc; \
-	      $(MAKE) --no-print-directory matrix > $(BUILD)/test-logs/matrix.log 2>&1; echo $$? > $(BUILD)/test-logs/matrix.rc ) & \
-	    $(MAKE) --no-print-directory lint docs; rc=$$?; wait; \
-	    echo "== sanity (ran beside lint and docs) =="; cat $(BUILD)/test-logs/sanity.log; \
-	    echo "== matrix: ansible-core $(CORE_MATRIX) (ran after sanity, beside lint and docs) =="; \
-	    cat $(BUILD)/test-logs/matrix.log; \
-	    for t in sanity matrix; do [ "$$(cat $(BUILD)/test-logs/$$t.rc)" = 0 ] || rc=1; done; \
-	    s="sanity+matrix+lint+docs"; \
-	  else $(MAKE) --no-print-directory $$s; rc=$$?; fi; \
-	  echo "$$s $$(( $$(date +%s) - t0 )) s$$( [ $$rc = 0 ] || echo ' FAILED')" >> $(BUILD)/suite-times.txt; \
-	  if [ $$rc != 0 ]; then echo "== suite times =="; cat $(BUILD)/suite-times.txt; exit $$rc; fi; \
-	done; echo "== suite times =="; cat $(BUILD)/suite-times.txt
+	@$(MAKE) --no-print-directory sync collection apt-test
+	@MAKE="$(MAKE)" bash tests/tools/test_suites.sh $(BUILD) "$(BACKGROUND_SUITES)" "$(LAB_SUITES)"
 	@echo "make test: all suites passed"
 
 demo: deps collection lab-up
