@@ -48,7 +48,8 @@ for s in $background; do rm -f "$logs/$s.log"; done
 # setsid: a process group of its own, which a failure here can stop as a whole.
 setsid chrt --idle 0 "$0" "$build" --background "$background" &
 bg=$!
-trap 'kill -- -"$bg" 2>/dev/null' EXIT INT TERM
+trap 'kill -- -"$bg" 2>/dev/null' EXIT
+trap 'exit 130' INT TERM
 
 background_failed() { [ -f "$logs/background.done" ] && [ "$(cat "$logs/background.done")" != ok ]; }
 
