@@ -512,7 +512,6 @@ class Lab:
                 state["hosts"].append({"name": f"lab{i + 1}", "addr": addr, "uuid": str(uuid.uuid4())})
             self.save(state)
         self.build_guest()
-        self.build_reaper()
         self.build_pki(state)
         if run(["ip", "link", "show", state["bridge"]], check=False).returncode != 0:
             run(["ip", "link", "add", state["bridge"], "type", "bridge"])
