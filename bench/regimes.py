@@ -124,6 +124,7 @@ def playbook(name, var, args, action=None):
     # (about 1-2.5 s here: a module started in a process of its own beside six TCG guests); the whole run is kept too.
     lines = []
     t0 = time.monotonic()
+    w0 = time.time()  # the job reports its moves' start and end in epoch seconds
     task_end = None
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         for line in proc.stdout:
@@ -137,6 +138,11 @@ def playbook(name, var, args, action=None):
         raise SystemExit(f"{name} produced no result:\n" + "\n".join(lines[-60:]))
     r = json.loads(out.read_text())
     r["_playbook_s"] = round(whole, 1)
+    if r.get("started_at") and r.get("ended_at"):
+        # Where the time went: before the first move could start (Ansible's start, connecting, planning and
+        # checking, the profile) and moving (the scheduler's run, from its start to the end of its last move).
+        r["_before_moves_s"] = round(r["started_at"] - w0, 2)
+        r["_moving_s"] = round(r["ended_at"] - r["started_at"], 2)
     return (task_end if task_end is not None else whole), r
 
 
@@ -166,8 +172,10 @@ def ours_rows(r):
         given = ((r.get("links") or {}).get(v["source"]) or {}).get("given")
         rows.append({"vm": v["vm"], "ok": v["result"] == "moved", "method": v.get("method"),
                      # The link its prediction used: given (link_bandwidth), measured by the job's earlier moves,
-                     # or assumed (neither yet); and where its memory in use came from.
-                     "link": "given" if given else "measured" if pred.get("from_measured_link") else "assumed",
+                     # remembered (measured by an earlier job, kept on the host), or assumed (none of these); and
+                     # where its memory in use came from.
+                     "link": "given" if given else "measured" if pred.get("from_measured_link")
+                     else "remembered" if pred.get("from_remembered_link") else "assumed",
                      "in_use_source": (v.get("profile") or {}).get("in_use_source"),
                      "working_set_mib": (v.get("profile") or {}).get("working_set_mib"),
                      "method_why": v.get("method_why"), "exclusive": v.get("exclusive"),
@@ -236,7 +244,9 @@ def run_regime(name, vms, variants):
         bound = sent / (NIC_MB_S * 1e6) if sent else None
         downs = [x["downtime_ms"] for x in rows if x.get("downtime_ms") is not None]
         out["runs"][variant] = {"wall_s": round(wall, 1), "moved": sum(1 for x in rows if x["ok"]),
-                                **({"playbook_s": r["_playbook_s"]} if variant not in ("sequential", "parallel") else {}),
+                                **({"playbook_s": r["_playbook_s"], "before_moves_s": r.get("_before_moves_s"),
+                                    "moving_s": r.get("_moving_s")}
+                                   if variant not in ("sequential", "parallel") else {}),
                                 "sent_mb": round(sent / 1e6, 1) if sent else None,
                                 "bound_s": round(bound, 1) if bound else None,
                                 "over_bound": round(wall / bound, 2) if bound else None,
@@ -244,7 +254,9 @@ def run_regime(name, vms, variants):
                                 "hot_dirty_mb_s_before": round(hot_rate, 1) if hot_rate is not None else None}
         print(f"{name:5} {variant:10} {wall:7.1f} s moved {out['runs'][variant]['moved']}/{len(vms)}"
               + (f" hot guest {hot_rate:.0f} MB/s before" if hot_rate is not None else "")
-              + (f" bound {bound:.1f} s ({wall / bound:.2f}x)" if bound else ""), flush=True)
+              + (f" bound {bound:.1f} s ({wall / bound:.2f}x)" if bound else "")
+              + (f", {out['runs'][variant]['before_moves_s']} s before moving and {out['runs'][variant]['moving_s']} s "
+                 "moving" if out["runs"][variant].get("moving_s") is not None else ""), flush=True)
     lab("fault", "nic", "lab1", "0")
     bring_home(vms)
     return out
@@ -252,7 +264,7 @@ def run_regime(name, vms, variants):
 
 def accuracy(regimes):
     """Every converging move of host_evacuate: measured / predicted time; convergence predicted right?"""
-    ratios, wrong, known, throttled = [], [], [], []
+    ratios, wrong, known, remembered, throttled = [], [], [], [], []
     for reg in regimes.values():
         for variant, run in reg["runs"].items():
             if variant.startswith("_") or variant in ("sequential", "parallel"):
@@ -260,8 +272,10 @@ def accuracy(regimes):
             for x in run["rows"]:
                 if x["predicted_s"] and x["time_s"] and x["method"] == "precopy" and x["ok"]:
                     ratios.append(round(x["time_s"] / x["predicted_s"], 2))
-                    if x["link"] != "assumed":
+                    if x["link"] in ("given", "measured"):
                         known.append(ratios[-1])
+                    elif x["link"] == "remembered":
+                        remembered.append(ratios[-1])
                 if x["predicted_s"] and x["time_s"] and x["method"] == "auto_converge" and x["ok"] \
                         and len(x["attempts"]) == 1:  # moved by the auto-converge it was predicted for
                     throttled.append(round(x["time_s"] / x["predicted_s"], 2))
@@ -272,6 +286,9 @@ def accuracy(regimes):
             "moves": len(ratios), "convergence_mispredicted": wrong,
             # Moves predicted from a link that was given or measured by then (not the assumed one).
             "known_link_ratios": sorted(known), "known_link_within_25pct": sum(1 for r in known if 0.75 <= r <= 1.25),
+            # Moves predicted from the link an earlier job measured and kept on the host (the restore before the run).
+            "remembered_link_ratios": sorted(remembered),
+            "remembered_link_within_25pct": sum(1 for r in remembered if 0.75 <= r <= 1.25),
             # Moves by auto-converge from the start (predicted pass by pass as QEMU throttles).
             "auto_converge_ratios": sorted(throttled)}
 
@@ -281,8 +298,10 @@ def summary(rep):
              f"6 guests of 160 MiB (96 MB written once, then 0.5 MB/s dirtied) on lab1; nic = everything lab1 "
              f"sends shares {NIC_MB_S:g} MB/s; hot = nic plus a 256 MiB guest dirtying 60 MB/s. Loops get "
              f"{DEADLINE_S} s in the hot regime. Bound = bytes lab1 sent / {NIC_MB_S:g} MB/s. host_evacuate's time "
-             "ends with its task (Ansible's start, the profile and the moves counted); the whole playbook, with "
-             "the benchmark's own task that writes the result file, is given beside it.", "",
+             "ends with its task (Ansible's start, the profile and the moves counted), and is split into the time "
+             "before moving (Ansible's start, connecting, checking, the profile) and moving (the first move's "
+             "start to the last move's end); the whole playbook, with the benchmark's own task that writes the "
+             "result file, is given beside it.", "",
              "| regime | sequential loop | parallel loop | host_evacuate defaults | host_evacuate, post-copy allowed "
              "| host_evacuate, XBZRLE allowed | host_evacuate, limits 6 | host_evacuate, 2 connections a move |",
              "|---|---|---|---|---|---|---|---|"]
@@ -295,6 +314,10 @@ def summary(rep):
             s += f" ({run['over_bound']} x bound {run['bound_s']} s)"
         if run.get("max_downtime_ms") is not None:
             s += f", downtime max {run['max_downtime_ms']} ms"
+        if run.get("moving_s") is not None:
+            s += f"; {run['before_moves_s']} s before moving, {run['moving_s']} s moving"
+            if run.get("bound_s"):
+                s += f" ({round(run['moving_s'] / run['bound_s'], 2)} x bound)"
         if run.get("playbook_s") is not None:
             s += f"; whole playbook {run['playbook_s']} s"
         return s
@@ -310,7 +333,9 @@ def summary(rep):
               f"the predicted time (measured / predicted: {acc['ratios']}); convergence mispredicted for: "
               f"{acc['convergence_mispredicted'] or 'none'}. Of those predicted from a link given or measured by "
               f"then: {acc['known_link_within_25pct']} of {len(acc['known_link_ratios'])} "
-              f"({acc['known_link_ratios']}). Moves by auto-converge, measured / predicted: "
+              f"({acc['known_link_ratios']}). Of those predicted from the link an earlier job kept on the host: "
+              f"{acc['remembered_link_within_25pct']} of {len(acc['remembered_link_ratios'])} "
+              f"({acc['remembered_link_ratios']}). Moves by auto-converge, measured / predicted: "
               f"{acc['auto_converge_ratios'] or 'none'}.", "",
               "| regime | run | VM | method | why | link | memory in use from | working set MiB | predicted s "
               "| measured s | predicted downtime ms | downtime ms |",
