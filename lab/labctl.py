@@ -968,7 +968,19 @@ class Lab:
     # What a test may change and must give back: hosts up, faults, VMs and where they run, the
     # collection's marks and leases (libvirt secrets), fence records. 'restore' brings a lab back to a
     # snapshot after a test failed halfway, so one failure stays one failure.
-    RESETTABLE_SECRETS = ("fleetmaint-maintenance", "fleetmaint-job")
+    RESETTABLE_SECRETS = ("fleetmaint-maintenance", "fleetmaint-job", "fleetmaint-link")
+
+    def forget_links(self) -> list[str]:
+        """Remove the links the collection's jobs measured and kept on each host (a test that does not continue
+        another starts with none, so that no test depends on what the tests before it measured)."""
+        done = []
+        for h in self.load()["hosts"]:
+            if self.host_up(h):
+                uuid_ = self.secrets(h).get("fleetmaint-link")
+                if uuid_:
+                    self.virsh(h, "secret-undefine", uuid_, check=False)
+                    done.append(f"forgot the link kept on {h['name']}")
+        return done
 
     def secrets(self, h: dict) -> dict:
         """usage name -> UUID of this host's fleetmaint secrets."""
@@ -1113,6 +1125,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("snapshot", help="print what a test may change (hosts, faults, VMs, marks, leases, fence records)")
     rs = sub.add_parser("restore", help="bring the lab back to a snapshot (after a failed test)")
     rs.add_argument("snapshot", help="a file written from 'labctl snapshot'")
+    sub.add_parser("forget-links", help="remove the migration links the collection's jobs kept on the hosts")
     vm = sub.add_parser("vm", help="create or delete lab VMs")
     vsub = vm.add_subparsers(dest="vmcmd", required=True)
     c = vsub.add_parser("create")
@@ -1196,6 +1209,9 @@ def _run(lab: Lab, a: argparse.Namespace, as_json: bool) -> int:
         elif a.cmd == "restore":
             done = lab.restore(json.loads(Path(a.snapshot).read_text()))
             out, text = {"done": done}, "\n".join(done) or "nothing to restore"
+        elif a.cmd == "forget-links":
+            done = lab.forget_links()
+            out, text = {"done": done}, "\n".join(done) or "no link kept"
         elif a.cmd == "inventory":
             text = lab.inventory()
             out = {"inventory": text}

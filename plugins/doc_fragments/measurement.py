@@ -20,6 +20,11 @@ options:
       - A host not given is measured from the job's own moves (bytes sent per second over the moves that shared
         its link), and the measurement updates the predictions of the moves still waiting; nothing is refused
         on an assumed link.
+      - The job keeps what it measured on the host itself (a libvirt secret with no value, usage name
+        C(fleetmaint-link), like the maintenance mark), and the next job whose moves share that host's link
+        predicts and schedules its first moves from it (C(predicted.from_remembered_link)) until its own moves
+        measure the link again. A kept link older than 7 days is not used. It is an assumption like the default
+        one, so nothing is refused on it either.
     type: dict
     default: {}
   profile_seconds:

@@ -16,7 +16,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cancel import CancelFlag
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.fleet import Fleet
-from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import clear_mark, HostLease, MoveSlots, set_mark
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import (
+    clear_mark, HostLease, MoveSlots, remember_link, remembered_link, set_mark,
+)
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import check_pair, vm_facts
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import blockers, stays
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.move_methods import (
@@ -199,7 +201,11 @@ class _Methods:
 
     ``side``: the end of each move whose link the job shares - ``source`` when a host is emptied (its link
     sends every move), ``destination`` when VMs come home (its link takes every move). ``profiling``: the
-    profiles being measured since before the moves were checked (else they are measured now)."""
+    profiles being measured since before the moves were checked (else they are measured now).
+
+    A host whose link was not given is taken at the link an earlier job measured there (kept on the host,
+    ``maintenance.remembered_link``) when there is one, else at the assumed one, until this job's moves
+    measure it. Either is an assumption: nothing is refused on it."""
 
     def __init__(self, fleet: Any, moves: List[Dict[str, Any]], p: Dict[str, Any], lim: Dict[str, int],
                  side: str, profiling: Optional[_Profiling] = None) -> None:
@@ -212,9 +218,15 @@ class _Methods:
         by_link: Dict[str, List[str]] = {}
         for m in moves:
             by_link.setdefault(m[side], []).append(m["vm"])
+        self.remembered: Dict[str, Dict[str, Any]] = {}
+        for h in by_link:
+            note = None if _link_bps(p, h) else remembered_link(fleet.hosts[h].conn)
+            if note:
+                self.remembered[h] = note
         self.profiles = (profiling or _Profiling(fleet, moves, p, side)).result()
         limit = lim["per_source"] if side == "source" else lim["per_destination"]
-        self.share = {h: link_share([self.profiles[v] for v in vms], _link_bps(p, h), limit, self.downtime, self.cap)
+        self.share = {h: link_share([self.profiles[v] for v in vms], _link_bps(p, h) or self._remembered_bps(h), limit,
+                                    self.downtime, self.cap)
                       for h, vms in by_link.items()}
         for m in moves:
             prof = self.profiles[m["vm"]]
@@ -229,18 +241,24 @@ class _Methods:
             m["method"] = self.choose(m, _link_bps(p, m[side]))
         moves[:] = order_moves(moves)
 
+    def _remembered_bps(self, host: str) -> Optional[float]:
+        note = self.remembered.get(host)
+        return note["mib_s"] * MIB if note else None
+
     def choose(self, m: Dict[str, Any], link_bps: Optional[float],
                profile: Optional[Dict[str, Any]] = None, share: Optional[int] = None) -> Dict[str, Any]:
         return choose_method(profile or self.profiles[m["vm"]], link_bps, share or self.share.get(m[self.side], 1),
-                             self.allowed, self.downtime, self.assumed, self.cap)
+                             self.allowed, self.downtime, self._remembered_bps(m[self.side]) or self.assumed, self.cap)
 
     def run(self, moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, Any],
             progress: Optional[Callable[[Dict[str, Any]], None]], cancel: Optional[CancelFlag] = None,
             on_counts: Optional[Callable[[Dict[str, int]], None]] = None, job: str = "") -> Dict[str, Any]:
         """Run the moves, each also counted on its hosts (move slots), so that the limits hold across jobs."""
         with MoveSlots(uri_of, job, p["limits"]) as slots:
-            return run_moves(moves, uri_of, p, progress, share=self.share, side=self.side, predict=self.predict,
-                             cancel=cancel, on_counts=on_counts, slots=slots)
+            run = run_moves(moves, uri_of, p, progress, share=self.share, side=self.side, predict=self.predict,
+                            cancel=cancel, on_counts=on_counts, slots=slots, remembered=self.remembered)
+        _remember_links(run["links"], uri_of, job)
+        return run
 
     def predict(self, m: Dict[str, Any], link_bps: Optional[float], in_use_scale: Optional[float],
                 share: Optional[int] = None) -> Dict[str, Any]:
@@ -261,6 +279,19 @@ class _Methods:
                                   step="plan", reason="will_not_converge", host=host,
                                   refused=[{"vm": m["vm"], "source": m["source"], "profile": m["profile"],
                                             "predicted": m["method"]["predicted"]} for m in refused])
+
+
+def _remember_links(links: Dict[str, Dict[str, Any]], uri_of: Dict[str, str], job: str) -> None:
+    """Keep on each host the link this job's moves measured there (not one given), for the jobs after it; a host
+    that cannot keep it is said in its entry (``kept`` false, ``not_kept``), and the job goes on."""
+    for host, link in links.items():
+        if link.get("given") or not link.get("samples"):
+            continue
+        try:
+            remember_link(uri_of[host], link["measured_mib_s"], link["samples"], job)
+            link["kept"] = True
+        except FleetmaintError as exc:
+            link.update(kept=False, not_kept=exc.msg)
 
 
 def _open_job(fleet: Any, p: Dict[str, Any], job: str, check_mode: bool,

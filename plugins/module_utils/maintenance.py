@@ -2,8 +2,8 @@
 # Copyright (c) fleetmaint.libvirt contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Notes kept on a host itself so they survive the controller: the maintenance mark, the patch level, the
-lease of the job running on it, a request to cancel that job, and the move slots that count the moves in and
-out of it across jobs.
+lease of the job running on it, a request to cancel that job, the move slots that count the moves in and
+out of it across jobs, and the migration link the last job that moved VMs over it measured.
 
 libvirt has no place for host metadata, so each note is a persistent libvirt secret with no
 value: usage type ``tls``, usage name ``fleetmaint-maintenance`` (or ``fleetmaint-patch-level``),
@@ -99,6 +99,40 @@ def set_patch_level(conn: Any, uri: str, level: str, by: str) -> Dict[str, Any]:
         conn.secretDefineXML(_note_xml(PATCH_LEVEL_USAGE, note, old.UUIDString() if old is not None else None), 0)
     except libvirt.libvirtError as exc:
         raise wrap_error(exc, "recording the patch level", uri) from exc
+    return note
+
+
+# ---------------------------------------------------------------------------- remembered links
+LINK_USAGE = "fleetmaint-link"
+LINK_MEMORY_S = 7 * 86400  # a link measured longer ago than this is not used
+
+
+def remembered_link(conn: Any, now: Optional[float] = None) -> Optional[Dict[str, Any]]:
+    """The migration link an earlier job measured on the host behind ``conn`` ({mib_s, at, moves, by, age_s}), or
+    None: none kept, unreadable, or measured more than LINK_MEMORY_S ago."""
+    try:
+        note = get_mark(conn, LINK_USAGE)
+    except libvirt.libvirtError:
+        return None
+    if not isinstance(note, dict) or not isinstance(note.get("mib_s"), (int, float)) or note["mib_s"] <= 0:
+        return None
+    age = (time.time() if now is None else now) - float(note.get("at") or 0)
+    if not 0 <= age <= LINK_MEMORY_S:
+        return None
+    return dict(note, age_s=round(age))
+
+
+def remember_link(uri: str, mib_s: float, moves: int, by: str) -> Dict[str, Any]:
+    """Keep on the host the link a job measured for it (replacing any earlier one in place); returns the note."""
+    note = {"mib_s": round(float(mib_s), 1), "at": int(time.time()), "moves": int(moves), "by": by}
+    conn = open_uri(uri)
+    try:
+        old = _lookup(conn, LINK_USAGE)
+        conn.secretDefineXML(_note_xml(LINK_USAGE, note, old.UUIDString() if old is not None else None), 0)
+    except libvirt.libvirtError as exc:
+        raise wrap_error(exc, "keeping the measured link on the host", uri) from exc
+    finally:
+        conn.close()
     return note
 
 

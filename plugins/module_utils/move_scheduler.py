@@ -26,7 +26,8 @@ link at all: where each move's own costs outweigh its bytes, the moves overlap t
 
 Each finished move measures its source's link (bytes sent per second times the moves that shared it) and how
 much memory it really sent against its profile's memory in use; a host whose link was not given gets the
-measured link, and the moves still waiting are predicted again from both.
+measured link, and the moves still waiting are predicted again from both. Until a move of the job has measured
+it, a host's link is the one an earlier job measured there (``remembered``), when there is one.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
               share: Optional[Dict[str, int]] = None, side: str = "source",
               predict: Optional[Callable[..., Dict[str, Any]]] = None,
               cancel: Optional[CancelFlag] = None, on_counts: Optional[Callable[[Dict[str, int]], None]] = None,
-              slots: Optional[MoveSlots] = None) -> Dict[str, Any]:
+              slots: Optional[MoveSlots] = None, remembered: Optional[Dict[str, Dict[str, Any]]] = None) -> Dict[str, Any]:
     """Execute moves [{vm, source, destination, method?}] within p['limits']; returns per-VM results and totals.
 
     ``method`` (from move_methods.choose_method): the step to start at, ``exclusive``, the prediction.
@@ -107,10 +108,12 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     aborted (each VM stays on its source: reason ``cancelled``), a post-copy in flight finishes. ``on_counts``:
     told the moves done, failed, running and waiting each time one ends (the job lease shows them). ``slots``
     (maintenance.MoveSlots): each move also takes a slot on its source and its destination, counted on the hosts
-    themselves, so that the limits hold across jobs; a move whose slots other jobs hold waits, and says so."""
+    themselves, so that the limits hold across jobs; a move whose slots other jobs hold waits, and says so.
+    ``remembered``: host -> the link an earlier job measured there (``maintenance.remembered_link``: mib_s, at,
+    age_s), taken for a host whose link was not given until a move of this job has measured it."""
     if cancel is None:
         with CancelFlag() as own:
-            return run_moves(moves, uri_of, p, progress, share, side, predict, own, on_counts, slots)
+            return run_moves(moves, uri_of, p, progress, share, side, predict, own, on_counts, slots, remembered)
     limits = p["limits"]
     lock = threading.Lock()
     out_busy: Dict[str, int] = {}
@@ -124,7 +127,8 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     limit_key = "per_source" if side == "source" else "per_destination"
     alone: Dict[str, str] = {}  # a link an exclusive move has to itself -> that move
     given = {h for h, v in (p.get("link_bandwidth") or {}).items() if v}
-    links: Dict[str, Dict[str, Any]] = {}
+    links: Dict[str, Dict[str, Any]] = {h: {"given": False, "measured_mib_s": None, "samples": 0, "remembered": note}
+                                        for h, note in (remembered or {}).items() if h not in given}
     sent_vs_profile: List[float] = []  # memory each finished move sent / the memory in use its profile said
     # What each finished pre-copy took beyond what its bytes explain: QEMU's setup (setup_time_ms) and the pause
     # beyond the model's (the switch-over's own cost: device state, the last pages, both ends' handshakes).
@@ -376,8 +380,8 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         """Under the lock: what the finished moves have measured - the host's link (bytes/s; None when given or not
         yet measured) and the scale of what they sent against their profiles (None before any finished)."""
         link = links.get(host) or {}
-        measured = link["measured_mib_s"] * MIB if link.get("measured_mib_s") else None
-        return measured, (_median(sent_vs_profile) if sent_vs_profile else None)
+        mib = link.get("measured_mib_s") or (link.get("remembered") or {}).get("mib_s")
+        return (mib * MIB if mib else None), (_median(sent_vs_profile) if sent_vs_profile else None)
 
     def light(m: Dict[str, Any]) -> Optional[str]:
         """Under the lock: why the move need not hold its link, or None. Its bytes take less time than the job's
@@ -429,7 +433,9 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         if predict and m.get("method") and (measured or scale or unheld):
             # A move that does not hold its link shares it with as many as the limit lets run (as light() judged).
             again = predict(m, measured, scale, limits[limit_key]) if unheld else predict(m, measured, scale)
-            results[m["vm"]]["predicted"] = dict(again, from_measured_link=bool(measured),
+            by_job = bool((links.get(m[side]) or {}).get("measured_mib_s"))
+            results[m["vm"]]["predicted"] = dict(again, from_measured_link=bool(measured) and by_job,
+                                                 from_remembered_link=bool(measured) and not by_job,
                                                  in_use_scale=round(scale, 2) if scale else None)
         if m.get("method") and fixed["setup_ms"]:
             results[m["vm"]]["predicted"] = with_fixed_costs(results[m["vm"]].get("predicted") or {})

@@ -113,7 +113,8 @@ vms:
       C(xbzrle), C(auto_converge), C(postcopy), C(suspend)), C(method_why), C(exclusive) (it had its link to itself),
       C(predicted) (C(time_s), C(downtime_ms), C(converges), C(bandwidth_mib_s) - for C(xbzrle) its first pass only,
       with C(converges) and C(downtime_ms) null, as what its writes leave of each page is not known before it moves; predicted again at dispatch
-      from what the finished moves measured - C(from_measured_link), C(in_use_scale), and, once a pre-copy has
+      from what the finished moves measured - C(from_measured_link), or C(from_remembered_link) before any
+      had (the link an earlier job kept on the host), C(in_use_scale), and, once a pre-copy has
       finished, C(setup_ms) and C(switchover_ms), the medians of what those took beyond their bytes, added to
       the model's C(model_time_s) and C(model_downtime_ms)) - and what happened, C(measured) (C(time_s),
       C(downtime_ms), C(time_vs_predicted)).
@@ -127,7 +128,9 @@ calibration:
   type: dict
 links:
   description: Per host whose link the job shared, C(given) and C(mib_s) (from O(link_bandwidth)), or the link
-    C(measured_mib_s) from the job's own moves and its number of C(samples).
+    C(measured_mib_s) from the job's own moves and its number of C(samples), C(remembered) - the link an earlier
+    job measured and kept on the host (C(mib_s), C(at), C(age_s), C(moves), C(by)), which the job started from -
+    and whether what it measured was C(kept) on the host for the jobs after it (C(not_kept) says why not).
   returned: when migrations ran
   type: dict
 totals:

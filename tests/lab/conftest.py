@@ -8,8 +8,9 @@ One failure stays one failure: before each test the lab is snapshotted (``labctl
 after a test that failed it is brought back to that snapshot (``labctl restore``: hosts revived, faults
 healed, the test's VMs deleted, moved ones put back, marks, leases and fence records removed). A test
 that needs an earlier one to have passed says so with ``@pytest.mark.after("test_name")`` and is
-skipped when that one failed. Every ansible-playbook a test runs writes its whole output under
-``.build/test-logs/``; a failure names the file, and the end of the run lists those of failed tests.
+skipped when that one failed; any other test starts without the links earlier jobs kept on the hosts.
+Every ansible-playbook a test runs writes its whole output under ``.build/test-logs/``; a failure names
+the file, and the end of the run lists those of failed tests.
 """
 
 from __future__ import annotations
@@ -279,6 +280,11 @@ def lab_restored_after_failure(request):
     lab = request.getfixturevalue("lab")
     snap = lab.tmp / f"snapshot-{time.monotonic_ns()}.json"
     snap.write_text(lab.ctl("snapshot", timeout=120).stdout)
+    if not any(request.node.iter_markers("after")) and \
+            any("fleetmaint-link" in usages for usages in json.loads(snap.read_text())["secrets"].values()):
+        # The links jobs measured and kept on the hosts: a test that does not continue another starts without
+        # them, so that what a host's link is taken to be never depends on the tests that ran before.
+        lab.ctl("forget-links", timeout=60)
     yield
     logs = list(_CURRENT["logs"])
     rep = getattr(request.node, "rep_call", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import time
@@ -37,6 +38,16 @@ def mark(lab, host):
     return "fleetmaint-maintenance" in res
 
 
+def kept_link(lab, host):
+    """The link a job measured and kept on the host (its note, read through libvirt), or None."""
+    uuid = next((ln.split()[0] for ln in lab.virsh(host, "secret-list").stdout.splitlines()
+                 if "fleetmaint-link" in ln), None)
+    if uuid is None:
+        return None
+    xml = lab.virsh(host, "secret-dumpxml", uuid).stdout
+    return json.loads(html.unescape(xml.split("<description>")[1].split("</description>")[0]))
+
+
 def test_check_mode_plans_without_moving(lab, fleet):
     r = lab.evacuate("--check", uris=lab.uris(), host="lab1", copy_storage="all")
     assert not r.get("failed"), r.get("msg")
@@ -67,6 +78,10 @@ def test_evacuate_balances_keeps_data_and_marks_the_host(lab, fleet):
     assert abs(mem["lab2"] - mem["lab3"]) <= 128, f"unbalanced: {mem}"
     assert all(lab.marker(vm)["intact"] for vm in fleet)
     assert mark(lab, "lab1"), "the host carries its maintenance mark"
+    # lab1's link was not given: the moves measured it, and the job kept it on lab1 for the jobs after it.
+    link = r["links"]["lab1"]
+    assert link["given"] is False and 1 <= link["samples"] <= 6 and link["measured_mib_s"] > 0 and link["kept"] is True
+    assert kept_link(lab, "lab1")["mib_s"] == link["measured_mib_s"]
     # Progress lines name the task's module (the evacuation), not the single-move module it runs.
     assert "[localhost] attempt ev-" in r["stdout"] and "host_evacuate ev-a:" in r["stdout"]
     assert "live_migrate ev-a:" not in r["stdout"]
@@ -86,9 +101,17 @@ def test_rerun_converges_without_moving_anything(lab, fleet):
 
 @pytest.mark.after("test_evacuate_balances_keeps_data_and_marks_the_host")
 def test_restore_brings_everyone_home_and_clears_the_mark(lab, fleet):
+    kept = kept_link(lab, "lab1")
+    assert kept and kept["by"] == "evacuate lab1", "the evacuation kept lab1's link"
     r = lab.restore(uris=lab.uris(), host="lab1", copy_storage="all")
     assert not r.get("failed"), r.get("msg")
     assert r["totals"]["moved"] == 6
+    # The moves home share lab1's link: the first ones were predicted at the link the evacuation measured there,
+    # and the job measured it again and kept that.
+    assert r["links"]["lab1"]["remembered"]["mib_s"] == kept["mib_s"]
+    first = min(r["vms"], key=lambda v: v["started_at"])
+    assert first["predicted"]["from_remembered_link"] is True, first["predicted"]
+    assert kept_link(lab, "lab1")["by"] == "restore lab1" and r["links"]["lab1"]["kept"] is True
     assert set(lab.invariant(fleet).values()) == {"lab1"}
     assert all(lab.marker(vm)["intact"] for vm in fleet)
     assert not mark(lab, "lab1") and r["maintenance_cleared"] is True

@@ -85,3 +85,24 @@ def test_a_request_for_an_earlier_job_does_not_stop_the_next(connection):
         time.sleep(0.2)
         assert not lease.cancel.is_set()
         assert m.request_cancel(_ask(state="present"))["cancel_requested"] is None
+
+
+# --- the link a job measured, kept on the host for the jobs after it
+
+def test_a_measured_link_is_kept_replaced_in_place_and_forgotten_when_old(conn):
+    assert m.remembered_link(conn) is None
+    note = m.remember_link(URI, 412.34, 3, "evacuate hv1")
+    assert note["mib_s"] == 412.3 and note["moves"] == 3 and note["by"] == "evacuate hv1"
+    got = m.remembered_link(conn)
+    assert got["mib_s"] == 412.3 and 0 <= got["age_s"] <= 2
+    m.remember_link(URI, 90, 1, "restore hv1")
+    assert conn.usages() == [m.LINK_USAGE], "one note, replaced in place"
+    assert m.remembered_link(conn)["mib_s"] == 90
+    assert m.remembered_link(conn, now=time.time() + m.LINK_MEMORY_S + 60) is None, "older than a week: not used"
+    assert m.remembered_link(conn, now=time.time() - 3600) is None, "from the future (a clock gone wrong): not used"
+
+
+@pytest.mark.parametrize("note", [{"mib_s": 0}, {"mib_s": -5}, {"mib_s": "fast"}, {}])
+def test_a_link_note_that_says_no_usable_rate_is_not_used(conn, note):
+    conn.secretDefineXML(m._note_xml(m.LINK_USAGE, dict(note, at=time.time())), 0)  # pylint: disable=protected-access
+    assert m.remembered_link(conn) is None

@@ -229,6 +229,46 @@ def test_waiting_moves_are_predicted_again_from_what_the_finished_ones_sent(monk
     assert out["calibration"] == {"moves": 2, "sent_vs_profile": [0.5, 0.5]}
 
 
+def test_a_link_an_earlier_job_measured_is_used_until_this_job_measures_it(monkeypatch):
+    """v0 is predicted at the link remembered on lab1 (300 MiB/s); it measures 50 MiB/s, and v1 is predicted at that:
+    the job's own measurement replaces the remembered one, which the result still shows."""
+    def fake_migrate(args, progress=None, cancel=None):
+        metrics = {"total_time_ms": 1000, "data_processed": 50 << 20, "disk_processed": 0, "setup_time_ms": 0,
+                   "iterations": 2}
+        return {"changed": True, "msg": "migrated", "metrics": metrics}
+
+    asked = []
+
+    def predict(m, link_bps, scale):
+        asked.append((m["vm"], link_bps))
+        return {"time_s": 9.9, "downtime_ms": 1, "converges": True}
+
+    monkeypatch.setattr(ev, "migrate", fake_migrate)
+    moves = [{"vm": f"v{i}", "source": "lab1", "destination": "lab2", "method": _method(),
+              "profile": {"in_use_mib": 100}} for i in range(2)]
+    note = {"mib_s": 300.0, "at": 1, "moves": 4, "by": "restore lab1", "age_s": 60}
+    out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2"},
+                       dict(params(), limits={"per_source": 1, "per_destination": 1, "fleet": 1}), predict=predict,
+                       remembered={"lab1": note})
+    assert asked == [("v0", 300 << 20), ("v1", 50 << 20)]
+    v0, v1 = (r["predicted"] for r in out["vms"])
+    assert v0["from_remembered_link"] is True and v0["from_measured_link"] is False
+    assert v1["from_measured_link"] is True and v1["from_remembered_link"] is False
+    assert out["links"]["lab1"] == {"given": False, "measured_mib_s": 50.0, "samples": 2, "remembered": note}
+
+
+def test_a_given_link_wins_over_a_remembered_one(monkeypatch):
+    monkeypatch.setattr(ev, "migrate", lambda args, progress=None, cancel=None: {
+        "changed": True, "msg": "migrated", "metrics": {"total_time_ms": 1000, "data_processed": 50 << 20}})
+    asked = []
+    out = ev.run_moves([{"vm": "v0", "source": "lab1", "destination": "lab2", "method": _method()}],
+                       {"lab1": "u1", "lab2": "u2"},
+                       dict(params(), link_bandwidth={"lab1": 24}, limits={"per_source": 1, "per_destination": 1, "fleet": 1}),
+                       predict=lambda m, link_bps, scale: asked.append(link_bps) or {"time_s": 1},
+                       remembered={"lab1": {"mib_s": 300.0, "at": 1}})
+    assert asked == [] and out["links"]["lab1"] == {"given": True, "mib_s": 24}
+
+
 @pytest.mark.parametrize("dirty_mib_s, iterations, counted", [
     (0, 5, [0.5]),  # quiet: however many passes, it sent its memory once
     (10, 2, [0.4]),  # dirtied 10 MiB in its second: 40 of its 50 MiB were its memory in use
