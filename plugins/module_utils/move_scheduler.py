@@ -386,15 +386,16 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     def light(m: Dict[str, Any]) -> Optional[str]:
         """Under the lock: why the move need not hold its link, or None. Its bytes take less time than the job's
         moves take from dispatch to their first byte, or than the finished ones spent outside their transfer
-        (QEMU starting on the destination, libvirt finishing on both hosts) - at the link given or measured,
-        shared by as many moves as the limit lets run - so what it waits for is not the link (a CPU-bound or
-        fast link, where each move's own costs outweigh its bytes)."""
+        (QEMU starting on the destination, libvirt finishing on both hosts) - at the link given or measured by
+        this job (not one remembered from an earlier job: more moves on a link than its share is decided on the
+        link as it is now), shared by as many moves as the limit lets run - so what it waits for is not the link
+        (a CPU-bound or fast link, where each move's own costs outweigh its bytes)."""
         host = m[side]
         chosen = m.get("method") or {}
         if not predict or not (setup_lags or overheads) or chosen.get("method") != "precopy" or chosen.get("exclusive"):
             return None
         measured, scale = learned(host)
-        if not measured and host not in given:
+        if not (links.get(host) or {}).get("measured_mib_s") and host not in given:
             return None
         pred = predict(m, measured, scale, limits[limit_key])
         lag = _median(setup_lags) if setup_lags else 0.0

@@ -555,6 +555,32 @@ def test_a_move_whose_bytes_take_less_than_a_setup_does_not_wait_for_the_link(mo
         assert state["peak"] == peak and not unheld
 
 
+def test_a_remembered_link_never_lets_more_moves_on_a_link_than_its_share(monkeypatch):
+    """As above (bytes 0.05 s, setup 0.3 s), with lab1's link remembered from an earlier job: v0's first byte shows
+    the setup, but no move goes beyond the share of 1 until v0 has measured the link as it is now."""
+    said = []
+
+    def fake_migrate(args, progress=None, cancel=None):
+        ev.time.sleep(0.3)
+        progress({"kind": "progress", "vm": args["name"], "data_processed": 1 << 20})
+        ev.time.sleep(0.3)
+        return {"changed": True, "msg": "migrated",
+                "metrics": {"total_time_ms": 100, "data_processed": 100 << 20, "setup_time_ms": 0}}
+
+    monkeypatch.setattr(ev, "migrate", fake_migrate)
+    moves = [{"vm": f"v{i}", "source": "lab1", "destination": "lab2", "method": _method()} for i in range(3)]
+    out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2"},
+                       dict(params(), limits={"per_source": 3, "per_destination": 3, "fleet": 4}),
+                       progress=said.append, share={"lab1": 1},
+                       predict=lambda m, link_bps, scale, share=None: {"time_s": 0.05, "downtime_ms": 1, "converges": True},
+                       remembered={"lab1": {"mib_s": 1000.0, "at": 1}})
+    assert out["totals"]["moved"] == 3
+    kinds = [(e.get("kind"), e.get("vm")) for e in said if e.get("kind") in ("dispatch", "moved")]
+    assert kinds.index(("moved", "v0")) < kinds.index(("dispatch", "v1")), kinds
+    unheld = [e["vm"] for e in said if e.get("kind") == "dispatch" and "link" in e]
+    assert "v0" not in unheld and unheld, "once v0 measured the link, the light moves overlap"
+
+
 def test_moves_whose_bytes_take_less_than_what_each_move_spends_outside_its_transfer_overlap(monkeypatch):
     """Share 1, per_source 3. Every move sends its first byte at once (setup lag ~0) but its call takes 0.4 s
     for 0.05 s of QEMU's transfer (libvirt starting and finishing it): once v0 has shown that, the others,
