@@ -11,9 +11,11 @@ each with 96 MB written once and then 0.5 MB/s dirtied (quiet, but its memory is
   the parallel loop, and with ``parallel_connections: 2``: does a second connection per move pay where the
   moves are CPU-bound?);
 
-and brought home by ``host_restore`` between runs. A loop's time ends with its last ``virsh``; an
-``ansible-playbook`` run's with its job's task (Ansible's start, the profile and the moves are counted; the
-task after it only writes the result file for this benchmark, and the whole run is reported beside it).
+and brought home by ``host_restore`` between runs (which keeps the link it measured on lab1, unshaped: the
+open regime's evacuations start from it; the nic and hot ones are given the link). A loop's time ends with its
+last ``virsh``; an ``ansible-playbook`` run's with its job's task (Ansible's start, the profile and the moves
+are counted; the task after it only writes the result file for this benchmark, and the whole run is reported
+beside it).
 Each run's output is kept with the second each line came (``<state>/hm-*.log``). Regimes:
 
 - ``open``: loopback, no shaping (CPU-bound under TCG; no link bound);
