@@ -49,8 +49,6 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.precopy_estimat
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.reasons import COLD_MOVE_AFTER, NOT_CONVERGED, decide
 
 
-# How often the dispatch loop looks again when nothing has woken it (a move ending or freeing its link wakes it).
-DISPATCH_LOOK_S = 0.2
 # What each move of a job passes on to live_migration.migrate: the options a job shares with a single move.
 MIGRATION_KEYS = tuple(STORAGE) + tuple(MIGRATION_TUNING) + ("memory_headroom",)
 
@@ -148,8 +146,6 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     waiting_said: set = set()
     slot_wait_said: set = set()
     running: List[threading.Thread] = []
-    active = {"n": 0}  # the moves started and not yet finished (under the lock)
-    wake = threading.Event()  # set when a move ends or gives its link up: the dispatch loop looks again at once
     stop = {"flag": False, "why": None}
     t0 = time.monotonic()
     started_at = time.time()
@@ -259,7 +255,6 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         busy_on[m[side]] -= 1
         if alone.get(m[side]) == m["vm"]:
             alone.pop(m[side])
-        wake.set()
 
     def retake_link(m: Dict[str, Any]) -> None:
         """Before a later attempt: hold the link again once it has room (or the job is cancelled)."""
@@ -325,8 +320,6 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         """Under the lock, as a move ends: free its link and hosts, learn its source's link."""
         res = results[m["vm"]]
         res["ended_at"] = round(time.time(), 2)
-        active["n"] -= 1
-        wake.set()
         if slots is not None:
             slots.release(m["vm"])
         release_link(m)
@@ -454,20 +447,18 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
                 **({"link": unheld} if unheld else {}))
         th = threading.Thread(target=runner, args=(m,), name=f"move-{m['vm']}", daemon=True)
         running.append(th)
-        active["n"] += 1
         th.start()
 
-    while True:
+    while pending or running:
         with lock:
-            wake.clear()  # what changes from here on (a move ending, a link freed) wakes the wait below at once
             if p.get("overall_timeout") and time.monotonic() - t0 > p["overall_timeout"] and not stop["flag"]:
                 stop.update(flag=True, why=f"overall timeout of {p['overall_timeout']} s")
             if cancel.is_set() and not stop["flag"]:
                 stop.update(flag=True, why=f"cancelled ({cancel.why})")
-                say(kind="cancelled", vm="all moves", why=cancel.why, running=active["n"], waiting=len(pending))
+                say(kind="cancelled", vm="all moves", why=cancel.why, running=len(running), waiting=len(pending))
             if not stop["flag"]:
                 for m in list(pending):
-                    if active["n"] >= limits["fleet"]:
+                    if len(running) >= limits["fleet"]:
                         break
                     why = blocked_by_link(m)
                     if why is None and out_busy.get(m["source"], 0) < limits["per_source"] and \
@@ -481,13 +472,14 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
                     elif why is not None and m["vm"] not in waiting_said:
                         waiting_said.add(m["vm"])
                         say(kind="waiting", vm=m["vm"], why=f"waiting for link capacity: {why}")
-            if not active["n"] and (stop["flag"] or not pending):
-                break
-        # Until a move ends or frees its link (dispatched at once then), or DISPATCH_LOOK_S: a cancel, the overall
-        # timeout and other jobs' slots are looked at again.
-        wake.wait(DISPATCH_LOOK_S)
-    for th in running:
-        th.join()
+        if not running and pending:
+            time.sleep(0.2)  # nothing to wait on: every pending move waits for another job's slots
+        for th in list(running):
+            th.join(timeout=0.2)
+            if not th.is_alive():
+                running.remove(th)
+        if stop["flag"] and not running:
+            break
     for m in pending:
         results[m["vm"]].update(msg=f"not started: {stop['why']}", reason="cancelled" if cancel.is_set() else "not_started")
     ordered = [results[m["vm"]] for m in moves]

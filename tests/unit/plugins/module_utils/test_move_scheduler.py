@@ -433,31 +433,6 @@ def test_a_move_whose_data_is_sent_gives_its_link_to_the_next_while_libvirt_fini
     assert starts["v1"] < ends["v0"] and starts["v2"] < ends["v1"]
 
 
-def test_a_link_given_up_or_a_move_ended_dispatches_the_next_at_once(monkeypatch):
-    """Share 1: v1 starts as v0's job says 'transferred' (v0 goes on 0.5 s more), and v2 as v1 ends - not at the
-    dispatch loop's next look, here 5 s apart (0.2 s by default)."""
-    marks = {}
-    monkeypatch.setattr(ev, "DISPATCH_LOOK_S", 5.0)
-
-    def fake_migrate(args, progress=None, cancel=None):
-        marks[("start", args["name"])] = ev.time.monotonic()
-        ev.time.sleep(0.3)
-        marks[("transferred", args["name"])] = ev.time.monotonic()
-        progress({"kind": "event", "event": "transferred", "vm": args["name"], "t": 0.3})
-        if args["name"] == "v0":
-            ev.time.sleep(0.5)
-        return {"changed": True, "msg": "migrated", "metrics": {"total_time_ms": 300, "data_processed": 30 << 20}}
-
-    monkeypatch.setattr(ev, "migrate", fake_migrate)
-    moves = [{"vm": f"v{i}", "source": "lab1", "destination": f"lab{2 + i}", "method": _method()} for i in range(3)]
-    out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2", "lab3": "u3", "lab4": "u4"},
-                       dict(params(), limits={"per_source": 2, "per_destination": 2, "fleet": 4}), share={"lab1": 1})
-    assert out["totals"]["moved"] == 3
-    assert marks[("start", "v1")] - marks[("transferred", "v0")] < 1, marks
-    # v1 gives the link up as it ends (v0 is still finishing: two moves running, the limit, until then)
-    assert marks[("start", "v2")] - marks[("transferred", "v1")] < 1, marks
-
-
 def test_a_later_attempt_waits_for_room_on_the_link_again(monkeypatch):
     """v0's first attempt ends (its job gave the link up) and fails; its second attempt waits while v1 holds the
     link (share 1), and then runs: never two transferring at once."""
