@@ -377,8 +377,9 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
                 finished(m)
 
     def learned(host: str) -> Tuple[Optional[float], Optional[float]]:
-        """Under the lock: what the finished moves have measured - the host's link (bytes/s; None when given or not
-        yet measured) and the scale of what they sent against their profiles (None before any finished)."""
+        """Under the lock: what the finished moves have measured - the host's link (bytes/s; until a move of this
+        job has measured it, the link an earlier job kept there; None when given or neither) and the scale of what
+        they sent against their profiles (None before any finished)."""
         link = links.get(host) or {}
         mib = link.get("measured_mib_s") or (link.get("remembered") or {}).get("mib_s")
         return (mib * MIB if mib else None), (_median(sent_vs_profile) if sent_vs_profile else None)

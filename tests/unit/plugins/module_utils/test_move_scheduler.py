@@ -205,20 +205,22 @@ def test_the_share_chosen_for_a_link_caps_the_moves_on_it(monkeypatch):
     assert out["totals"]["moved"] == 4 and peak[0] == 1
 
 
+def _sent_50_mib_in_1_s(args, progress=None, cancel=None):
+    """A move that sent 50 MiB in 1 s, in two passes."""
+    metrics = {"total_time_ms": 1000, "data_processed": 50 << 20, "disk_processed": 0, "setup_time_ms": 0,
+               "iterations": 2}
+    return {"changed": True, "msg": "migrated", "metrics": metrics}
+
+
 def test_waiting_moves_are_predicted_again_from_what_the_finished_ones_sent(monkeypatch):
     """v0 sent half the memory its profile said was in use: v1, dispatched after it, is predicted with that."""
-    def fake_migrate(args, progress=None, cancel=None):
-        metrics = {"total_time_ms": 1000, "data_processed": 50 << 20, "disk_processed": 0, "setup_time_ms": 0,
-                   "iterations": 2}
-        return {"changed": True, "msg": "migrated", "metrics": metrics}
-
     asked = []
 
     def predict(m, link_bps, scale):
         asked.append((m["vm"], link_bps, scale))
         return {"time_s": 9.9, "downtime_ms": 1, "converges": True}
 
-    monkeypatch.setattr(ev, "migrate", fake_migrate)
+    monkeypatch.setattr(ev, "migrate", _sent_50_mib_in_1_s)
     moves = [{"vm": f"v{i}", "source": "lab1", "destination": "lab2", "method": _method(),
               "profile": {"in_use_mib": 100}} for i in range(2)]
     out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2"},
@@ -232,18 +234,13 @@ def test_waiting_moves_are_predicted_again_from_what_the_finished_ones_sent(monk
 def test_a_link_an_earlier_job_measured_is_used_until_this_job_measures_it(monkeypatch):
     """v0 is predicted at the link remembered on lab1 (300 MiB/s); it measures 50 MiB/s, and v1 is predicted at that:
     the job's own measurement replaces the remembered one, which the result still shows."""
-    def fake_migrate(args, progress=None, cancel=None):
-        metrics = {"total_time_ms": 1000, "data_processed": 50 << 20, "disk_processed": 0, "setup_time_ms": 0,
-                   "iterations": 2}
-        return {"changed": True, "msg": "migrated", "metrics": metrics}
-
     asked = []
 
     def predict(m, link_bps, scale):
         asked.append((m["vm"], link_bps))
         return {"time_s": 9.9, "downtime_ms": 1, "converges": True}
 
-    monkeypatch.setattr(ev, "migrate", fake_migrate)
+    monkeypatch.setattr(ev, "migrate", _sent_50_mib_in_1_s)
     moves = [{"vm": f"v{i}", "source": "lab1", "destination": "lab2", "method": _method(),
               "profile": {"in_use_mib": 100}} for i in range(2)]
     note = {"mib_s": 300.0, "at": 1, "moves": 4, "by": "restore lab1", "age_s": 60}
