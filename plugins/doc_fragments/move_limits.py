@@ -40,8 +40,9 @@ options:
     description:
       - Let a VM that plain pre-copy will not move (its measured dirty rate against its link) move by pre-copy
         with XBZRLE - pages the guest writes again are sent as deltas against a cache of what was sent, sized
-        to the VM's memory in use (a power of two, at least QEMU's 64 MiB, at most the VM's memory), kept on
-        the source host while the move runs. The guest is not slowed, but the source spends CPU encoding.
+        to what the VM rewrites - twice its working set when that was measured (page sampling finds it within
+        about half), else its memory in use; a power of two, at least QEMU's 64 MiB, at most the VM's memory -,
+        kept on the source host while the move runs. The guest is not slowed, but the source spends CPU encoding.
       - It pays when each write changes little of its page; that cannot be measured before moving, so it is
         tried first for such a VM (before auto-converge), predicted by its first pass only, and its passes show
         whether it pays - when they stop shrinking, the attempt ends at once (O(convergence_watch), the default;
