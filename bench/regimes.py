@@ -65,6 +65,15 @@ uris = lab.uris
 completed = completed_downtime_ms
 
 
+def make_guest(vm):
+    """A guest of the benchmark on lab1, as it is specified: the hot one, or a quiet one."""
+    if vm == HOT:
+        lab("vm", "create", HOT, "--host", "lab1", "--memory", "256", "--dirty-mb", "150", "--dirty-rate",
+            str(HOT_RATE_MB_S))
+    else:
+        lab("vm", "create", vm, "--host", "lab1", "--memory", "160", "--dirty-mb", "96", "--dirty-rate", "0.5")
+
+
 def where(vm):
     return lab.where().get(vm)
 
@@ -215,7 +224,7 @@ def hot_guard(vms):
         return rate
     print(f"hot guest measured at {rate} MB/s: made again", flush=True)
     lab("vm", "delete", HOT, check=False)
-    lab("vm", "create", HOT, "--host", "lab1", "--memory", "256", "--dirty-mb", "150", "--dirty-rate", str(HOT_RATE_MB_S))
+    make_guest(HOT)
     return dirty_mb_s(HOT)
 
 
@@ -237,11 +246,7 @@ def crash_guard(vms):
     for vm in bad:
         print(f"{vm} crashed ({bad[vm]}): made again", flush=True)
         lab("vm", "delete", vm, check=False)
-        if vm == HOT:
-            lab("vm", "create", HOT, "--host", "lab1", "--memory", "256", "--dirty-mb", "150", "--dirty-rate",
-                str(HOT_RATE_MB_S))
-        else:
-            lab("vm", "create", vm, "--host", "lab1", "--memory", "160", "--dirty-mb", "96", "--dirty-rate", "0.5")
+        make_guest(vm)
     return sorted(bad)
 
 
@@ -405,7 +410,7 @@ def main() -> int:
         for h in ("lab1", "lab2", "lab3"):
             lab("patch", h, "--level", "bench", "--stack", "new", timeout=3600)
     for vm in QUIET:
-        lab("vm", "create", vm, "--host", "lab1", "--memory", "160", "--dirty-mb", "96", "--dirty-rate", "0.5")
+        make_guest(vm)
     rep = {"regimes": {}, "stack": a.stack}
     try:
         wanted = a.regimes.split(",")
@@ -415,8 +420,7 @@ def main() -> int:
         if "nic" in wanted:
             rep["regimes"]["nic"] = run_regime("nic", QUIET, ["sequential", "parallel", "defaults"])
         if "hot" in wanted:
-            lab("vm", "create", HOT, "--host", "lab1", "--memory", "256", "--dirty-mb", "150", "--dirty-rate",
-                str(HOT_RATE_MB_S))
+            make_guest(HOT)
             rep["regimes"]["hot"] = run_regime("hot", QUIET + [HOT],
                                                ["sequential", "parallel", "defaults", "postcopy", "xbzrle"])
     finally:
