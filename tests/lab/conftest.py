@@ -16,6 +16,7 @@ the file, and the end of the run lists those of failed tests.
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import os
 import re
@@ -89,6 +90,14 @@ class Lab:
         if check and res.returncode != 0:
             raise AssertionError(f"virsh {' '.join(args)} on {host} failed: {res.stderr}")
         return res
+
+    def note(self, host: str, usage: str):
+        """A note the collection keeps on the host (the JSON of its libvirt secret of that usage), or None."""
+        uuid_ = next((ln.split()[0] for ln in self.virsh(host, "secret-list").stdout.splitlines() if usage in ln), None)
+        if uuid_ is None:
+            return None
+        xml = self.virsh(host, "secret-dumpxml", uuid_).stdout
+        return json.loads(html.unescape(xml.split("<description>")[1].split("</description>")[0]))
 
     def playbook(self, playbook: str, *flags: str, check: bool = True, **extra_vars) -> subprocess.CompletedProcess:
         cmd = ["ansible-playbook", "-i", str(self.inventory), str(REPO / playbook),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 import re
 import time
@@ -40,12 +39,7 @@ def mark(lab, host):
 
 def kept_link(lab, host):
     """The link a job measured and kept on the host (its note, read through libvirt), or None."""
-    uuid = next((ln.split()[0] for ln in lab.virsh(host, "secret-list").stdout.splitlines()
-                 if "fleetmaint-link" in ln), None)
-    if uuid is None:
-        return None
-    xml = lab.virsh(host, "secret-dumpxml", uuid).stdout
-    return json.loads(html.unescape(xml.split("<description>")[1].split("</description>")[0]))
+    return lab.note(host, "fleetmaint-link")
 
 
 def test_check_mode_plans_without_moving(lab, fleet):

@@ -31,13 +31,7 @@ def fleet(lab):
 
 def levels(lab) -> dict:
     """Each host's recorded patch level, read through libvirt as any controller would."""
-    out = {}
-    for h in ("lab1", "lab2", "lab3"):
-        uuid = next((ln.split()[0] for ln in lab.virsh(h, "secret-list").stdout.splitlines()
-                     if "fleetmaint-patch-level" in ln), None)
-        out[h] = json.loads(lab.virsh(h, "secret-dumpxml", uuid).stdout.split("<description>")[1]
-                            .split("</description>")[0].replace("&quot;", '"'))["level"] if uuid else None
-    return out
+    return {h: (lab.note(h, "fleetmaint-patch-level") or {}).get("level") for h in ("lab1", "lab2", "lab3")}
 
 
 def in_maintenance(lab, host) -> bool:
