@@ -109,14 +109,18 @@ LINK_MEMORY_S = 7 * 86400  # a link measured longer ago than this is not used
 
 def remembered_link(conn: Any, now: Optional[float] = None) -> Optional[Dict[str, Any]]:
     """The migration link an earlier job measured on the host behind ``conn`` ({mib_s, at, moves, by, age_s}), or
-    None: none kept, unreadable, or measured more than LINK_MEMORY_S ago."""
+    None: none kept, unreadable, without a positive rate and a time (numbers), or measured more than LINK_MEMORY_S
+    ago."""
     try:
         note = get_mark(conn, LINK_USAGE)
     except libvirt.libvirtError:
         return None
-    if not isinstance(note, dict) or not isinstance(note.get("mib_s"), (int, float)) or note["mib_s"] <= 0:
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    if not isinstance(note, dict) or not number(note.get("mib_s")) or note["mib_s"] <= 0 or not number(note.get("at")):
         return None
-    age = (time.time() if now is None else now) - float(note.get("at") or 0)
+    age = (time.time() if now is None else now) - note["at"]
     if not 0 <= age <= LINK_MEMORY_S:
         return None
     return dict(note, age_s=round(age))

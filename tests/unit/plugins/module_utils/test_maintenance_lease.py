@@ -102,7 +102,16 @@ def test_a_measured_link_is_kept_replaced_in_place_and_forgotten_when_old(conn):
     assert m.remembered_link(conn, now=time.time() - 3600) is None, "from the future (a clock gone wrong): not used"
 
 
-@pytest.mark.parametrize("note", [{"mib_s": 0}, {"mib_s": -5}, {"mib_s": "fast"}, {}])
+@pytest.mark.parametrize("note", [{"mib_s": 0}, {"mib_s": -5}, {"mib_s": "fast"}, {"mib_s": True}, {}])
 def test_a_link_note_that_says_no_usable_rate_is_not_used(conn, note):
     conn.secretDefineXML(m._note_xml(m.LINK_USAGE, dict(note, at=time.time())), 0)  # pylint: disable=protected-access
+    assert m.remembered_link(conn) is None
+
+
+@pytest.mark.parametrize("at", ["yesterday", None, True], ids=["text", "null", "bool"])
+def test_a_link_note_without_a_time_it_was_measured_is_not_used(conn, at):
+    note = {"mib_s": 90, "moves": 1, "by": "someone's hand"}
+    if at is not None:
+        note["at"] = at
+    conn.secretDefineXML(m._note_xml(m.LINK_USAGE, note), 0)  # pylint: disable=protected-access
     assert m.remembered_link(conn) is None
