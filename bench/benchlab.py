@@ -1,11 +1,15 @@
-"""What the lab benchmarks share: run a command, drive a lab of their own with labctl, read where VMs run."""
+"""What the lab benchmarks share: run a command, drive a lab of their own with labctl, read where VMs run, and
+measure how busy the machine's cores were."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,3 +47,54 @@ def completed_downtime_ms(uri, vm):
     out = sh(["virsh", "-c", uri, "domjobinfo", "--completed", "--keep-completed", vm], check=False).stdout
     m = re.search(r"Total downtime:\s+(\d+)", out)
     return int(m.group(1)) if m else None
+
+
+class CpuMeter:
+    """How busy the machine's cores were, sampled from /proc/stat every ``every`` seconds in a thread of its own:
+    ``window(t0, t1)`` (epoch seconds) gives the core-seconds spent (everything but idle and iowait: the guests,
+    QEMU, libvirtd, Ansible) and the share of all cores that is. Used as ``with CpuMeter() as cpu:``."""
+
+    def __init__(self, every: float = 0.1) -> None:
+        self.every = every
+        self.cores = os.cpu_count() or 1
+        self.samples = []  # (epoch, busy core-seconds since boot, all core-seconds since boot)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-meter", daemon=True)
+
+    @staticmethod
+    def read():
+        with open("/proc/stat", encoding="ascii") as f:
+            vals = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+        tick = os.sysconf("SC_CLK_TCK")
+        return time.time(), (sum(vals) - vals[3] - vals[4]) / tick, sum(vals) / tick
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append(self.read())
+            if self._stop.wait(self.every):
+                break
+
+    def __enter__(self) -> "CpuMeter":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _busy_at(self, t: float) -> float:
+        """Busy core-seconds since boot at epoch ``t``, between the two samples around it."""
+        s = self.samples
+        if not s:
+            raise ValueError("no CPU sample yet")
+        if t <= s[0][0]:
+            return s[0][1]
+        for (ta, ba, _), (tb, bb, _) in zip(s, s[1:]):
+            if ta <= t <= tb:
+                return ba + (bb - ba) * (t - ta) / max(tb - ta, 1e-9)
+        return s[-1][1]
+
+    def window(self, t0: float, t1: float) -> dict:
+        """The cores' use from ``t0`` to ``t1``: core-seconds spent and percent of all cores busy."""
+        spent = self._busy_at(t1) - self._busy_at(t0)
+        return {"core_s": round(spent, 2), "busy_pct": round(100.0 * spent / (max(t1 - t0, 1e-9) * self.cores))}

@@ -47,7 +47,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchlab import BenchLab, completed_downtime_ms, sh
+from benchlab import BenchLab, CpuMeter, completed_downtime_ms, sh
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -63,6 +63,7 @@ DEADLINE_S = 120
 lab = BenchLab(STATE)
 uris = lab.uris
 completed = completed_downtime_ms
+cpu = CpuMeter()  # started by main(): how busy the cores were during each run and each part of one
 
 
 def make_guest(vm):
@@ -153,6 +154,7 @@ def playbook(name, var, args, action=None):
         raise SystemExit(f"{name} produced no result:\n" + "\n".join(lines[-60:]))
     r = json.loads(out.read_text())
     r["_playbook_s"] = round(whole, 1)
+    r["_w0"] = w0
     if r.get("started_at") and r.get("ended_at"):
         # Where the time went: before the first move could start (Ansible's start, connecting, planning and
         # checking, the profile) and moving (the scheduler's run, from its start to the end of its last move).
@@ -259,8 +261,12 @@ def run_regime(name, vms, variants):
         hot_rate = hot_guard(vms)
         if name in ("nic", "hot"):
             lab("fault", "nic", "lab1", str(NIC_MB_S))
+        idle_from = time.time()
+        time.sleep(1.0)  # the cores' use with nothing moving: the guests themselves (and the lab's daemons)
+        idle = cpu.window(idle_from, time.time())
         before = sent_bytes()
         deadline = DEADLINE_S if name == "hot" else 1800
+        w0 = time.time()
         if variant == "sequential":
             wall, rows = sequential_loop(vms, u["lab1"], u["lab2"], deadline)
         elif variant == "parallel":
@@ -279,6 +285,13 @@ def run_regime(name, vms, variants):
             rows = ours_rows(r)
             out["runs"].setdefault("_results", {})[variant] = {k: r.get(k) for k in ("msg", "reason", "links", "totals")}
         sent = sent_bytes() - before if name in ("nic", "hot") else None
+        if variant in ("sequential", "parallel"):
+            cores = {"idle_before": idle, "run": cpu.window(w0, w0 + wall)}
+        else:
+            cores = {"idle_before": idle, "run": cpu.window(r["_w0"], r["_w0"] + wall)}
+            if r.get("started_at") and r.get("ended_at"):
+                cores.update(before_moving=cpu.window(r["_w0"], r["started_at"]),
+                             moving=cpu.window(r["started_at"], r["ended_at"]))
         during = crashed(vms)  # a guest that crashed in this run (its later moves ran beside a spinning core)
         bound = sent / (NIC_MB_S * 1e6) if sent else None
         downs = [x["downtime_ms"] for x in rows if x.get("downtime_ms") is not None]
@@ -291,11 +304,12 @@ def run_regime(name, vms, variants):
                                 "over_bound": round(wall / bound, 2) if bound else None,
                                 "max_downtime_ms": max(downs) if downs else None, "rows": rows,
                                 "hot_dirty_mb_s_before": round(hot_rate, 1) if hot_rate is not None else None,
-                                "remade_before": remade, "crashed_during": sorted(during)}
+                                "remade_before": remade, "crashed_during": sorted(during), "cpu": cores}
         print(f"{name:5} {variant:10} {wall:7.1f} s moved {out['runs'][variant]['moved']}/{len(vms)}"
               + (f" hot guest {hot_rate:.0f} MB/s before" if hot_rate is not None else "")
               + (f" bound {bound:.1f} s ({wall / bound:.2f}x)" if bound else "")
               + (f", crashed during it: {', '.join(sorted(during))}" if during else "")
+              + f", cores {cores['run']['busy_pct']} % busy (idle before: {idle['busy_pct']} %)"
               + (f", {out['runs'][variant]['before_moves_s']} s before moving and {out['runs'][variant]['moving_s']} s "
                  "moving" if out["runs"][variant].get("moving_s") is not None else ""), flush=True)
     lab("fault", "nic", "lab1", "0")
@@ -372,6 +386,18 @@ def summary(rep):
         lines.append(f"| {name} | {cell(r.get('sequential'), n)} | {cell(r.get('parallel'), n)} | "
                      f"{cell(r.get('defaults'), n)} | {cell(r.get('postcopy'), n)} | {cell(r.get('xbzrle'), n)} | "
                      f"{cell(r.get('limits6'), n)} | {cell(r.get('multifd'), n)} |")
+    lines += ["", f"The cores ({rep.get('cores')}) during each run: percent busy (core-seconds spent), over the run and, for "
+              "host_evacuate, before moving and while moving; the second before each run, with nothing moving, for "
+              "comparison (the guests themselves).", "",
+              "| regime | run | idle before | run | before moving | moving |", "|---|---|---|---|---|---|"]
+    for name, reg in rep["regimes"].items():
+        for variant, run in reg["runs"].items():
+            if variant.startswith("_") or not run.get("cpu"):
+                continue
+            c = run["cpu"]
+            lines.append(f"| {name} | {variant} | " + " | ".join(
+                f"{c[k]['busy_pct']} % ({c[k]['core_s']})" if c.get(k) else "-"
+                for k in ("idle_before", "run", "before_moving", "moving")) + " |")
     acc = rep["accuracy"]
     lines += ["", f"Predictions: {acc['within_25pct']} of {acc['moves']} converging pre-copy moves within ±25 % of "
               f"the predicted time (measured / predicted: {acc['ratios']}); convergence mispredicted for: "
@@ -411,8 +437,9 @@ def main() -> int:
             lab("patch", h, "--level", "bench", "--stack", "new", timeout=3600)
     for vm in QUIET:
         make_guest(vm)
-    rep = {"regimes": {}, "stack": a.stack}
+    rep = {"regimes": {}, "stack": a.stack, "cores": cpu.cores}
     try:
+        cpu.__enter__()
         wanted = a.regimes.split(",")
         if "open" in wanted:
             rep["regimes"]["open"] = run_regime("open", QUIET,
@@ -424,6 +451,7 @@ def main() -> int:
             rep["regimes"]["hot"] = run_regime("hot", QUIET + [HOT],
                                                ["sequential", "parallel", "defaults", "postcopy", "xbzrle"])
     finally:
+        cpu.__exit__(None, None, None)
         lab("fault", "nic", "lab1", "0", check=False)
         if not a.keep:
             lab("down", check=False)
