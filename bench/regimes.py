@@ -32,7 +32,10 @@ Each run's output is kept with the second each line came (``<state>/hm-*.log``).
 ``host_evacuate`` is told the card (``link_bandwidth: {lab1: 22.9}`` MiB/s) in the nic and hot regimes:
 that is the input the issue gives it. For every move it reports the prediction made before the move and
 the measurement; the table gives the worst ratio among converging moves and whether every move's
-convergence was predicted right. Writes bench/results/regimes.json and bench/results/regimes.md.
+convergence was predicted right. How busy the machine's cores were (benchlab.CpuMeter) is given for every run,
+for host_evacuate's time before moving and while moving, and for the second before each run (nothing moving):
+where the open regime's moves are CPU-bound, that says how much less time any way of making them could take.
+Writes bench/results/regimes.json and bench/results/regimes.md.
 
     python bench/regimes.py [--keep] [--regimes open,nic,hot]
 """
