@@ -89,9 +89,9 @@ class CpuMeter:
             raise ValueError("no CPU sample yet")
         if t <= s[0][0]:
             return s[0][1]
-        for (ta, ba, _), (tb, bb, _) in zip(s, s[1:]):
-            if ta <= t <= tb:
-                return ba + (bb - ba) * (t - ta) / max(tb - ta, 1e-9)
+        for a, b in zip(s, s[1:]):  # (epoch, busy, all) each
+            if a[0] <= t <= b[0]:
+                return a[1] + (b[1] - a[1]) * (t - a[0]) / max(b[0] - a[0], 1e-9)
         return s[-1][1]
 
     def window(self, t0: float, t1: float) -> dict:

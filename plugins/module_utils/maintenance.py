@@ -115,6 +115,7 @@ def remembered_link(conn: Any, now: Optional[float] = None) -> Optional[Dict[str
         note = get_mark(conn, LINK_USAGE)
     except libvirt.libvirtError:
         return None
+
     def number(x: Any) -> bool:
         return isinstance(x, (int, float)) and not isinstance(x, bool)
 
