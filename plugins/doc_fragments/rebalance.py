@@ -46,7 +46,10 @@ options:
     type: int
     default: 1
   measure_seconds:
-    description: The window over which each VM's CPU use is measured (memory in use is read at once); 0 to skip CPU.
+    description:
+      - The window over which each VM's CPU use is measured (memory in use is read at once); 0 to skip CPU.
+      - A VM's CPU use is the lower of the window's two halves, its sustained use, so that a burst (a guest catching
+        up just after it moved) is not taken for load and chased by the next rebalance.
     type: float
     default: 2.0
 '''

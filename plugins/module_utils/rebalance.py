@@ -7,7 +7,8 @@
 resident memory as libvirt reports it) as a share of the host's memory. The fleet's load is the same share over
 all hosts in service, so moving a VM never changes it; a host is **balanced** when its load is within
 ``threshold`` percent of the fleet's (a fleet at 40 % with threshold 10: every host between 36 % and 44 %).
-**CPU** is balanced too: a host's CPU load is the cores its VMs use (``cpu_cores``, measured over a window) as a
+**CPU** is balanced too: a host's CPU load is the cores its VMs use (``cpu_cores``, their sustained use over a
+window: vm_profile.measure_load) as a
 share of its cores; the band is ``threshold`` percent of the fleet's CPU load either side, and never narrower than
 CPU_FLOOR (5 % of a host's cores) either side: below that a short window's measurement is noise, and a move
 costs more than it gains. Memory comes first; while a host's CPU is out of its band, the move from the busiest

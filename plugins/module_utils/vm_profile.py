@@ -232,8 +232,10 @@ def profile_vms(conns: Dict[str, Any], vms: Dict[str, List[Dict[str, Any]]], sec
 
 def measure_load(conns: Dict[str, Any], vms: Dict[str, List[Dict[str, Any]]], seconds: float) -> Dict[str, Dict[str, Any]]:
     """What each running VM really takes, all hosts at once: memory in use (QEMU's resident memory, capped at the
-    guest's) and CPU (cores used, from libvirt's CPU time over ``seconds``). vm name -> {in_use_mib, in_use_source,
-    cpu_cores}."""
+    guest's) and CPU (cores used, from libvirt's CPU time over ``seconds``: the lower of its two halves, so that what
+    is counted is the VM's sustained use, not a burst - a lab guest resting after a move used about 0.12 core for
+    one second within 5 s of it, which a rebalance right after the one that moved it took for load and chased).
+    vm name -> {in_use_mib, in_use_source, cpu_cores}."""
     out: Dict[str, Dict[str, Any]] = {}
     lock = threading.Lock()
 
@@ -251,12 +253,18 @@ def measure_load(conns: Dict[str, Any], vms: Dict[str, List[Dict[str, Any]]], se
                 got[vm["name"]] = {"in_use_mib": float(vm["memory_mib"]), "in_use_source": "configured (not readable)",
                                    "cpu_cores": None}
         if seconds > 0 and first:
-            time.sleep(seconds)
-            for name, (dom, cpu0, t0) in first.items():
-                try:
-                    got[name]["cpu_cores"] = round((dom.info()[4] - cpu0) / 1e9 / max(0.001, time.monotonic() - t0), 3)
-                except libvirt.libvirtError:
-                    pass
+            marks: Dict[str, List[Tuple[int, float]]] = {name: [(cpu0, t0)] for name, (_dom, cpu0, t0) in first.items()}
+            for _half in range(2):
+                time.sleep(seconds / 2.0)
+                for name, (dom, _cpu0, _t0) in first.items():
+                    try:
+                        marks[name].append((dom.info()[4], time.monotonic()))
+                    except libvirt.libvirtError:
+                        pass
+            for name, seen in marks.items():
+                if len(seen) == 3:
+                    got[name]["cpu_cores"] = round(min((c1 - c0) / 1e9 / max(0.001, t1 - t0)
+                                                       for (c0, t0), (c1, t1) in zip(seen, seen[1:])), 3)
         with lock:
             out.update(got)
 

@@ -119,7 +119,7 @@ load_after_pct:
   returned: always
   type: dict
 cpu_cores:
-  description: Each host's CPU use by its VMs, in cores, measured over O(measure_seconds).
+  description: Each host's CPU use by its VMs, in cores, measured over O(measure_seconds) (each VM's the lower of its two halves).
   returned: when O(goal=balance)
   type: dict
 fleet_cpu_pct:
