@@ -241,22 +241,23 @@ def measure_load(conns: Dict[str, Any], vms: Dict[str, List[Dict[str, Any]]], se
 
     def one_host(host: str) -> None:
         got: Dict[str, Dict[str, Any]] = {}
-        first: Dict[str, Tuple[Any, int, float]] = {}
+        doms: Dict[str, Any] = {}
+        marks: Dict[str, List[Tuple[int, float]]] = {}  # vm -> (CPU time ns, when) at the window's start, middle, end
         for vm in vms[host]:
             try:
                 dom = conns[host].lookupByName(vm["name"])
                 mem = _memory_in_use(dom, int(vm["memory_mib"]) * MIB)
                 got[vm["name"]] = {"in_use_mib": round(mem["in_use_bytes"] / MIB, 1), "in_use_source": mem["in_use_source"],
                                    "cpu_cores": None}
-                first[vm["name"]] = (dom, dom.info()[4], time.monotonic())
+                marks[vm["name"]] = [(dom.info()[4], time.monotonic())]
+                doms[vm["name"]] = dom
             except libvirt.libvirtError:
                 got[vm["name"]] = {"in_use_mib": float(vm["memory_mib"]), "in_use_source": "configured (not readable)",
                                    "cpu_cores": None}
-        if seconds > 0 and first:
-            marks: Dict[str, List[Tuple[int, float]]] = {name: [(cpu0, t0)] for name, (_dom, cpu0, t0) in first.items()}
+        if seconds > 0 and doms:
             for _half in range(2):
                 time.sleep(seconds / 2.0)
-                for name, (dom, _cpu0, _t0) in first.items():
+                for name, dom in doms.items():
                     try:
                         marks[name].append((dom.info()[4], time.monotonic()))
                     except libvirt.libvirtError:
