@@ -57,7 +57,7 @@ class CpuMeter:
     def __init__(self, every: float = 0.1) -> None:
         self.every = every
         self.cores = os.cpu_count() or 1
-        self.samples = []  # (epoch, busy core-seconds since boot, all core-seconds since boot)
+        self.samples = []  # (epoch, busy core-seconds since boot)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpu-meter", daemon=True)
 
@@ -65,8 +65,7 @@ class CpuMeter:
     def read():
         with open("/proc/stat", encoding="ascii") as f:
             vals = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
-        tick = os.sysconf("SC_CLK_TCK")
-        return time.time(), (sum(vals) - vals[3] - vals[4]) / tick, sum(vals) / tick
+        return time.time(), (sum(vals) - vals[3] - vals[4]) / os.sysconf("SC_CLK_TCK")
 
     def _run(self) -> None:
         while True:
@@ -89,9 +88,9 @@ class CpuMeter:
             raise ValueError("no CPU sample yet")
         if t <= s[0][0]:
             return s[0][1]
-        for a, b in zip(s, s[1:]):  # (epoch, busy, all) each
-            if a[0] <= t <= b[0]:
-                return a[1] + (b[1] - a[1]) * (t - a[0]) / max(b[0] - a[0], 1e-9)
+        for (ta, ba), (tb, bb) in zip(s, s[1:]):
+            if ta <= t <= tb:
+                return ba + (bb - ba) * (t - ta) / max(tb - ta, 1e-9)
         return s[-1][1]
 
     def window(self, t0: float, t1: float) -> dict:

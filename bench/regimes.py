@@ -288,13 +288,11 @@ def run_regime(name, vms, variants):
             rows = ours_rows(r)
             out["runs"].setdefault("_results", {})[variant] = {k: r.get(k) for k in ("msg", "reason", "links", "totals")}
         sent = sent_bytes() - before if name in ("nic", "hot") else None
-        if variant in ("sequential", "parallel"):
-            cores = {"idle_before": idle, "run": cpu.window(w0, w0 + wall)}
-        else:
-            cores = {"idle_before": idle, "run": cpu.window(r["_w0"], r["_w0"] + wall)}
-            if r.get("started_at") and r.get("ended_at"):
-                cores.update(before_moving=cpu.window(r["_w0"], r["started_at"]),
-                             moving=cpu.window(r["started_at"], r["ended_at"]))
+        ours = variant not in ("sequential", "parallel")
+        start = r["_w0"] if ours else w0  # a playbook's time starts when it was started (playbook())
+        cores = {"idle_before": idle, "run": cpu.window(start, start + wall)}
+        if ours and r.get("started_at") and r.get("ended_at"):
+            cores.update(before_moving=cpu.window(start, r["started_at"]), moving=cpu.window(r["started_at"], r["ended_at"]))
         during = crashed(vms)  # a guest that crashed in this run (its later moves ran beside a spinning core)
         bound = sent / (NIC_MB_S * 1e6) if sent else None
         downs = [x["downtime_ms"] for x in rows if x.get("downtime_ms") is not None]
@@ -442,19 +440,18 @@ def main() -> int:
         make_guest(vm)
     rep = {"regimes": {}, "stack": a.stack, "cores": cpu.cores}
     try:
-        cpu.__enter__()
-        wanted = a.regimes.split(",")
-        if "open" in wanted:
-            rep["regimes"]["open"] = run_regime("open", QUIET,
-                                                ["sequential", "parallel", "defaults", "limits6", "multifd"])
-        if "nic" in wanted:
-            rep["regimes"]["nic"] = run_regime("nic", QUIET, ["sequential", "parallel", "defaults"])
-        if "hot" in wanted:
-            make_guest(HOT)
-            rep["regimes"]["hot"] = run_regime("hot", QUIET + [HOT],
-                                               ["sequential", "parallel", "defaults", "postcopy", "xbzrle"])
+        with cpu:
+            wanted = a.regimes.split(",")
+            if "open" in wanted:
+                rep["regimes"]["open"] = run_regime("open", QUIET,
+                                                    ["sequential", "parallel", "defaults", "limits6", "multifd"])
+            if "nic" in wanted:
+                rep["regimes"]["nic"] = run_regime("nic", QUIET, ["sequential", "parallel", "defaults"])
+            if "hot" in wanted:
+                make_guest(HOT)
+                rep["regimes"]["hot"] = run_regime("hot", QUIET + [HOT],
+                                                   ["sequential", "parallel", "defaults", "postcopy", "xbzrle"])
     finally:
-        cpu.__exit__(None, None, None)
         lab("fault", "nic", "lab1", "0", check=False)
         if not a.keep:
             lab("down", check=False)

@@ -16,13 +16,13 @@ the file, and the end of the run lists those of failed tests.
 from __future__ import annotations
 
 import contextlib
-import html
 import json
 import os
 import re
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -96,8 +96,7 @@ class Lab:
         uuid_ = next((ln.split()[0] for ln in self.virsh(host, "secret-list").stdout.splitlines() if usage in ln), None)
         if uuid_ is None:
             return None
-        xml = self.virsh(host, "secret-dumpxml", uuid_).stdout
-        return json.loads(html.unescape(xml.split("<description>")[1].split("</description>")[0]))
+        return json.loads(ET.fromstring(self.virsh(host, "secret-dumpxml", uuid_).stdout).findtext("description"))
 
     def playbook(self, playbook: str, *flags: str, check: bool = True, **extra_vars) -> subprocess.CompletedProcess:
         cmd = ["ansible-playbook", "-i", str(self.inventory), str(REPO / playbook),
