@@ -288,7 +288,7 @@ def _remember_links(links: Dict[str, Dict[str, Any]], uri_of: Dict[str, str], jo
         if link.get("given") or not link.get("samples"):
             continue
         try:
-            remember_link(uri_of[host], link["measured_mib_s"], link["samples"], job)
+            remember_link(uri_of[host], link["measured_mib_s"], link["samples"], job, link.get("first_mib_s"))
             link["kept"] = True
         except FleetmaintError as exc:
             link.update(kept=False, not_kept=exc.msg)

@@ -108,9 +108,10 @@ LINK_MEMORY_S = 7 * 86400  # a link measured longer ago than this is not used
 
 
 def remembered_link(conn: Any, now: Optional[float] = None) -> Optional[Dict[str, Any]]:
-    """The migration link an earlier job measured on the host behind ``conn`` ({mib_s, at, moves, by, age_s}), or
-    None: none kept, unreadable, without a positive rate and a time (numbers), or measured more than LINK_MEMORY_S
-    ago."""
+    """The migration link an earlier job measured on the host behind ``conn`` ({mib_s, first_mib_s, at, moves,
+    by, age_s}), or None: none kept, unreadable, without a positive rate and a time (numbers), or measured more
+    than LINK_MEMORY_S ago. ``first_mib_s`` (what that job's first moves measured) is left out unless it is a
+    positive number."""
     try:
         note = get_mark(conn, LINK_USAGE)
     except libvirt.libvirtError:
@@ -124,12 +125,18 @@ def remembered_link(conn: Any, now: Optional[float] = None) -> Optional[Dict[str
     age = (time.time() if now is None else now) - note["at"]
     if not 0 <= age <= LINK_MEMORY_S:
         return None
-    return dict(note, age_s=round(age))
+    out = dict(note, age_s=round(age))
+    if "first_mib_s" in out and not (number(out["first_mib_s"]) and out["first_mib_s"] > 0):
+        del out["first_mib_s"]
+    return out
 
 
-def remember_link(uri: str, mib_s: float, moves: int, by: str) -> Dict[str, Any]:
-    """Keep on the host the link a job measured for it (replacing any earlier one in place); returns the note."""
+def remember_link(uri: str, mib_s: float, moves: int, by: str, first_mib_s: Optional[float] = None) -> Dict[str, Any]:
+    """Keep on the host the link a job measured for it (replacing any earlier one in place): ``mib_s`` the link
+    its later moves get, ``first_mib_s`` what its first moves measured; returns the note."""
     note = {"mib_s": round(float(mib_s), 1), "at": int(time.time()), "moves": int(moves), "by": by}
+    if first_mib_s:
+        note["first_mib_s"] = round(float(first_mib_s), 1)
     conn = open_uri(uri)
     try:
         old = _lookup(conn, LINK_USAGE)

@@ -24,14 +24,18 @@ outside their transfer (QEMU starting on the destination, libvirt finishing on b
 link at all: where each move's own costs outweigh its bytes, the moves overlap those costs up to the limits.
 ``limits`` count each move until it has ended.
 
-Each finished move measures its source's link (bytes sent per second times the moves that shared it) and how
-much memory it really sent against its profile's memory in use; a host whose link was not given gets the
-measured link, and the moves still waiting are predicted again from both. Until a move of the job has measured
-it, a host's link is the one an earlier job measured there (``remembered``), when there is one.
+Each finished move measures its source's link (bytes sent per second times the moves that shared it, on
+average over the time it held it) and how much memory it really sent against its profile's memory in use; a
+host whose link was not given gets the median of what its moves measured, and the moves still waiting are
+predicted again from both. A link's first moves (dispatched before any move of the job on it had measured it)
+are kept apart from its later ones: they can run slower. Until a move of the job has measured it, a host's link
+is the one an earlier job measured there (``remembered``), when there is one - for the first moves, what that
+job's first moves measured, when it kept that.
 """
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -83,12 +87,13 @@ def _median(xs: List[float]) -> float:
     return sorted(xs)[len(xs) // 2]
 
 
-def measured_link_bps(metrics: Optional[Dict[str, Any]], sharing: int) -> Optional[float]:
-    """What one finished move says of its source's link: its bytes per second, times the moves sharing it."""
+def measured_link_bps(metrics: Optional[Dict[str, Any]], sharing: float) -> Optional[float]:
+    """What one finished move says of its source's link: its bytes per second, times the moves sharing it (on
+    average over the time it held the link: ``sharing`` may be a fraction)."""
     if not metrics or not metrics.get("data_processed") or not metrics.get("total_time_ms"):
         return None
     secs = max(0.001, (metrics["total_time_ms"] - (metrics.get("setup_time_ms") or 0)) / 1000.0)
-    return metrics["data_processed"] / secs * max(1, sharing)
+    return metrics["data_processed"] / secs * max(1.0, sharing)
 
 
 def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, Any],
@@ -119,8 +124,19 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     out_busy: Dict[str, int] = {}
     in_busy: Dict[str, int] = {}
     busy_on: Dict[str, int] = {}  # the moves transferring on each link the job shares (``side`` of each move)
-    on_link: Dict[str, int] = {}  # a move holding its link -> how many held it, itself included, when it took it
-    shared_by: Dict[str, int] = {}  # a move that gave its link up -> the most moves it shared that link with
+    # How many moves held each link over time, integrated (host -> [move-seconds, when last counted]): a move
+    # that holds its link notes where the integral stood when it took it (on_link); as it gives the link up,
+    # the moves it shared the link with on average over that time are kept (shared_by).
+    link_area: Dict[str, List[float]] = {}
+    on_link: Dict[str, Tuple[float, float]] = {}  # a move holding its link -> (move-seconds, time) as it took it
+    shared_by: Dict[str, float] = {}  # a move that gave its link up -> the moves on it, on average, itself included
+    # What each finished move measured of its link, MiB/s: host -> rates of the job's first moves on it
+    # (dispatched before any move of the job on that link had measured it) and of the later ones. A link's first
+    # moves ran slower than its later ones on the lab, in both directions and in the operator's own virsh loop
+    # (0.7 of the rate, CPU-bound), so the two are kept apart.
+    first_rates: Dict[str, List[float]] = {}
+    later_rates: Dict[str, List[float]] = {}
+    first_wave: set = set()  # the moves dispatched before any move of the job on their link had measured it
     no_byte_yet: Dict[str, float] = {}  # a move whose current attempt has sent nothing yet -> when it began
     setup_lags: List[float] = []  # each attempt's seconds from its start to its first byte
     overheads: List[float] = []  # each finished pre-copy's seconds outside QEMU's transfer (its call's wall time less)
@@ -241,9 +257,17 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         res["msg"] = res["attempts"][-1]["msg"] if res["attempts"] else "not attempted"
         res["reason"] = (res["attempts"][-1].get("reason") if res["attempts"] else None) or "unexpected"
 
+    def link_seconds(host: str) -> Tuple[float, float]:
+        """Under the lock: the move-seconds spent on ``host``'s link so far, and now (before its count changes)."""
+        now = time.monotonic()
+        acc = link_area.setdefault(host, [0.0, now])
+        acc[0] += busy_on.get(host, 0) * (now - acc[1])
+        acc[1] = now
+        return acc[0], now
+
     def take_link(m: Dict[str, Any]) -> None:
+        on_link[m["vm"]] = link_seconds(m[side])
         busy_on[m[side]] = busy_on.get(m[side], 0) + 1
-        on_link[m["vm"]] = busy_on[m[side]]
         if (m.get("method") or {}).get("exclusive"):
             alone[m[side]] = m["vm"]
 
@@ -251,7 +275,9 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         """Under the lock: the move's data is sent (or its job is over): its link is free for the next move."""
         if m["vm"] not in on_link:
             return
-        shared_by[m["vm"]] = max(on_link.pop(m["vm"]), busy_on[m[side]])
+        area0, since = on_link.pop(m["vm"])
+        area, now = link_seconds(m[side])
+        shared_by[m["vm"]] = (area - area0) / (now - since) if now - since > 0.001 else float(busy_on[m[side]])
         busy_on[m[side]] -= 1
         if alone.get(m[side]) == m["vm"]:
             alone.pop(m[side])
@@ -323,7 +349,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         if slots is not None:
             slots.release(m["vm"])
         release_link(m)
-        sharing = shared_by.pop(m["vm"], 1)
+        sharing = shared_by.pop(m["vm"], 1.0)
         out_busy[m["source"]] -= 1
         in_busy[m["destination"]] -= 1
         metrics = res.get("metrics")
@@ -355,10 +381,12 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
                     fixed["switchover_ms"].append(max(0.0, float(metrics["downtime_ms"]) - float(model_ms)))
             seen = measured_link_bps(metrics, sharing)
             if seen and m[side] not in given:
+                # The link is what its moves typically measured (their median), not the fastest: a CPU-bound
+                # link's moves vary (on the lab, 66-197 MiB/s a move under the same load), and the fastest of
+                # them predicted the next job's first moves at 0.6-0.7 of their time.
                 link = links.setdefault(m[side], {"given": False, "measured_mib_s": None, "samples": 0})
-                mib = seen / MIB
-                link["measured_mib_s"] = round(mib if not link["measured_mib_s"] else max(mib, link["measured_mib_s"]), 1)
-                link["samples"] += 1
+                (first_rates if m["vm"] in first_wave else later_rates).setdefault(m[side], []).append(seen / MIB)
+                link.update(link_rates(m[side], link.get("remembered")))
         if res["result"] == "failed" and p["on_failure"] == "stop" and not stop["flag"] and not cancel.is_set():
             stop.update(flag=True, why=f"{m['vm']} failed and on_failure is stop")
         if on_counts:
@@ -376,12 +404,30 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
             with lock:
                 finished(m)
 
-    def learned(host: str) -> Tuple[Optional[float], Optional[float]]:
+    def link_rates(host: str, note: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        """Under the lock: the host's link as the job's finished moves measured it - ``measured_mib_s``, the link
+        its later moves get (the median of what they measured; before any of them has, the first moves' median
+        times how much faster an earlier job's later moves ran than its first, when the host kept both),
+        ``first_mib_s`` (what its first moves measured) and the ``samples``."""
+        first, later = first_rates.get(host) or [], later_rates.get(host) or []
+        out: Dict[str, Any] = {"samples": len(first) + len(later),
+                               "first_mib_s": round(statistics.median(first), 1) if first else None}
+        if later:
+            out["measured_mib_s"] = round(statistics.median(later), 1)
+        else:
+            warm = (note or {}).get("mib_s")
+            cold = (note or {}).get("first_mib_s")
+            out["measured_mib_s"] = round(statistics.median(first) * (warm / cold if warm and cold else 1.0), 1)
+        return out
+
+    def learned(host: str, first: bool = False) -> Tuple[Optional[float], Optional[float]]:
         """Under the lock: what the finished moves have measured - the host's link (bytes/s; until a move of this
-        job has measured it, the link an earlier job kept there; None when given or neither) and the scale of what
-        they sent against their profiles (None before any finished)."""
+        job has measured it, the link an earlier job kept there - what its first moves measured, for a ``first``
+        move, when it kept that; None when given or neither) and the scale of what they sent against their
+        profiles (None before any finished)."""
         link = links.get(host) or {}
-        mib = link.get("measured_mib_s") or (link.get("remembered") or {}).get("mib_s")
+        note = link.get("remembered") or {}
+        mib = link.get("measured_mib_s") or (first and note.get("first_mib_s")) or note.get("mib_s")
         return (mib * MIB if mib else None), (_median(sent_vs_profile) if sent_vs_profile else None)
 
     def light(m: Dict[str, Any]) -> Optional[str]:
@@ -431,7 +477,9 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         unheld = light(m)
         if not unheld:
             take_link(m)
-        measured, scale = learned(m[side])
+        if not (links.get(m[side]) or {}).get("samples"):
+            first_wave.add(m["vm"])
+        measured, scale = learned(m[side], m["vm"] in first_wave)
         if predict and m.get("method") and (measured or scale or unheld):
             # A move that does not hold its link shares it with as many as the limit lets run (as light() judged).
             again = predict(m, measured, scale, limits[limit_key]) if unheld else predict(m, measured, scale)

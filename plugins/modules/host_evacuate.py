@@ -134,9 +134,12 @@ calibration:
   type: dict
 links:
   description: Per host whose link the job shared, C(given) and C(mib_s) (from O(link_bandwidth)), or the link
-    C(measured_mib_s) from the job's own moves and its number of C(samples), C(remembered) - the link an earlier
-    job measured and kept on the host (C(mib_s), C(at), C(age_s), C(moves), C(by)), which the job started from -
-    and whether what it measured was C(kept) on the host for the jobs after it (C(not_kept) says why not).
+    C(measured_mib_s) from the job's own moves (the median of what each measured, its bytes per second times the
+    moves that shared the link, on average, while it held it) that its later moves get, C(first_mib_s) what its
+    first moves measured (those dispatched before any move on the link had measured it) and the number of
+    C(samples), C(remembered) - the link an earlier job measured and kept on the host (C(mib_s), C(first_mib_s),
+    C(at), C(age_s), C(moves), C(by)), which the job started from - and whether what it measured was C(kept) on
+    the host for the jobs after it (C(not_kept) says why not).
   returned: when migrations ran
   type: dict
 totals:

@@ -228,17 +228,17 @@ def test_only_a_vm_plain_precopy_would_not_move_on_a_known_link_gets_its_working
 def test_the_links_a_job_measured_are_kept_on_their_hosts_and_a_host_that_cannot_keep_one_is_said(monkeypatch):
     kept = []
 
-    def remember(uri, mib_s, moves, by):
+    def remember(uri, mib_s, moves, by, first_mib_s=None):
         if uri == "u3":
             raise FleetmaintError("keeping the measured link on the host on u3 failed: no secret driver")
-        kept.append((uri, mib_s, moves, by))
+        kept.append((uri, mib_s, moves, by, first_mib_s))
 
     monkeypatch.setattr(hj, "remember_link", remember)
     links = {"hv1": {"given": True, "mib_s": 24},
-             "hv2": {"given": False, "measured_mib_s": 310.5, "samples": 3},
+             "hv2": {"given": False, "measured_mib_s": 310.5, "first_mib_s": 200.0, "samples": 3},
              "hv3": {"given": False, "measured_mib_s": 80.0, "samples": 1},
              "hv4": {"given": False, "measured_mib_s": None, "samples": 0, "remembered": {"mib_s": 99}}}
     hj._remember_links(links, {"hv1": "u1", "hv2": "u2", "hv3": "u3", "hv4": "u4"}, "evacuate hv2")  # pylint: disable=protected-access
-    assert kept == [("u2", 310.5, 3, "evacuate hv2")], "only what this job measured, never a given link"
+    assert kept == [("u2", 310.5, 3, "evacuate hv2", 200.0)], "only what this job measured, never a given link"
     assert links["hv2"]["kept"] is True and "kept" not in links["hv4"] and "kept" not in links["hv1"]
     assert links["hv3"]["kept"] is False and "no secret driver" in links["hv3"]["not_kept"]

@@ -102,6 +102,17 @@ def test_a_measured_link_is_kept_replaced_in_place_and_forgotten_when_old(conn):
     assert m.remembered_link(conn, now=time.time() - 3600) is None, "from the future (a clock gone wrong): not used"
 
 
+def test_what_a_jobs_first_moves_measured_is_kept_beside_its_link_when_a_number(conn):
+    m.remember_link(URI, 250, 6, "evacuate hv1", first_mib_s=180.04)
+    assert m.remembered_link(conn)["first_mib_s"] == 180.0
+    uuid = m._lookup(conn, m.LINK_USAGE).UUIDString()  # pylint: disable=protected-access
+    for bad in (0, "slow", True):
+        note = {"mib_s": 90, "at": time.time(), "first_mib_s": bad}
+        conn.secretDefineXML(m._note_xml(m.LINK_USAGE, note, uuid), 0)  # pylint: disable=protected-access
+        got = m.remembered_link(conn)
+        assert got["mib_s"] == 90 and "first_mib_s" not in got, bad
+
+
 @pytest.mark.parametrize("note", [{"mib_s": 0}, {"mib_s": -5}, {"mib_s": "fast"}, {"mib_s": True}, {}])
 def test_a_link_note_that_says_no_usable_rate_is_not_used(conn, note):
     conn.secretDefineXML(m._note_xml(m.LINK_USAGE, dict(note, at=time.time())), 0)  # pylint: disable=protected-access

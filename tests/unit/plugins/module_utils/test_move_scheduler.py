@@ -251,7 +251,8 @@ def test_a_link_an_earlier_job_measured_is_used_until_this_job_measures_it(monke
     v0, v1 = (r["predicted"] for r in out["vms"])
     assert v0["from_remembered_link"] is True and v0["from_measured_link"] is False
     assert v1["from_measured_link"] is True and v1["from_remembered_link"] is False
-    assert out["links"]["lab1"] == {"given": False, "measured_mib_s": 50.0, "samples": 2, "remembered": note}
+    assert out["links"]["lab1"] == {"given": False, "measured_mib_s": 50.0, "first_mib_s": 50.0, "samples": 2,
+                                    "remembered": note}
 
 
 def test_a_given_link_wins_over_a_remembered_one(monkeypatch):
@@ -264,6 +265,65 @@ def test_a_given_link_wins_over_a_remembered_one(monkeypatch):
                        predict=lambda m, link_bps, scale: asked.append(link_bps) or {"time_s": 1},
                        remembered={"lab1": {"mib_s": 300.0, "at": 1}})
     assert asked == [] and out["links"]["lab1"] == {"given": True, "mib_s": 24}
+
+
+def test_a_link_is_what_its_moves_typically_measured_not_the_fastest(monkeypatch):
+    """Four moves one after another (alone on lab1's link) measure 50, then 50, 200 and 50 MiB/s: the link is 50,
+    the median of the later three; the fastest (200) predicted a CPU-bound link's next moves at 0.6-0.7 of their
+    time on the lab."""
+    rate = {"v0": 50, "v1": 50, "v2": 200, "v3": 50}
+
+    def fake_migrate(args, progress=None, cancel=None):
+        metrics = {"total_time_ms": 1000, "data_processed": rate[args["name"]] << 20, "setup_time_ms": 0}
+        return {"changed": True, "msg": "migrated", "metrics": metrics}
+
+    monkeypatch.setattr(ev, "migrate", fake_migrate)
+    moves = [{"vm": f"v{i}", "source": "lab1", "destination": "lab2", "method": _method()} for i in range(4)]
+    out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2"},
+                       dict(params(), limits={"per_source": 1, "per_destination": 1, "fleet": 1}))
+    assert out["links"]["lab1"] == {"given": False, "measured_mib_s": 50.0, "first_mib_s": 50.0, "samples": 4}
+
+
+def test_a_links_first_moves_are_predicted_from_what_an_earlier_jobs_first_moves_measured(monkeypatch):
+    """lab1 kept 300 MiB/s for its later moves and 100 for its first: v0, the job's first move, is predicted at
+    100; it measures 50 MiB/s, so v1 is predicted at 150 (50 times the 3 the earlier job's later moves ran
+    faster); v1 measures 50 MiB/s, and the link is 50 for the moves after it, 50 for its first moves."""
+    asked = []
+
+    def predict(m, link_bps, scale):
+        asked.append((m["vm"], link_bps))
+        return {"time_s": 9.9, "downtime_ms": 1, "converges": True}
+
+    monkeypatch.setattr(ev, "migrate", _sent_50_mib_in_1_s)
+    moves = [{"vm": f"v{i}", "source": "lab1", "destination": "lab2", "method": _method(),
+              "profile": {"in_use_mib": 100}} for i in range(2)]
+    note = {"mib_s": 300.0, "first_mib_s": 100.0, "at": 1, "moves": 4, "by": "restore lab1", "age_s": 60}
+    out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2"},
+                       dict(params(), limits={"per_source": 1, "per_destination": 1, "fleet": 1}), predict=predict,
+                       remembered={"lab1": note})
+    assert asked == [("v0", 100 << 20), ("v1", 150 << 20)]
+    assert out["links"]["lab1"] == {"given": False, "measured_mib_s": 50.0, "first_mib_s": 50.0, "samples": 2,
+                                    "remembered": note}
+
+
+def test_a_move_measures_its_link_times_the_moves_it_shared_it_with_on_average(monkeypatch):
+    """Both start at once; short sends 20 MiB in 0.2 s beside long, then long sends alone until 1.0 s (100 MiB):
+    long shared the link with 1.2 moves on average (itself included), not 2 (the most it ever shared it with).
+    The link measured: short 100 MiB/s x 2, long 100 MiB/s x 1.2; their median, 160 (the old count: 200)."""
+    secs = {"short": 0.2, "long": 1.0}
+
+    def fake_migrate(args, progress=None, cancel=None):
+        ev.time.sleep(secs[args["name"]])
+        metrics = {"total_time_ms": secs[args["name"]] * 1000, "setup_time_ms": 0,
+                   "data_processed": int(100 * secs[args["name"]]) << 20}
+        return {"changed": True, "msg": "migrated", "metrics": metrics}
+
+    monkeypatch.setattr(ev, "migrate", fake_migrate)
+    moves = [{"vm": vm, "source": "lab1", "destination": "lab2", "method": _method()} for vm in secs]
+    out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2"},
+                       dict(params(), limits={"per_source": 2, "per_destination": 2, "fleet": 2}), share={"lab1": 2})
+    link = out["links"]["lab1"]
+    assert link["samples"] == 2 and 145 <= link["measured_mib_s"] <= 175, link
 
 
 @pytest.mark.parametrize("dirty_mib_s, iterations, counted", [
