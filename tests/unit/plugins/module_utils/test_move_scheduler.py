@@ -231,9 +231,9 @@ def test_waiting_moves_are_predicted_again_from_what_the_finished_ones_sent(monk
     assert out["calibration"] == {"moves": 2, "sent_vs_profile": [0.5, 0.5]}
 
 
-def test_a_link_an_earlier_job_measured_is_used_until_this_job_measures_it(monkeypatch):
-    """v0 is predicted at the link remembered on lab1 (300 MiB/s); it measures 50 MiB/s, and v1 is predicted at that:
-    the job's own measurement replaces the remembered one, which the result still shows."""
+def _two_moves_after(monkeypatch, note):
+    """Two moves one after another out of lab1, each sending 50 MiB in 1 s, with ``note`` remembered on lab1:
+    the links each was predicted at, (vm, bytes/s), and the run's result."""
     asked = []
 
     def predict(m, link_bps, scale):
@@ -243,10 +243,17 @@ def test_a_link_an_earlier_job_measured_is_used_until_this_job_measures_it(monke
     monkeypatch.setattr(ev, "migrate", _sent_50_mib_in_1_s)
     moves = [{"vm": f"v{i}", "source": "lab1", "destination": "lab2", "method": _method(),
               "profile": {"in_use_mib": 100}} for i in range(2)]
-    note = {"mib_s": 300.0, "at": 1, "moves": 4, "by": "restore lab1", "age_s": 60}
     out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2"},
                        dict(params(), limits={"per_source": 1, "per_destination": 1, "fleet": 1}), predict=predict,
                        remembered={"lab1": note})
+    return asked, out
+
+
+def test_a_link_an_earlier_job_measured_is_used_until_this_job_measures_it(monkeypatch):
+    """v0 is predicted at the link remembered on lab1 (300 MiB/s); it measures 50 MiB/s, and v1 is predicted at that:
+    the job's own measurement replaces the remembered one, which the result still shows."""
+    note = {"mib_s": 300.0, "at": 1, "moves": 4, "by": "restore lab1", "age_s": 60}
+    asked, out = _two_moves_after(monkeypatch, note)
     assert asked == [("v0", 300 << 20), ("v1", 50 << 20)]
     v0, v1 = (r["predicted"] for r in out["vms"])
     assert v0["from_remembered_link"] is True and v0["from_measured_link"] is False
@@ -288,19 +295,8 @@ def test_a_links_first_moves_are_predicted_from_what_an_earlier_jobs_first_moves
     """lab1 kept 300 MiB/s for its later moves and 100 for its first: v0, the job's first move, is predicted at
     100; it measures 50 MiB/s, so v1 is predicted at 150 (50 times the 3 the earlier job's later moves ran
     faster); v1 measures 50 MiB/s, and the link is 50 for the moves after it, 50 for its first moves."""
-    asked = []
-
-    def predict(m, link_bps, scale):
-        asked.append((m["vm"], link_bps))
-        return {"time_s": 9.9, "downtime_ms": 1, "converges": True}
-
-    monkeypatch.setattr(ev, "migrate", _sent_50_mib_in_1_s)
-    moves = [{"vm": f"v{i}", "source": "lab1", "destination": "lab2", "method": _method(),
-              "profile": {"in_use_mib": 100}} for i in range(2)]
     note = {"mib_s": 300.0, "first_mib_s": 100.0, "at": 1, "moves": 4, "by": "restore lab1", "age_s": 60}
-    out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2"},
-                       dict(params(), limits={"per_source": 1, "per_destination": 1, "fleet": 1}), predict=predict,
-                       remembered={"lab1": note})
+    asked, out = _two_moves_after(monkeypatch, note)
     assert asked == [("v0", 100 << 20), ("v1", 150 << 20)]
     assert out["links"]["lab1"] == {"given": False, "measured_mib_s": 50.0, "first_mib_s": 50.0, "samples": 2,
                                     "remembered": note}
