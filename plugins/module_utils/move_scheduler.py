@@ -435,16 +435,18 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         moves take from dispatch to their first byte, or than the finished ones spent outside their transfer
         (QEMU starting on the destination, libvirt finishing on both hosts) - at the link given or measured by
         this job (not one remembered from an earlier job: more moves on a link than its share is decided on the
-        link as it is now), shared by as many moves as the limit lets run - so what it waits for is not the link
-        (a CPU-bound or fast link, where each move's own costs outweigh its bytes)."""
+        link as it is now, nor scaled by how an earlier job's later moves ran against its first), shared by as
+        many moves as the limit lets run - so what it waits for is not the link (a CPU-bound or fast link, where
+        each move's own costs outweigh its bytes)."""
         host = m[side]
         chosen = m.get("method") or {}
         if not predict or not (setup_lags or overheads) or chosen.get("method") != "precopy" or chosen.get("exclusive"):
             return None
-        measured, scale = learned(host)
-        if not (links.get(host) or {}).get("measured_mib_s") and host not in given:
+        own = (first_rates.get(host) or []) + (later_rates.get(host) or [])
+        if not own and host not in given:
             return None
-        pred = predict(m, measured, scale, limits[limit_key])
+        scale = learned(host)[1]
+        pred = predict(m, statistics.median(own) * MIB if own else None, scale, limits[limit_key])
         lag = _median(setup_lags) if setup_lags else 0.0
         over = _median(overheads) if overheads else 0.0
         if not pred.get("converges") or pred.get("time_s") is None or pred["time_s"] >= max(lag, over):

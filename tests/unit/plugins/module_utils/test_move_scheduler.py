@@ -634,6 +634,34 @@ def test_a_remembered_link_never_lets_more_moves_on_a_link_than_its_share(monkey
     assert "v0" not in unheld and unheld, "once v0 measured the link, the light moves overlap"
 
 
+def test_whether_a_move_holds_its_link_is_decided_on_what_this_job_measured_alone(monkeypatch):
+    """lab1 kept 1000 MiB/s for its later moves and 10 for its first: v0 measures 50 MiB/s, and the moves after it
+    are predicted at 5000 (50 times 100), but whether they need the link is decided at the 50 v0 measured: 50 MiB
+    with 3 moves on the link take 3 s, more than the 0.3 s a move takes to its first byte - each holds it."""
+    said = []
+
+    def fake_migrate(args, progress=None, cancel=None):
+        ev.time.sleep(0.3)
+        progress({"kind": "progress", "vm": args["name"], "data_processed": 1 << 20})
+        ev.time.sleep(0.1)
+        return {"changed": True, "msg": "migrated",
+                "metrics": {"total_time_ms": 1000, "data_processed": 50 << 20, "setup_time_ms": 0}}
+
+    def predict(m, link_bps, scale, share=None):
+        return {"time_s": (50 << 20) / (link_bps / (share or 1)), "downtime_ms": 1, "converges": True}
+
+    monkeypatch.setattr(ev, "migrate", fake_migrate)
+    moves = [{"vm": f"v{i}", "source": "lab1", "destination": "lab2", "method": _method()} for i in range(3)]
+    out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2"},
+                       dict(params(), limits={"per_source": 3, "per_destination": 3, "fleet": 4}),
+                       progress=said.append, share={"lab1": 1}, predict=predict,
+                       remembered={"lab1": {"mib_s": 1000.0, "first_mib_s": 10.0, "at": 1}})
+    assert out["totals"]["moved"] == 3
+    dispatched = {e["vm"]: e for e in said if e.get("kind") == "dispatch"}
+    assert not any("link" in e for e in dispatched.values()), "no move judged light at a link scaled from a note"
+    assert dispatched["v1"]["predicted_s"] == 0.01, "predicted at 5000 MiB/s, alone on the link it holds"
+
+
 def test_moves_whose_bytes_take_less_than_what_each_move_spends_outside_its_transfer_overlap(monkeypatch):
     """Share 1, per_source 3. Every move sends its first byte at once (setup lag ~0) but its call takes 0.4 s
     for 0.05 s of QEMU's transfer (libvirt starting and finishing it): once v0 has shown that, the others,
