@@ -608,25 +608,33 @@ def test_a_move_whose_bytes_take_less_than_a_setup_does_not_wait_for_the_link(mo
         assert state["peak"] == peak and not unheld
 
 
-def test_a_remembered_link_never_lets_more_moves_on_a_link_than_its_share(monkeypatch):
-    """As above (bytes 0.05 s, setup 0.3 s), with lab1's link remembered from an earlier job: v0's first byte shows
-    the setup, but no move goes beyond the share of 1 until v0 has measured the link as it is now."""
+def _three_moves_sharing_one_link(monkeypatch, rest_s, metrics, predict, note):
+    """Three moves out of lab1 with a share of 1 on its link (limits 3), ``note`` remembered on lab1: each sends
+    its first byte 0.3 s after it starts and ends ``rest_s`` later with ``metrics``; returns what was said and the
+    run's result."""
     said = []
 
     def fake_migrate(args, progress=None, cancel=None):
         ev.time.sleep(0.3)
         progress({"kind": "progress", "vm": args["name"], "data_processed": 1 << 20})
-        ev.time.sleep(0.3)
-        return {"changed": True, "msg": "migrated",
-                "metrics": {"total_time_ms": 100, "data_processed": 100 << 20, "setup_time_ms": 0}}
+        ev.time.sleep(rest_s)
+        return {"changed": True, "msg": "migrated", "metrics": dict(metrics)}
 
     monkeypatch.setattr(ev, "migrate", fake_migrate)
     moves = [{"vm": f"v{i}", "source": "lab1", "destination": "lab2", "method": _method()} for i in range(3)]
     out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2"},
                        dict(params(), limits={"per_source": 3, "per_destination": 3, "fleet": 4}),
-                       progress=said.append, share={"lab1": 1},
-                       predict=lambda m, link_bps, scale, share=None: {"time_s": 0.05, "downtime_ms": 1, "converges": True},
-                       remembered={"lab1": {"mib_s": 1000.0, "at": 1}})
+                       progress=said.append, share={"lab1": 1}, predict=predict, remembered={"lab1": note})
+    return said, out
+
+
+def test_a_remembered_link_never_lets_more_moves_on_a_link_than_its_share(monkeypatch):
+    """As above (bytes 0.05 s, setup 0.3 s), with lab1's link remembered from an earlier job: v0's first byte shows
+    the setup, but no move goes beyond the share of 1 until v0 has measured the link as it is now."""
+    said, out = _three_moves_sharing_one_link(
+        monkeypatch, 0.3, {"total_time_ms": 100, "data_processed": 100 << 20, "setup_time_ms": 0},
+        lambda m, link_bps, scale, share=None: {"time_s": 0.05, "downtime_ms": 1, "converges": True},
+        {"mib_s": 1000.0, "at": 1})
     assert out["totals"]["moved"] == 3
     kinds = [(e.get("kind"), e.get("vm")) for e in said if e.get("kind") in ("dispatch", "moved")]
     assert kinds.index(("moved", "v0")) < kinds.index(("dispatch", "v1")), kinds
@@ -638,24 +646,12 @@ def test_whether_a_move_holds_its_link_is_decided_on_what_this_job_measured_alon
     """lab1 kept 1000 MiB/s for its later moves and 10 for its first: v0 measures 50 MiB/s, and the moves after it
     are predicted at 5000 (50 times 100), but whether they need the link is decided at the 50 v0 measured: 50 MiB
     with 3 moves on the link take 3 s, more than the 0.3 s a move takes to its first byte - each holds it."""
-    said = []
-
-    def fake_migrate(args, progress=None, cancel=None):
-        ev.time.sleep(0.3)
-        progress({"kind": "progress", "vm": args["name"], "data_processed": 1 << 20})
-        ev.time.sleep(0.1)
-        return {"changed": True, "msg": "migrated",
-                "metrics": {"total_time_ms": 1000, "data_processed": 50 << 20, "setup_time_ms": 0}}
-
     def predict(m, link_bps, scale, share=None):
         return {"time_s": (50 << 20) / (link_bps / (share or 1)), "downtime_ms": 1, "converges": True}
 
-    monkeypatch.setattr(ev, "migrate", fake_migrate)
-    moves = [{"vm": f"v{i}", "source": "lab1", "destination": "lab2", "method": _method()} for i in range(3)]
-    out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2"},
-                       dict(params(), limits={"per_source": 3, "per_destination": 3, "fleet": 4}),
-                       progress=said.append, share={"lab1": 1}, predict=predict,
-                       remembered={"lab1": {"mib_s": 1000.0, "first_mib_s": 10.0, "at": 1}})
+    said, out = _three_moves_sharing_one_link(
+        monkeypatch, 0.1, {"total_time_ms": 1000, "data_processed": 50 << 20, "setup_time_ms": 0}, predict,
+        {"mib_s": 1000.0, "first_mib_s": 10.0, "at": 1})
     assert out["totals"]["moved"] == 3
     dispatched = {e["vm"]: e for e in said if e.get("kind") == "dispatch"}
     assert not any("link" in e for e in dispatched.values()), "no move judged light at a link scaled from a note"
