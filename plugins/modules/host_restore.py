@@ -115,7 +115,7 @@ vms:
       with C(converges) and C(downtime_ms) null, as what its writes leave of each page is not known before it moves; predicted again at dispatch
       from what the finished moves measured - C(from_measured_link), or C(from_remembered_link) before any
       had (the link an earlier job kept on the host), C(in_use_scale), and, once a pre-copy has
-      finished, C(setup_ms) and C(switchover_ms), the medians of what those took beyond their bytes, added to
+      finished, C(setup_ms) and C(switchover_ms), the middle value (of an even count the upper one) of what those took beyond their bytes, added to
       the model's C(model_time_s) and C(model_downtime_ms)) - and what happened, C(measured) (C(time_s),
       C(downtime_ms), C(time_vs_predicted)).
   returned: when migrations ran
@@ -127,7 +127,7 @@ calibration:
   returned: when migrations ran
   type: dict
 links:
-  description: Per host whose link the job shared, C(given) and C(mib_s) (from O(link_bandwidth)), or the link
+  description: Per host whose link the job shared, and per host named in O(link_bandwidth), C(given) and C(mib_s) (from O(link_bandwidth)), or the link
     C(measured_mib_s) from the job's own moves (the median of what each measured, its bytes per second times the
     moves that shared the link, on average, while it held it) that its later moves get, C(first_mib_s) what its
     first moves measured (those dispatched before any move on the link had measured it) and the number of
