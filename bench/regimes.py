@@ -35,8 +35,8 @@ the measurement; the table gives the worst ratio among converging moves and whet
 convergence was predicted right. How busy the machine's cores were (benchlab.CpuMeter) is given for every run,
 for host_evacuate's time before moving and while moving, and for the second before each run (nothing moving):
 where the open regime's moves are CPU-bound, that says how much less time any way of making them could take.
-Every run starts once the guests have settled (``settle``): guests just brought home keep the cores busy for a
-few seconds, and a run started meanwhile would share the CPU with them.
+Every run starts once the cores have settled (``settle``): right after the guests were brought home they were
+sometimes 39-57 % busy for seconds, and a run started then would share the CPU with whatever kept them busy.
 Writes bench/results/regimes.json and bench/results/regimes.md.
 
     python bench/regimes.py [--keep] [--regimes open,nic,hot]
@@ -259,7 +259,7 @@ def crash_guard(vms):
 
 # Before each run the cores settle: right after the guests were brought home they were seen 39-57 % busy for two
 # seconds in a row before some runs and 2-16 % before others of the same run, and a run that starts then shares the
-# CPU with whatever keeps them busy. The six quiet guests (and the hot one) once settled keep them 2-28 % busy
+# CPU with whatever keeps them busy. The six quiet guests (and the hot one) once settled keep them 2-30 % busy
 # (runs of 2026-12-07), so every run, loop or ours, starts after a second at most SETTLE_BUSY_PCT % busy - or
 # after SETTLE_MAX_S, which the table shows.
 SETTLE_BUSY_PCT = 30
