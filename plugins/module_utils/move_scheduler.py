@@ -83,12 +83,6 @@ def escalation_steps(p: Dict[str, Any], method: Optional[str] = None,
     return steps[start:start + p["max_attempts"]]
 
 
-def _upper_median(xs: List[float]) -> float:
-    """The middle value; of an even count the upper of the two middle ones, so always a value that was measured
-    (setup lags, overheads, calibration). Link rates take ``statistics.median``, the mean of the two."""
-    return sorted(xs)[len(xs) // 2]
-
-
 def measured_link_bps(metrics: Optional[Dict[str, Any]], sharing: float) -> Optional[float]:
     """What one finished move says of its source's link: its bytes per second, times the moves sharing it (on
     average over the time it held the link: ``sharing`` may be a fraction)."""
@@ -307,7 +301,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         left, bps = sample.get("data_remaining"), sample.get("memory_bps")
         if left is None or not bps:
             return None
-        lag = _upper_median(setup_lags)
+        lag = statistics.median_high(setup_lags)
         if left / bps > lag:
             return None
         release_link(m)
@@ -315,12 +309,13 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
                 "first byte: the link goes to it now")
 
     def with_fixed_costs(pred: Dict[str, Any]) -> Dict[str, Any]:
-        """Under the lock: a prediction plus what the job's finished pre-copies took beyond their bytes (medians):
-        QEMU's setup, and the switch-over's own pause, which the model of bytes and rates does not have."""
+        """Under the lock: a prediction plus what the job's finished pre-copies took beyond their bytes (upper
+        medians, always a measured value): QEMU's setup, and the switch-over's own pause, which the model of bytes
+        and rates does not have."""
         if pred.get("time_s") is None:
             return pred
-        setup_ms = _upper_median(fixed["setup_ms"])
-        switch_ms = _upper_median(fixed["switchover_ms"]) if fixed["switchover_ms"] else 0.0
+        setup_ms = statistics.median_high(fixed["setup_ms"])
+        switch_ms = statistics.median_high(fixed["switchover_ms"]) if fixed["switchover_ms"] else 0.0
         out = dict(pred, model_time_s=pred["time_s"], model_downtime_ms=pred.get("downtime_ms"),
                    setup_ms=round(setup_ms), switchover_ms=round(switch_ms))
         out["time_s"] = round(pred["time_s"] + (setup_ms + switch_ms) / 1000.0, 2)
@@ -430,7 +425,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         link = links.get(host) or {}
         note = link.get("remembered") or {}
         mib = link.get("measured_mib_s") or (first and note.get("first_mib_s")) or note.get("mib_s")
-        return (mib * MIB if mib else None), (_upper_median(sent_vs_profile) if sent_vs_profile else None)
+        return (mib * MIB if mib else None), (statistics.median_high(sent_vs_profile) if sent_vs_profile else None)
 
     def light(m: Dict[str, Any]) -> Optional[str]:
         """Under the lock: why the move need not hold its link, or None. Its bytes take less time than the job's
@@ -449,8 +444,8 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
             return None
         scale = learned(host)[1]
         pred = predict(m, statistics.median(own) * MIB if own else None, scale, limits[limit_key])
-        lag = _upper_median(setup_lags) if setup_lags else 0.0
-        over = _upper_median(overheads) if overheads else 0.0
+        lag = statistics.median_high(setup_lags) if setup_lags else 0.0
+        over = statistics.median_high(overheads) if overheads else 0.0
         if not pred.get("converges") or pred.get("time_s") is None or pred["time_s"] >= max(lag, over):
             return None
         than = (f"a move takes from dispatch to its first byte ({lag:.1f} s)" if lag >= over else
