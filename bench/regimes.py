@@ -419,10 +419,11 @@ def summary(rep):
             if variant.startswith("_") or not run.get("cpu"):
                 continue
             c = run["cpu"]
-            cells = [f"{c[k]['busy_pct']} % ({c[k]['core_s']})" if c.get(k) else "-"
-                     for k in ("idle_before", "run", "before_moving", "moving")]
-            cells.insert(1, f"{run['settled_s']} s" if run.get("settled_s") is not None else "-")
-            lines.append(f"| {name} | {variant} | " + " | ".join(cells) + " |")
+            pct = {k: f"{c[k]['busy_pct']} % ({c[k]['core_s']})" if c.get(k) else "-"
+                   for k in ("idle_before", "run", "before_moving", "moving")}
+            settled = f"{run['settled_s']} s" if run.get("settled_s") is not None else "-"
+            lines.append(f"| {name} | {variant} | {pct['idle_before']} | {settled} | {pct['run']} | "
+                         f"{pct['before_moving']} | {pct['moving']} |")
     acc = rep["accuracy"]
     lines += ["", f"Predictions: {acc['within_25pct']} of {acc['moves']} converging pre-copy moves within ±25 % of "
               f"the predicted time (measured / predicted: {acc['ratios']}); convergence mispredicted for: "
