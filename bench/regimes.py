@@ -39,7 +39,7 @@ Every run starts once the cores have settled (``settle``): right after the guest
 sometimes 39-57 % busy for seconds, and a run started then would share the CPU with whatever kept them busy.
 Writes bench/results/regimes.json and bench/results/regimes.md.
 
-    python bench/regimes.py [--keep] [--regimes open,nic,hot]
+    python bench/regimes.py [--keep] [--regimes open,nic,hot] [--variants multifd,...]
 """
 
 from __future__ import annotations
@@ -449,6 +449,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--keep", action="store_true", help="leave the lab up")
     ap.add_argument("--regimes", default="open,nic,hot")
+    ap.add_argument("--variants", default="", help="only these runs of each regime (comma-separated, "
+                    "e.g. multifd); all when not given")
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--stack", choices=("new", "old"), default="new",
                     help="the hosts' stack: new (libvirt 11.3, QEMU 10.0; the default) or old (libvirt 9.0, QEMU 7.2, "
@@ -464,18 +466,22 @@ def main() -> int:
     for vm in QUIET:
         make_guest(vm)
     rep = {"regimes": {}, "stack": a.stack, "cores": cpu.cores}
+    only = [v for v in a.variants.split(",") if v]
+
+    def chosen(variants):
+        return [v for v in variants if not only or v in only]
     try:
         with cpu:
             wanted = a.regimes.split(",")
             if "open" in wanted:
                 rep["regimes"]["open"] = run_regime("open", QUIET,
-                                                    ["sequential", "parallel", "defaults", "limits6", "multifd"])
+                                                    chosen(["sequential", "parallel", "defaults", "limits6", "multifd"]))
             if "nic" in wanted:
-                rep["regimes"]["nic"] = run_regime("nic", QUIET, ["sequential", "parallel", "defaults"])
+                rep["regimes"]["nic"] = run_regime("nic", QUIET, chosen(["sequential", "parallel", "defaults"]))
             if "hot" in wanted:
                 make_guest(HOT)
                 rep["regimes"]["hot"] = run_regime("hot", QUIET + [HOT],
-                                                   ["sequential", "parallel", "defaults", "postcopy", "xbzrle"])
+                                                   chosen(["sequential", "parallel", "defaults", "postcopy", "xbzrle"]))
     finally:
         lab("fault", "nic", "lab1", "0", check=False)
         if not a.keep:
