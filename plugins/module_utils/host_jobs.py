@@ -20,6 +20,7 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance imp
     clear_mark, HostLease, MoveSlots, remember_link, remembered_link, set_mark,
 )
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_checks import check_pair, vm_facts
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_flags import parallel_connections
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_rules import blockers, stays
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.move_methods import (
     bandwidths, choose_method, link_share, order_moves,
@@ -205,7 +206,10 @@ class _Methods:
 
     A host whose link was not given is taken at the link an earlier job measured there (kept on the host,
     ``maintenance.remembered_link``) when there is one, else at the assumed one, until this job's moves
-    measure it. Either is an assumption: nothing is refused on it."""
+    measure it. Either is an assumption: nothing is refused on it.
+
+    A link's share counts connections (``move_scheduler``): with several connections a move, fewer moves share it,
+    and each is chosen and predicted at its part of the link with that many moves on it."""
 
     def __init__(self, fleet: Any, moves: List[Dict[str, Any]], p: Dict[str, Any], lim: Dict[str, int],
                  side: str, profiling: Optional[_Profiling] = None) -> None:
@@ -247,7 +251,8 @@ class _Methods:
 
     def choose(self, m: Dict[str, Any], link_bps: Optional[float],
                profile: Optional[Dict[str, Any]] = None, share: Optional[int] = None) -> Dict[str, Any]:
-        return choose_method(profile or self.profiles[m["vm"]], link_bps, share or self.share.get(m[self.side], 1),
+        moves = share or max(1, self.share.get(m[self.side], 1) // (parallel_connections(self.p) or 1))
+        return choose_method(profile or self.profiles[m["vm"]], link_bps, moves,
                              self.allowed, self.downtime, self._remembered_bps(m[self.side]) or self.assumed, self.cap)
 
     def run(self, moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, Any],

@@ -14,8 +14,9 @@ stops starting new moves.
 
 The links: at most ``share[source]`` moves transfer out of one source at once (chosen from measurements, within
 ``limits``), a move marked ``exclusive`` runs with its source's link to itself, and a move waiting for link
-capacity says so once. A move holds its link from its dispatch until its data has been sent (its migration job
-says ``transferred``), or, for a move that does not need its link alone, until what it has left to send takes
+capacity says so once. A move with several connections (``parallel_connections``, or a multifd compression)
+counts as that many moves on its link, and always holds it. A move holds its link from its dispatch until its
+data has been sent (its migration job says ``transferred``), or, for a move that does not need its link alone, until what it has left to send takes
 less time than the job's moves have taken from dispatch to their first byte (QEMU starting on the destination,
 about a second): the next move is dispatched then (``handover``) and sets up while this one sends its last
 bytes, so that the link does not wait for it. A pre-copy whose bytes, at the link measured or given shared by
@@ -45,6 +46,7 @@ from ansible_collections.fleetmaint.libvirt.plugins.module_utils.cold_move impor
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.errors import FleetmaintError
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.live_migration import ARGUMENT_SPEC, migrate
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.maintenance import MoveSlots
+from ansible_collections.fleetmaint.libvirt.plugins.module_utils.migration_flags import parallel_connections
 from ansible_collections.fleetmaint.libvirt.plugins.module_utils.move_methods import (
     AUTO_CONVERGE_INCREMENT_PCT, AUTO_CONVERGE_INITIAL_PCT,
 )
@@ -120,6 +122,11 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     out_busy: Dict[str, int] = {}
     in_busy: Dict[str, int] = {}
     busy_on: Dict[str, int] = {}  # the moves transferring on each link the job shares (``side`` of each move)
+    # The connections of those moves on each link, and each holding move's (the share counts connections: on the
+    # lab, two moves of two connections each paused quiet guests past max_downtime where two of one did not).
+    streams_on: Dict[str, int] = {}
+    streams_of: Dict[str, int] = {}
+    next_step: Dict[str, Dict[str, Any]] = {}  # each move's next attempt's options (escalation_steps)
     # How many moves held each link over time, integrated (host -> [move-seconds, when last counted]): a move
     # that holds its link notes where the integral stood when it took it (on_link); as it gives the link up,
     # the moves it shared the link with on average over that time are kept (shared_by).
@@ -150,6 +157,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         res = {"vm": m["vm"], "source": m["source"], "destination": m["destination"], "result": "not_started",
                "attempts": [], "log": []}
         chosen = m.get("method")
+        next_step[m["vm"]] = (escalation_steps(p, (chosen or {}).get("method")) or [{}])[0]
         if chosen:
             res.update(method=chosen["method"], method_why=chosen["why"], exclusive=chosen["exclusive"],
                        predicted=chosen["predicted"], profile=m.get("profile"))
@@ -190,6 +198,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         steps = escalation_steps(p, chosen.get("method"), chosen.get("xbzrle_cache_bytes"))
         i, restarted = 0, False
         while i < len(steps):
+            next_step[m["vm"]] = steps[i]
             if res["attempts"]:
                 retake_link(m)  # the last attempt's job ended and gave its link up: wait for room again
             if cancel.is_set():
@@ -261,9 +270,17 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         acc[1] = now
         return acc[0], now
 
+    def connections(m: Dict[str, Any]) -> int:
+        """The connections the move's next attempt sends over: the job's parallel ones, unless its step drops
+        them (XBZRLE, escalation_steps)."""
+        step = {k: v for k, v in next_step[m["vm"]].items() if k not in ("why", "method")}
+        return parallel_connections(dict(p, **step)) or 1
+
     def take_link(m: Dict[str, Any]) -> None:
         on_link[m["vm"]] = link_seconds(m[side])
         busy_on[m[side]] = busy_on.get(m[side], 0) + 1
+        streams_of[m["vm"]] = connections(m)
+        streams_on[m[side]] = streams_on.get(m[side], 0) + streams_of[m["vm"]]
         if (m.get("method") or {}).get("exclusive"):
             alone[m[side]] = m["vm"]
 
@@ -275,6 +292,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         area, now = link_seconds(m[side])
         shared_by[m["vm"]] = (area - area0) / (now - since) if now - since > 0.001 else float(busy_on[m[side]])
         busy_on[m[side]] -= 1
+        streams_on[m[side]] -= streams_of.pop(m["vm"])
         if alone.get(m[side]) == m["vm"]:
             alone.pop(m[side])
 
@@ -434,10 +452,11 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         this job (not one remembered from an earlier job: more moves on a link than its share is decided on the
         link as it is now, nor scaled by how an earlier job's later moves ran against its first), shared by as
         many moves as the limit lets run - so what it waits for is not the link (a CPU-bound or fast link, where
-        each move's own costs outweigh its bytes)."""
+        each move's own costs outweigh its bytes). A pre-copy with several connections always holds its link."""
         host = m[side]
         chosen = m.get("method") or {}
-        if not predict or not (setup_lags or overheads) or chosen.get("method") != "precopy" or chosen.get("exclusive"):
+        if not predict or not (setup_lags or overheads) or chosen.get("method") != "precopy" or chosen.get("exclusive") \
+                or connections(m) > 1:
             return None
         own = (first_rates.get(host) or []) + (later_rates.get(host) or [])
         if not own and host not in given:
@@ -464,8 +483,12 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         if (m.get("method") or {}).get("exclusive") and busy:
             return f"{host}'s link: this move needs it to itself, {busy} other move(s) still on it"
         cap = min(limits[limit_key], (share or {}).get(host, limits[limit_key]))
-        if busy >= cap:
-            return f"{host}'s link: {busy} move(s) share it, the most chosen for it is {cap}"
+        streams, own = streams_on.get(host, 0), connections(m)
+        if busy and streams + own > cap:
+            if streams == busy and own == 1:
+                return f"{host}'s link: {busy} move(s) share it, the most chosen for it is {cap}"
+            return (f"{host}'s link: {busy} move(s) with {streams} connection(s) on it, and this move's {own} would "
+                    f"make more than the {cap} chosen for it")
         return None
 
     def start(m: Dict[str, Any]) -> None:

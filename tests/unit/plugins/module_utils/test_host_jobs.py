@@ -225,6 +225,25 @@ def test_only_a_vm_plain_precopy_would_not_move_on_a_known_link_gets_its_working
     assert wanted(dict(hot, vm="far")) is False  # link not known: nothing is decided on it
 
 
+@pytest.mark.parametrize("conns,compression,mib_s", [(None, "none", 32), (2, "none", 64), (None, "zstd", 64),
+                                                     (4, "none", 64)])
+def test_a_move_is_chosen_at_its_part_of_a_link_whose_share_counts_connections(conns, compression, mib_s):
+    """lab1's link, 64 MiB/s, has a share of 2: two moves of one connection each get half of it; a move of two
+    connections (or more, or a multifd compression's two) fills the share and is chosen at the whole link."""
+    mib = 1048576
+    methods = object.__new__(hj._Methods)
+    methods.p = params(parallel_connections=conns, compression=compression, link_bandwidth={"lab1": 64})
+    methods.side, methods.share, methods.remembered = "source", {"lab1": 2}, {}
+    methods.allowed = {"xbzrle": False, "auto_converge": True, "postcopy": False, "suspend": False, "cold": False}
+    methods.downtime, methods.assumed, methods.cap = 500, 128 * mib, None
+    methods.profiles = {"v": {"vm": "v", "memory_bytes": 160 * mib, "in_use_bytes": 96 * mib, "dirty_bps": 0.5 * mib,
+                              "disk_bytes": 0}}
+    chosen = methods.choose({"vm": "v", "source": "lab1", "destination": "lab2"}, 64 * mib)
+    assert chosen["method"] == "precopy" and chosen["why"].endswith(f"converges at {mib_s} MiB/s"), chosen["why"]
+    # An explicit share (the moves the limits let run, for a move that does not hold its link) is taken as given.
+    assert methods.choose({"vm": "v", "source": "lab1"}, 64 * mib, share=4)["why"].endswith("converges at 16 MiB/s")
+
+
 def test_the_links_a_job_measured_are_kept_on_their_hosts_and_a_host_that_cannot_keep_one_is_said(monkeypatch):
     kept = []
 

@@ -184,7 +184,8 @@ def test_an_exclusive_move_has_its_link_alone_and_the_others_say_they_wait(monke
     assert out["links"]["lab1"]["given"] is False and out["links"]["lab1"]["measured_mib_s"] >= 100
 
 
-def test_the_share_chosen_for_a_link_caps_the_moves_on_it(monkeypatch):
+def _counting_migrate(monkeypatch, seconds):
+    """Each move takes ``seconds``; the list it returns holds the most moves that ran at once."""
     import threading
     running, peak, lock = [0], [0], threading.Lock()
 
@@ -192,17 +193,46 @@ def test_the_share_chosen_for_a_link_caps_the_moves_on_it(monkeypatch):
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
-        ev.time.sleep(0.1)
+        ev.time.sleep(seconds)
         with lock:
             running[0] -= 1
         return {"changed": True, "msg": "migrated", "metrics": {}}
 
     monkeypatch.setattr(ev, "migrate", fake_migrate)
+    return peak
+
+
+def test_the_share_chosen_for_a_link_caps_the_moves_on_it(monkeypatch):
+    peak = _counting_migrate(monkeypatch, 0.1)
     moves = [{"vm": f"v{i}", "source": "lab1", "destination": f"lab{2 + i % 2}", "method": _method()}
              for i in range(4)]
     out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2", "lab3": "u3"},
                        dict(params(), limits={"per_source": 4, "per_destination": 4, "fleet": 4}), share={"lab1": 1})
     assert out["totals"]["moved"] == 4 and peak[0] == 1
+
+
+@pytest.mark.parametrize("conns,compression,first,peak", [
+    (None, "none", "precopy", 2),   # one connection a move: two moves share the link
+    (2, "none", "precopy", 1),      # two connections a move: one move fills a share of 2
+    (None, "zstd", "precopy", 1),   # multifd compression: its 2 default connections
+    (2, "none", "xbzrle", 2),       # a move chosen to start with XBZRLE (allowed) runs without the parallel ones
+])
+def test_a_move_counts_as_its_connections_on_its_link(monkeypatch, conns, compression, first, peak):
+    top = _counting_migrate(monkeypatch, 0.2)
+    moves = [{"vm": f"v{i}", "source": "lab1", "destination": f"lab{2 + i % 2}", "method": _method(first)}
+             for i in range(3)]
+    said = []
+    out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2", "lab3": "u3"},
+                       dict(params(parallel_connections=conns, compression=compression, allow_xbzrle=first == "xbzrle"),
+                            limits={"per_source": 4, "per_destination": 4, "fleet": 4}),
+                       progress=said.append, share={"lab1": 2})
+    assert out["totals"]["moved"] == 3 and top[0] == peak
+    waits = [e["why"] for e in said if e.get("kind") == "waiting"]
+    if peak == 1:
+        assert "lab1's link: 1 move(s) with 2 connection(s) on it, and this move's 2 would make more than the 2 " \
+               "chosen for it" in waits[0], waits
+    else:
+        assert all("connection" not in w for w in waits), waits
 
 
 def _sent_50_mib_in_1_s(args, progress=None, cancel=None):
@@ -565,11 +595,12 @@ def test_a_move_about_to_finish_hands_its_link_to_the_next_which_sets_up_meanwhi
     assert log.index(("transferred", "hot")) < log.index(("dispatch", "v1")), "the link stays hot's to the end"
 
 
-@pytest.mark.parametrize("bytes_s,peak", [(0.05, 3), (5.0, 1)])
-def test_a_move_whose_bytes_take_less_than_a_setup_does_not_wait_for_the_link(monkeypatch, bytes_s, peak):
+@pytest.mark.parametrize("bytes_s,peak,conns", [(0.05, 3, None), (5.0, 1, None), (0.05, 1, 2)])
+def test_a_move_whose_bytes_take_less_than_a_setup_does_not_wait_for_the_link(monkeypatch, bytes_s, peak, conns):
     """Share 1, per_source 3. v0 measures the link and the setup (0.3 s to its first byte). The others, predicted
     at the measured link shared by 3 (the limit): when their bytes take 0.05 s, less than a setup, they do not
-    hold the link and run together up to the limit; when they take 5 s, one at a time as before."""
+    hold the link and run together up to the limit; when they take 5 s, one at a time as before. Moves of two
+    connections each always hold the link, so one at a time however light."""
     import threading
     lock = threading.Lock()
     state = {"now": 0, "peak": 0}
@@ -595,11 +626,11 @@ def test_a_move_whose_bytes_take_less_than_a_setup_does_not_wait_for_the_link(mo
     monkeypatch.setattr(ev, "migrate", fake_migrate)
     moves = [{"vm": f"v{i}", "source": "lab1", "destination": "lab2", "method": _method()} for i in range(4)]
     out = ev.run_moves(moves, {"lab1": "u1", "lab2": "u2"},
-                       dict(params(), limits={"per_source": 3, "per_destination": 3, "fleet": 4}),
+                       dict(params(parallel_connections=conns), limits={"per_source": 3, "per_destination": 3, "fleet": 4}),
                        progress=said.append, share={"lab1": 1}, predict=predict)
-    assert out["totals"]["moved"] == 4 and 3 in shares
+    assert out["totals"]["moved"] == 4 and (3 in shares) is (conns is None)
     unheld = [e for e in said if e.get("kind") == "dispatch" and "link" in e]
-    if bytes_s < 0.3:
+    if bytes_s < 0.3 and conns is None:
         assert state["peak"] == 3 and len(unheld) == 3, said
         assert "less than a move takes from dispatch to its first byte" in unheld[0]["link"]
         # predicted as it runs: sharing the link with as many as the limit lets run
