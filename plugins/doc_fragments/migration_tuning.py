@@ -43,11 +43,12 @@ options:
       - In M(fleetmaint.libvirt.host_evacuate), M(fleetmaint.libvirt.host_restore) and
         M(fleetmaint.libvirt.fleet_rebalance) a move counts as its connections on its link's share (at most 2 by
         default, within their C(limits)), so with 2 connections one move at a time takes each link, and such a
-        move always holds its link (never overlapped as a light move). QEMU's downtime limit is a target from its own bandwidth
-        estimate, not a bound, and a busy host's switch-over takes longer. On the lab (QEMU 10.0 under TCG), with
-        two such moves at once a quiet guest paused for up to 696 ms against a O(max_downtime) of 500; counted this
-        way, every pause stayed within 389 ms, and the evacuation took 1.1 to 1.4 times as long as one with a
-        single connection a move (README, Benchmarks). The collection never chooses multiple connections itself.
+        move always holds its link (never overlapped as a light move). QEMU's downtime limit is a target from its
+        own bandwidth estimate, not a bound, and a busy host's switch-over takes longer. On the lab (QEMU 10.0 under
+        TCG), with two such moves at once a quiet guest paused for up to 696 ms against a O(max_downtime) of 500;
+        counted this way, every pause stayed within 389 ms, and the evacuation took 1.1 to 1.4 times as long as one
+        with a single connection a move (README, Benchmarks). The collection never chooses multiple connections
+        itself.
     type: int
   compression:
     description:

@@ -13,17 +13,17 @@ What happens after a failed attempt is decided by its reason code alone (``reaso
 stops starting new moves.
 
 The links: at most ``share[source]`` moves transfer out of one source at once (chosen from measurements, within
-``limits``), a move marked ``exclusive`` runs with its source's link to itself, and a move waiting for link
-capacity says so once. A move with several connections (``parallel_connections``, or a multifd compression)
-counts as that many moves on its link, and always holds it. A move holds its link from its dispatch until its
-data has been sent (its migration job says ``transferred``), or, for a move that does not need its link alone, until what it has left to send takes
-less time than the job's moves have taken from dispatch to their first byte (QEMU starting on the destination,
-about a second): the next move is dispatched then (``handover``) and sets up while this one sends its last
-bytes, so that the link does not wait for it. A pre-copy whose bytes, at the link measured or given shared by
-as many moves as ``limits`` let run, take less time than a move's setup or than the finished moves spent
-outside their transfer (QEMU starting on the destination, libvirt finishing on both hosts) does not hold its
-link at all: where each move's own costs outweigh its bytes, the moves overlap those costs up to the limits.
-``limits`` count each move until it has ended.
+``limits``), a move marked ``exclusive`` runs with its source's link to itself, and a move waiting for link capacity
+says so once. A move with several connections (``parallel_connections``, or a multifd compression) counts as that
+many moves on its link, and always holds it. A move holds its link from its dispatch until its data has been sent
+(its migration job says ``transferred``), or, for a move that does not need its link alone, until what it has left
+to send takes less time than the job's moves have taken from dispatch to their first byte (QEMU starting on the
+destination, about a second): the next move is dispatched then (``handover``) and sets up while this one sends its
+last bytes, so that the link does not wait for it. A pre-copy whose bytes, at the link measured or given shared by
+as many moves as ``limits`` let run, take less time than a move's setup or than the finished moves spent outside
+their transfer (QEMU starting on the destination, libvirt finishing on both hosts) does not hold its link at all:
+where each move's own costs outweigh its bytes, the moves overlap those costs up to the limits. ``limits`` count
+each move until it has ended.
 
 Each finished move measures its source's link (bytes sent per second times the moves that shared it, on
 average over the time it held it) and how much memory it really sent against its profile's memory in use; a
@@ -126,7 +126,8 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     # lab, two moves of two connections each paused quiet guests past max_downtime where two of one did not).
     streams_on: Dict[str, int] = {}
     streams_of: Dict[str, int] = {}
-    next_step: Dict[str, Dict[str, Any]] = {}  # each move's next attempt's options (escalation_steps)
+    steps_of: Dict[str, List[Dict[str, Any]]] = {}  # each move's attempts' options, mildest first (escalation_steps)
+    next_step: Dict[str, Dict[str, Any]] = {}  # each move's next attempt's options (one of those)
     # How many moves held each link over time, integrated (host -> [move-seconds, when last counted]): a move
     # that holds its link notes where the integral stood when it took it (on_link); as it gives the link up,
     # the moves it shared the link with on average over that time are kept (shared_by).
@@ -157,7 +158,8 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
         res = {"vm": m["vm"], "source": m["source"], "destination": m["destination"], "result": "not_started",
                "attempts": [], "log": []}
         chosen = m.get("method")
-        next_step[m["vm"]] = (escalation_steps(p, (chosen or {}).get("method")) or [{}])[0]
+        steps_of[m["vm"]] = escalation_steps(p, (chosen or {}).get("method"), (chosen or {}).get("xbzrle_cache_bytes"))
+        next_step[m["vm"]] = (steps_of[m["vm"]] or [{}])[0]
         if chosen:
             res.update(method=chosen["method"], method_why=chosen["why"], exclusive=chosen["exclusive"],
                        predicted=chosen["predicted"], profile=m.get("profile"))
@@ -194,8 +196,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     def one(m: Dict[str, Any]) -> None:
         res = results[m["vm"]]
         res["result"] = "running"
-        chosen = m.get("method") or {}
-        steps = escalation_steps(p, chosen.get("method"), chosen.get("xbzrle_cache_bytes"))
+        steps = steps_of[m["vm"]]
         i, restarted = 0, False
         while i < len(steps):
             next_step[m["vm"]] = steps[i]
@@ -273,8 +274,7 @@ def run_moves(moves: List[Dict[str, Any]], uri_of: Dict[str, str], p: Dict[str, 
     def connections(m: Dict[str, Any]) -> int:
         """The connections the move's next attempt sends over: the job's parallel ones, unless its step drops
         them (XBZRLE, escalation_steps)."""
-        step = {k: v for k, v in next_step[m["vm"]].items() if k not in ("why", "method")}
-        return parallel_connections(dict(p, **step)) or 1
+        return parallel_connections(dict(p, **next_step[m["vm"]])) or 1
 
     def take_link(m: Dict[str, Any]) -> None:
         on_link[m["vm"]] = link_seconds(m[side])
