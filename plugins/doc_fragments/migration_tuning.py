@@ -33,6 +33,9 @@ options:
       - Raise the allowed downtime in this many equal steps up to O(max_downtime), spread evenly over the
         attempt's timeout (or 10 s apart without one), like OpenStack's downtime steps. C(1) sets
         O(max_downtime) at once.
+      - The first step is set on the source before the migration starts, so that a short move cannot switch over
+        under QEMU's default of 300 ms first. A move that fails leaves the VM on its source with the downtime
+        limit it had before.
     type: int
     default: 5
   parallel_connections:

@@ -58,6 +58,9 @@ def test_plain_move_records_home_reports_metrics_and_progress(lab, vms):
     assert m["postcopy_used"] is False
     assert r["placement"] == {"running_on": ["lab2"], "defined_on": ["lab2"]}
     assert [e["event"] for e in r["events"]][0] == "start" and r["events"][-1]["event"] == "done"
+    # The ladder's first step (500 ms / 5) is in force before the migration starts, not from the first poll on.
+    first = [e for e in r["events"] if e["event"] == "downtime"][0]
+    assert (first["downtime_ms"], first["why"]) == (100, "before the migration starts") and first["t"] < 1, first
     assert "live_migrate lm-plain:" in r["stdout"] and " done" in r["stdout"], "progress lines are printed"
     assert lab.marker("lm-plain")["intact"]
     # The home host is on the VM itself, so hypervisor_info (any controller) sees it.
@@ -157,7 +160,12 @@ def assert_not_converging(r):
     assert m["dirty_rate"] * 4096 > 8 * MIB, f"the guest dirtied {m['dirty_rate']} pages/s: not a hot VM"
 
 
+def downtime_limit(lab, host, vm):
+    return int(lab.virsh(host, "migrate-getmaxdowntime", vm).stdout.strip())
+
+
 def test_non_converging_vm_is_aborted_when_nothing_else_is_allowed(lab, vms):
+    before = downtime_limit(lab, "lab1", "lm-hot")
     r = lab.migrate(name="lm-hot", uri=lab.uri("lab1"), dest_uri=lab.uri("lab2"), bandwidth=16, timeout=20,
                     timeout_action="abort", convergence_watch=False)
     assert r.get("failed") is True
@@ -166,6 +174,9 @@ def test_non_converging_vm_is_aborted_when_nothing_else_is_allowed(lab, vms):
     assert any(e["event"] == "abort" for e in r["events"])
     assert_only_on(lab, "lm-hot", "lab1")
     assert lab.where("lm-hot")["states"]["lab1"] == "running"
+    # The ladder had reached 500 ms before the abort; the VM stays with the downtime limit it had.
+    assert 500 in [e["downtime_ms"] for e in r["events"] if e["event"] == "downtime"]
+    assert before != 500 and downtime_limit(lab, "lab1", "lm-hot") == before
 
 
 def test_a_migration_that_measurably_stopped_converging_ends_at_once_not_at_its_timeout(lab, vms):

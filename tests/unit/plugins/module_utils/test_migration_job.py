@@ -318,3 +318,62 @@ def test_a_job_with_nothing_left_whose_numbers_stopped_moving_has_sent_its_data(
     assert events.count("transferred") == 1
     ended = [e for e in result["events"] if e["event"] == "transferred"][0]
     assert ended["data_processed"] == 101 << 20
+
+
+class _LimitDom(CrashDom):
+    """A source that keeps its downtime limit and records the calls made on it, in order."""
+
+    def __init__(self, limit=300, refuse=False):
+        super().__init__("hv1", 1, 1)
+        self.limit, self.refuse, self.calls = limit, refuse, []
+
+    def migrateGetMaxDowntime(self, _flags):  # noqa: N802 - libvirt's names
+        self.calls.append("get")
+        return self.limit
+
+    def migrateSetMaxDowntime(self, ms, _flags):  # noqa: N802
+        import libvirt
+        if self.refuse:
+            raise libvirt.libvirtError("this function is not supported by the connection driver")
+        self.calls.append(("set", ms))
+        self.limit = ms
+
+
+def test_the_ladders_first_step_is_set_before_the_migration_starts_and_not_again():
+    """A short move switches over before the first poll: its limit must be in force from the start."""
+    job, _runner, ctl, result = _job({"uri": "qemu+tcp://hv1/system"}, [_sample(1, 150), _sample(2, 10)])
+    dom = job.sdom = _LimitDom()
+    started = []
+    job.watch = lambda runner, _ctl: (runner.thread.join(), started.append(list(dom.calls)), {"ok": True})[2]
+    dom.migrateToURI3 = lambda *_a: dom.calls.append("migrate")
+    assert job.run(0, {}) == {"ok": True}
+    assert started == [["get", ("set", 100), "migrate"]], "the limit is set before the call, once"
+    assert job.downtime_before == 300 and job.ladder_i == 1
+    _feed(job, ctl, 2)
+    assert not any(c[0] == "migrateSetMaxDowntime" and c[1] == 100 for c in ctl.calls), "not set again"
+    assert [(e["downtime_ms"], e.get("why")) for e in result["events"] if e["event"] == "downtime"] == \
+        [(100, "before the migration starts")]
+
+
+def test_a_source_that_cannot_set_it_before_leaves_it_to_the_first_poll():
+    job, _runner, ctl, result = _job({}, [_sample(1, 150)])
+    job.sdom = _LimitDom(refuse=True)
+    job._first_step()  # pylint: disable=protected-access
+    assert job.ladder_i == 0 and [e["event"] for e in result["events"]] == ["control_error"]
+    _feed(job, ctl, 1)
+    assert ("migrateSetMaxDowntime", 100, 0) in ctl.calls
+
+
+def test_a_failed_move_puts_the_sources_downtime_limit_back():
+    """The ladder raised it to 500 and the move failed: the VM stays on its source with the limit it had."""
+    dom = _LimitDom(limit=300)
+    job, _runner, _ctl, result = _job({}, [])
+    job.sdom, job.sconn = dom, UriConn("hv1", dom)
+    job._first_step()  # pylint: disable=protected-access
+    dom.limit = 500  # the ladder's last step, set by the watcher
+    libvirt = pytest.importorskip("libvirt")
+    with pytest.raises(FleetmaintError) as info:
+        job.failed(libvirt.libvirtError("operation failed: migration failed"), 1000)
+    assert "still runs on hv1" in info.value.msg and dom.limit == 300
+    assert [e["why"] for e in result["events"] if e["event"] == "downtime"] == \
+        ["before the migration starts", "put back as it was before the move"]
