@@ -42,6 +42,13 @@ class BenchLab:
         return {n: v["running_on"] for n, v in self.status()["vms"].items()}
 
 
+def migrate_cmd(src, dst, vm, extra=()):
+    """The operator's ``virsh migrate`` of one VM (live, peer to peer, defined on the destination only; ``--unsafe``
+    for the lab's shared directory), with ``extra`` options."""
+    return ["virsh", "-c", src, "migrate", "--live", "--p2p", "--persistent", "--undefinesource", "--unsafe", *extra,
+            vm, dst]
+
+
 def completed_downtime_ms(uri, vm):
     """The downtime of the last completed migration, as the destination recorded it."""
     out = sh(["virsh", "-c", uri, "domjobinfo", "--completed", "--keep-completed", vm], check=False).stdout

@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchlab import BenchLab, completed_downtime_ms, sh
+from benchlab import BenchLab, completed_downtime_ms, migrate_cmd, sh
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -119,10 +119,8 @@ def naive_loop(vms, src, dst, extra=(), deadline=None):
     t0 = time.monotonic()
     for vm in vms:
         t = time.monotonic()
-        cmd = ["virsh", "-c", src, "migrate", "--live", "--p2p", "--persistent", "--undefinesource", "--unsafe",
-               *extra, vm, dst]
         try:
-            res = sh(cmd, check=False, timeout=deadline)
+            res = sh(migrate_cmd(src, dst, vm, extra), check=False, timeout=deadline)
             ok, err = res.returncode == 0, res.stderr.strip()
         except subprocess.TimeoutExpired:
             sh(["virsh", "-c", src, "domjobabort", vm], check=False)

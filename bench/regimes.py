@@ -52,7 +52,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchlab import BenchLab, CpuMeter, completed_downtime_ms, sh
+from benchlab import BenchLab, CpuMeter, completed_downtime_ms, migrate_cmd, sh
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -92,10 +92,6 @@ def sent_bytes():
         if "CLASSIFY" in line and "set 1:100" in line:
             total += int(line.split()[1])
     return total
-
-
-def migrate_cmd(src, dst, vm):
-    return ["virsh", "-c", src, "migrate", "--live", "--p2p", "--persistent", "--undefinesource", "--unsafe", vm, dst]
 
 
 def sequential_loop(vms, src, dst, deadline):

@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchlab import BenchLab, completed_downtime_ms, sh
+from benchlab import BenchLab, completed_downtime_ms, migrate_cmd, sh
 
 HERE = Path(__file__).resolve().parent
 STATE = "/var/tmp/fleetmaint-lab-switchover"
@@ -38,9 +38,8 @@ lab = BenchLab(STATE)
 
 def migrate(src, dst, vm, downtime_ms, out):
     """One ``virsh migrate``; QEMU's downtime limit set as soon as its job exists (as the collection does)."""
-    cmd = ["virsh", "-c", src, "migrate", "--live", "--p2p", "--persistent", "--undefinesource", "--unsafe", vm, dst]
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(migrate_cmd(src, dst, vm), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if downtime_ms:
         for _try in range(20):
             if sh(["virsh", "-c", src, "migrate-setmaxdowntime", vm, str(downtime_ms)], check=False).returncode == 0:
@@ -78,8 +77,7 @@ def home(vms, uris):
     where = lab.where()
     for vm in vms:
         if where.get(vm) != ["lab1"]:
-            sh(["virsh", "-c", uris[where[vm][0]], "migrate", "--live", "--p2p", "--persistent", "--undefinesource",
-                "--unsafe", vm, uris["lab1"]])
+            sh(migrate_cmd(uris[where[vm][0]], uris["lab1"], vm))
 
 
 def main() -> int:
