@@ -260,8 +260,8 @@ def test_destination_missing_network_or_pool_is_refused(lab, vms):
     lab.virsh("lab1", "pool-define-as", "extra", "dir", "--target", "/var/lib/libvirt/extra")
     lab.virsh("lab1", "pool-build", "extra")
     lab.virsh("lab1", "pool-start", "extra")
-    lab.ctl("vm", "create", "lm-solo", "--host", "lab1", "--network", "solo")
-    lab.ctl("vm", "create", "lm-pooled", "--host", "lab1", "--disk", "local", "--pool", "extra")
+    lab.create_at_once({"lm-solo": "lab1", "lm-pooled": "lab1"},
+                       each={"lm-solo": ["--network", "solo"], "lm-pooled": ["--disk", "local", "--pool", "extra"]})
     try:
         r = lab.migrate(name="lm-solo", uri=lab.uri("lab1"), dest_uri=lab.uri("lab2"))
         assert r.get("failed") is True and "network_missing" in r["codes"]

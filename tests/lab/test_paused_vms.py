@@ -105,8 +105,7 @@ def test_evacuate_moves_a_paused_vm_and_restore_leaves_it_away_with_its_home(lab
 def test_shut_off_and_transient_vms_stay_where_they_are(lab):
     """A shut-off VM is not moved (evacuation empties a host of running VMs; its definition stays, the
     host's own); a transient running VM moves and is defined on its destination only."""
-    lab.ctl("vm", "create", "so-off", "--host", "lab3", "--disk", "shared")
-    lab.ctl("vm", "create", "so-tr", "--host", "lab3", "--disk", "shared")
+    lab.create_at_once({"so-off": "lab3", "so-tr": "lab3"}, "--disk", "shared")
     try:
         lab.virsh("lab3", "destroy", "so-off")
         lab.virsh("lab3", "undefine", "so-tr")  # still running: now transient
