@@ -691,9 +691,10 @@ class Lab:
         state = self.load()
         touched = []
         for h in state["hosts"]:
-            if not self.host_up(h):
-                continue
-            names = self.virsh(h, "list", "--all", "--name").stdout.split()
+            listed = self.virsh(h, "list", "--all", "--name", check=False) if self.host_pid(h) else None
+            if listed is None or listed.returncode != 0:
+                continue  # the host is down (or does not answer): nothing of the VM to delete there now
+            names = listed.stdout.split()
             if name in names:
                 self.virsh(h, "destroy", name, check=False)
                 self.virsh(h, "undefine", name, "--nvram", check=False)
@@ -729,13 +730,15 @@ class Lab:
                 out["defined_on"].append(h["name"])
         return out
 
-    def marker(self, name: str) -> dict:
-        """Read the disk marker of a VM from the image on the host that holds it."""
+    def marker(self, name: str, where: dict | None = None) -> dict:
+        """Read the disk marker of a VM from the image on the host that holds it (``where``: the VM's place as
+        ``locate`` or ``status`` gave it, when the caller has it already)."""
         state = self.load()
         vm = state["vms"].get(name)
         if not vm or not vm.get("disk_path"):
             raise LabError(f"VM '{name}' is not a lab VM with a disk")
-        where = self.locate(state, name)
+        if where is None:
+            where = self.locate(state, name)
         holders = where["running_on"] or where["defined_on"]
         found = {}
         for hn in holders:
@@ -1154,8 +1157,8 @@ def main(argv: list[str] | None = None) -> int:
     fl = sub.add_parser("fleet", help="make a fleet file's VMs run, once each (creates, starts, repairs)")
     fl.add_argument("action", choices=["ensure"])
     fl.add_argument("file", help="lines of: name host memory-MiB disk(shared|local|none) [dirty-mb dirty-rate]")
-    m = vsub.add_parser("marker", help="read a VM's disk marker where it lives")
-    m.add_argument("name")
+    m = vsub.add_parser("marker", help="read a VM's disk marker where it lives (several VMs: name -> marker)")
+    m.add_argument("name", nargs="+")
     r = sub.add_parser("reach", help="can host A's processes reach host B's libvirtd? (exit 0 if yes)")
     r.add_argument("src")
     r.add_argument("dst")
@@ -1230,8 +1233,13 @@ def _run(lab: Lab, a: argparse.Namespace, as_json: bool) -> int:
             elif a.vmcmd == "delete":
                 out = {"deleted_from": lab.vm_delete(a.name)}
                 text = f"deleted {a.name} from {', '.join(out['deleted_from']) or 'nowhere'}"
-            else:
-                out = lab.marker(a.name)
+            elif len(a.name) == 1:
+                out = lab.marker(a.name[0])
+                text = json.dumps(out)
+            else:  # several VMs (tests waiting for guests to boot): one listing of the hosts for all of them
+                vms = lab.status()["vms"]
+                out = {n: lab.marker(n, where=vms.get(n, {"running_on": [], "defined_on": [], "states": {}}))
+                       for n in a.name}
                 text = json.dumps(out)
         elif a.cmd == "patch":
             out = lab.patch(a.host, a.level, a.stack)

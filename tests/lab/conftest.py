@@ -83,6 +83,13 @@ class Lab:
     def marker(self, vm: str) -> dict:
         return json.loads(self.ctl("vm", "marker", vm).stdout)
 
+    def markers(self, vms) -> dict:
+        """vm -> marker of several VMs, read in one labctl call (one listing of the hosts for all)."""
+        vms = list(vms)
+        if len(vms) == 1:
+            return {vms[0]: self.marker(vms[0])}
+        return json.loads(self.ctl("vm", "marker", *vms).stdout)
+
     def home_host(self, vm: str, host: str):
         """The home host recorded in the VM's own metadata (as the collection writes it), or None."""
         xml = self.virsh(host, "metadata", vm, "https://github.com/fleetmaint/libvirt/xmlns/1",
@@ -199,7 +206,7 @@ class Lab:
             self.ctl("vm", "create", vm, "--host", host, *create_args, *(each or {}).get(vm, ()), "--no-wait")
 
         def up() -> bool:
-            ms = [self.marker(vm) for vm in on]
+            ms = list(self.markers(on).values())
             crashed = [m["guest"]["crash"] for m in ms if m["guest"]["crashed"]]
             assert not crashed, f"a guest crashed while booting: {crashed}"
             return all(m["intact"] and m["guest"]["booted"] for m in ms)

@@ -18,7 +18,7 @@ def fleet(lab):
     for name, mem in MIXED.items():
         disk = ["--disk", "local"] if name == "ev-f" else []
         lab.ctl("vm", "create", name, "--host", "lab1", "--memory", str(mem), *disk, "--no-wait")
-    wait_for(lambda: all(lab.marker(n)["intact"] for n in MIXED), 90, what="guests to write markers")
+    wait_for(lambda: all(m["intact"] for m in lab.markers(MIXED).values()), 90, what="guests to write markers")
     yield list(MIXED)
     for name in MIXED:
         lab.ctl("vm", "delete", name, check=False)

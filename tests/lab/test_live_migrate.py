@@ -28,7 +28,7 @@ def vms(lab):
     }
     for name, args in specs.items():
         lab.ctl("vm", "create", name, *args, "--no-wait")  # all boot at once; waited for below
-    wait_for(lambda: all(lab.marker(n)["intact"] for n in specs), 90, what="guests to write their markers")
+    wait_for(lambda: all(m["intact"] for m in lab.markers(specs).values()), 90, what="guests to write their markers")
     yield specs
     for name in specs:
         lab.ctl("vm", "delete", name, check=False)

@@ -30,7 +30,7 @@ def trio_away(lab):
     try:
         for name, mem in TRIO.items():
             lab.ctl("vm", "create", name, "--host", HOME, "--memory", str(mem), "--no-wait")
-        wait_for(lambda: all(lab.marker(n)["intact"] for n in TRIO), 90, what="guests to write markers")
+        wait_for(lambda: all(m["intact"] for m in lab.markers(TRIO).values()), 90, what="guests to write markers")
         r = lab.evacuate(uris=lab.uris(), host=HOME)
         assert not r.get("failed"), r.get("msg")
         assert HOME not in lab.invariant(list(TRIO)).values()
@@ -69,7 +69,7 @@ def test_restore_brings_home_what_fits_and_leaves_the_rest_no_capacity(lab, trio
     assert where["rc-a"] == where["rc-b"] == HOME and where["rc-c"] == away["rc-c"]
     assert lab.home_host("rc-c", away["rc-c"]) == HOME  # its home unchanged: a later restore brings it
     assert mark(lab, HOME)  # not every VM is home: the host stays in maintenance
-    assert all(lab.marker(n)["intact"] for n in TRIO)
+    assert all(m["intact"] for m in lab.markers(TRIO).values())
 
     # Room again (the hog is gone): the re-run brings the rest home and clears the mark.
     lab.ctl("vm", "delete", HOG)

@@ -23,7 +23,7 @@ def fleet(lab):
     for name, (host, mem, disk, dirty) in VMS.items():
         extra = ["--dirty-mb", str(dirty), "--dirty-rate", "10"] if dirty else []
         lab.ctl("vm", "create", name, "--host", host, "--memory", str(mem), "--disk", disk, *extra, "--no-wait")
-    wait_for(lambda: all(lab.marker(n)["intact"] for n in VMS), 90, what="guests to write markers")
+    wait_for(lambda: all(m["intact"] for m in lab.markers(VMS).values()), 90, what="guests to write markers")
     yield list(VMS)
     for name in VMS:
         lab.ctl("vm", "delete", name, check=False)
@@ -41,7 +41,7 @@ def in_maintenance(lab, host) -> bool:
 def all_home(lab, vms) -> None:
     where = lab.invariant(vms)
     assert where == {v: VMS[v][0] for v in vms}, where
-    markers = {v: lab.marker(v) for v in vms}
+    markers = lab.markers(vms)
     assert all(m["intact"] for m in markers.values()), {v: m for v, m in markers.items() if not m["intact"]}
 
 

@@ -43,7 +43,7 @@ def mixed(lab):
     try:
         for name, host in VMS.items():
             lab.ctl("vm", "create", name, "--host", host, "--disk", "shared", "--no-wait")
-        wait_for(lambda: all(lab.marker(n)["intact"] for n in VMS), 120, what="guests to write markers")
+        wait_for(lambda: all(m["intact"] for m in lab.markers(VMS).values()), 120, what="guests to write markers")
         yield list(VMS)
     finally:
         for name in VMS:
