@@ -74,8 +74,11 @@ class Lab:
         (a host restarted, killed or moved to another stack keeps it), so it is read once: every virsh call of a
         test used to cost a whole 'labctl status' (0.4 s, 9 virsh calls) just for it."""
         if name not in self._uris:
-            self._uris.update({h["name"]: h["uri"] for h in self.status()["hosts"]})
+            self._read_uris()
         return self._uris[name]
+
+    def _read_uris(self) -> None:
+        self._uris.update({h["name"]: h["uri"] for h in self.status()["hosts"]})
 
     def where(self, vm: str) -> dict:
         return self.status()["vms"].get(vm, {"running_on": [], "defined_on": [], "states": {}})
@@ -184,7 +187,7 @@ class Lab:
 
     def uris(self) -> list:
         if not self._uris:
-            self._uris.update({h["name"]: h["uri"] for h in self.status()["hosts"]})
+            self._read_uris()
         return list(self._uris.values())
 
     def invariant(self, vms) -> dict:
